@@ -1,0 +1,148 @@
+"""The connection to Consul: address and token resolution, and a safe client.
+
+python-consul2 is used for its endpoint wrappers, with two of its habits
+undone because they break our contract:
+
+* it reads ``CONSUL_HTTP_ADDR`` / ``CONSUL_HTTP_TOKEN`` itself and lets them
+  override explicit arguments, so ``--consul-addr`` would lose to the
+  environment;
+* it sends the token as a ``?token=`` query parameter on many endpoints, where
+  it ends up in exception texts that quote the URL.
+
+We resolve address and token ourselves (flag > environment > default), send
+the token only in the ``X-Consul-Token`` header, and translate transport
+errors into :class:`ConsulUnavailable` messages that name the address only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+
+import consul
+import consul.base
+import consul.std
+import requests
+
+from .errors import ConfigError, ConsulDenied, ConsulUnavailable
+
+DEFAULT_ADDRESS = "127.0.0.1:8500"
+
+_ADDRESS = re.compile(r"^(?:(?P<scheme>https?)://)?(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})/?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsulAddress:
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> "ConsulAddress":
+        """Parse ``HOST:PORT`` or ``http(s)://HOST:PORT``."""
+        match = _ADDRESS.match(text.strip())
+        if not match or not 0 < int(match["port"]) < 65536:
+            raise ConfigError(f"invalid Consul address {text!r}: expected HOST:PORT or http(s)://HOST:PORT")
+        return cls(match["scheme"] or "http", match["host"].strip("[]"), int(match["port"]))
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def resolve_address(flag: str | None, environ=os.environ) -> ConsulAddress:
+    return ConsulAddress.parse(flag or environ.get("CONSUL_HTTP_ADDR") or DEFAULT_ADDRESS)
+
+
+def resolve_token(token: str | None, token_file: str | None, environ=os.environ) -> str | None:
+    """Flag beats environment; a token beats a token file at the same level."""
+    if token:
+        return token
+    if token_file:
+        return _read_token_file(token_file)
+    if environ.get("CONSUL_HTTP_TOKEN"):
+        return environ["CONSUL_HTTP_TOKEN"]
+    if environ.get("CONSUL_HTTP_TOKEN_FILE"):
+        return _read_token_file(environ["CONSUL_HTTP_TOKEN_FILE"])
+    return None
+
+
+def _read_token_file(path: str) -> str:
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as error:
+        raise ConfigError(f"cannot read Consul token file {path}: {error.strerror}") from None
+    if not token:
+        raise ConfigError(f"Consul token file {path} is empty")
+    return token
+
+
+class Consul(consul.std.Consul):
+    """python-consul2's client with explicit address and a header-only token."""
+
+    def __init__(self, address: ConsulAddress, token: str | None = None, timeout: float = 10.0):
+        super().__init__(host=address.host, port=address.port, scheme=address.scheme)
+        self.address = address
+        # Undo the environment override and keep the token out of URLs.
+        self.token = None
+        self.http = self.http_connect(address.host, address.port, address.scheme, timeout=timeout)
+        if token:
+            self.http.session.headers["X-Consul-Token"] = token
+
+    def get_json(self, path: str, params: dict | None = None, timeout: float | None = None):
+        """GET an endpoint python-consul2 does not wrap; returns (index, body)."""
+        url = f"{self.address}{path}"
+        with translate_errors(self.address):
+            response = self.http.session.get(url, params=params or {}, timeout=timeout or self.http.timeout)
+            consul.base.CB._status(_as_base_response(response))
+            return int(response.headers.get("X-Consul-Index", 0)), response.json()
+
+    def close(self) -> None:
+        self.http.session.close()
+
+
+def _as_base_response(response: requests.Response) -> consul.base.Response:
+    return consul.base.Response(response.status_code, response.headers, response.text, response.content)
+
+
+class translate_errors:
+    """Context manager turning transport and HTTP errors into our own, token-free."""
+
+    def __init__(self, address: ConsulAddress):
+        self.address = address
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, _traceback):
+        if error is None or not isinstance(error, Exception):
+            return False
+        if isinstance(error, consul.base.ACLPermissionDenied):
+            raise ConsulDenied(f"Consul at {self.address} denied the request: {_first_line(error)}") from None
+        if isinstance(error, requests.Timeout):
+            raise ConsulUnavailable(f"Consul at {self.address} timed out") from None
+        if isinstance(error, requests.RequestException):
+            raise ConsulUnavailable(f"cannot reach Consul at {self.address}: {_reason(error)}") from None
+        if isinstance(error, consul.base.ConsulException):
+            raise ConsulUnavailable(f"Consul at {self.address} failed: {_first_line(error)}") from None
+        return False
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
+
+
+def _reason(error: requests.RequestException) -> str:
+    # requests' messages quote the URL; name only the root cause.
+    cause = error
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__
+    text = str(cause)
+    if "Connection refused" in text:
+        return "connection refused"
+    if "Name or service not known" in text or "getaddrinfo" in text:
+        return "unknown host"
+    return type(error).__name__

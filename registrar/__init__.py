@@ -1,0 +1,1 @@
+"""Registers Docker containers as Consul services."""

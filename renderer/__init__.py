@@ -1,0 +1,1 @@
+"""Renders nginx configuration from the Consul catalog."""

@@ -1,0 +1,59 @@
+"""Session-wide real parts: one Consul dev agent, one nginx prefix, one Docker engine.
+
+Each test gives its services, files and containers names of its own, and
+removes them when done, so the parts can be shared across the session.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from tests.support import require
+from tests.support.consul_agent import ConsulAgent
+from tests.support.docker_engine import DockerEngine
+from tests.support.nginx_server import STREAM_MODULE, Nginx
+
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+
+@pytest.fixture(scope="session")
+def consul_agent():
+    agent = ConsulAgent(require.binary("consul")).start()
+    yield agent
+    agent.close()
+
+
+@pytest.fixture(scope="session")
+def nginx():
+    binary = require.binary("nginx")
+    if not STREAM_MODULE.exists():
+        require.unavailable(f"nginx stream module ({STREAM_MODULE})")
+    server = Nginx(binary).start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    require.binary("dockerd")
+    engine = DockerEngine()
+    try:
+        engine.start()
+    except RuntimeError as error:
+        require.unavailable(f"Docker engine ({error})")
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_engine):
+    return docker_engine.busybox_image()
+
+
+@pytest.fixture
+def unique():
+    """A short name prefix of this test's own, for services, files and containers."""
+    return f"t{uuid.uuid4().hex[:8]}"

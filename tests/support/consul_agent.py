@@ -1,0 +1,109 @@
+"""A private Consul dev agent on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from .ports import free_port
+
+
+class ConsulAgent:
+    def __init__(self, binary: str, extra_config: dict | None = None):
+        self.binary = binary
+        self.dir = Path(tempfile.mkdtemp(prefix="consul-test-"))
+        self.http_port = free_port()
+        self.extra_config = extra_config or {}
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def start(self, timeout: float = 30.0) -> "ConsulAgent":
+        data_dir = self.dir / "data"
+        shutil.rmtree(data_dir, ignore_errors=True)
+        config = {
+            "ports": {"http": self.http_port, "dns": -1, "grpc": -1, "serf_lan": free_port(),
+                      "serf_wan": free_port(), "server": free_port()},
+            "bind_addr": "127.0.0.1", "client_addr": "127.0.0.1", "data_dir": str(data_dir),
+            "disable_update_check": True, "log_level": "warn",
+        }
+        config.update(self.extra_config)
+        (self.dir / "config.json").write_text(json.dumps(config))
+        self.log = open(self.dir / "consul.log", "ab")
+        self.process = subprocess.Popen(
+            [self.binary, "agent", "-dev", "-config-file", str(self.dir / "config.json")],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._wait_for_leader(timeout)
+        return self
+
+    def _wait_for_leader(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"consul exited: {(self.dir / 'consul.log').read_text()[-2000:]}")
+            try:
+                leader = requests.get(f"{self.url}/v1/status/leader", timeout=1).json()
+                nodes = requests.get(f"{self.url}/v1/catalog/nodes", timeout=1)
+                if leader and nodes.status_code == 200 and nodes.json():
+                    return
+            except (requests.RequestException, ValueError):
+                pass
+            time.sleep(0.1)
+        raise TimeoutError("consul elected no leader")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self, pause: float = 0.0) -> None:
+        """Stop and start again on the same ports; a dev agent comes back empty."""
+        self.stop()
+        time.sleep(pause)
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # Small helpers for tests: raw HTTP, so the code under test is not testing itself.
+    def put(self, path: str, body=None, **params) -> requests.Response:
+        response = requests.put(f"{self.url}{path}", json=body, params=params, timeout=10)
+        response.raise_for_status()
+        return response
+
+    def get(self, path: str, **params):
+        response = requests.get(f"{self.url}{path}", params=params, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def register(self, name: str, service_id: str, port: int, *, address: str = "127.0.0.1",
+                 tags=(), meta=None, check: dict | None = None) -> None:
+        body = {"Name": name, "ID": service_id, "Port": port, "Address": address,
+                "Tags": list(tags), "Meta": meta or {}}
+        if check:
+            body["Check"] = check
+        self.put("/v1/agent/service/register", body)
+
+    def deregister(self, service_id: str) -> None:
+        self.put(f"/v1/agent/service/deregister/{service_id}")
+
+    def services(self) -> dict:
+        return self.get("/v1/agent/services")

@@ -1,0 +1,101 @@
+"""A private nginx: own prefix, own ports, http and stream includes.
+
+Configs land in ``conf.d/*.conf`` (inside ``http {}``) and ``stream.d/*.conf``
+(inside ``stream {}``). Tests write files with names of their own and remove
+them when done, so one nginx serves the whole session.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from .ports import free_port, wait_for_port
+
+STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+
+MAIN_CONFIG = """\
+# The stream module is dynamic; under a private prefix the stock
+# modules-enabled includes resolve relative to the prefix, so load it by path.
+load_module {stream_module};
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+    server {{
+        listen 127.0.0.1:{http_port} default_server;
+        location / {{ return 404 "no such site\\n"; }}
+    }}
+    include {prefix}/conf.d/*.conf;
+}}
+stream {{
+    include {prefix}/stream.d/*.conf;
+}}
+"""
+
+
+class Nginx:
+    def __init__(self, binary: str):
+        self.binary = binary
+        self.prefix = Path(tempfile.mkdtemp(prefix="nginx-test-"))
+        self.http_port = free_port()
+        self.conf_d = self.prefix / "conf.d"
+        self.stream_d = self.prefix / "stream.d"
+        self.config = self.prefix / "nginx.conf"
+
+    @property
+    def base_command(self) -> str:
+        return f"{shlex.quote(self.binary)} -p {self.prefix} -c {self.config}"
+
+    @property
+    def check_command(self) -> str:
+        return f"{self.base_command} -t -q"
+
+    @property
+    def reload_command(self) -> str:
+        return f"{self.base_command} -s reload"
+
+    def start(self) -> "Nginx":
+        for sub in ("conf.d", "stream.d", "logs", "tmp"):
+            (self.prefix / sub).mkdir(parents=True, exist_ok=True)
+        self.config.write_text(MAIN_CONFIG.format(
+            stream_module=STREAM_MODULE, prefix=self.prefix, http_port=self.http_port))
+        subprocess.run(shlex.split(self.check_command), check=True, capture_output=True)
+        subprocess.run(shlex.split(self.base_command), check=True, capture_output=True)
+        wait_for_port(self.http_port)
+        return self
+
+    def pid(self) -> int:
+        return int((self.prefix / "nginx.pid").read_text())
+
+    def reload(self) -> None:
+        subprocess.run(shlex.split(self.reload_command), check=True, capture_output=True)
+
+    def config_is_valid(self) -> bool:
+        return subprocess.run(shlex.split(self.check_command), capture_output=True).returncode == 0
+
+    def stop(self) -> None:
+        subprocess.run(shlex.split(self.base_command) + ["-s", "quit"], capture_output=True)
+        deadline = time.monotonic() + 10
+        while (self.prefix / "nginx.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+    def get(self, host: str, path: str = "/", timeout: float = 2.0) -> requests.Response:
+        return requests.get(f"http://127.0.0.1:{self.http_port}{path}", headers={"Host": host}, timeout=timeout)
