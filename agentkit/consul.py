@@ -97,7 +97,9 @@ class Consul(consul.std.Consul):
         with translate_errors(self.address):
             response = self.http.session.get(url, params=params or {}, timeout=timeout or self.http.timeout)
             consul.base.CB._status(_as_base_response(response))
-            return int(response.headers.get("X-Consul-Index", 0)), response.json()
+            index = int(response.headers.get("X-Consul-Index", 0))
+            # 404 is how KV says "nothing under this prefix"; the index still counts.
+            return index, (None if response.status_code == 404 else response.json())
 
     def close(self) -> None:
         self.http.session.close()

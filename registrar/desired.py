@@ -1,0 +1,86 @@
+"""What Consul should hold for this host, from what Docker holds (pure).
+
+Each container Docker knows becomes a :class:`ContainerState`; together they
+form :class:`Desired`: the services wanted, by ID, and which containers'
+services must be left alone. The daemon keeps one ContainerState per
+container, replaces it on every Docker event for that container, and rebuilds
+all of them at every full reconciliation.
+
+Choices made here:
+
+* Only running containers want services. A stopped container's services go
+  away at the next reconciliation, even if its ``die`` event was missed
+  (registrator's "stale services after a missed event"), except with
+  ``--deregister on-success`` when it exited non-zero: then whatever it has in
+  Consul is kept as it is, neither removed nor re-registered.
+* A removed container leaves a tombstone (``removed=True``) so its services
+  are deregistered on ``destroy`` without ``--cleanup``; tombstones are
+  dropped once Consul no longer holds any of their services.
+* Two containers claiming the same service ID (a copied ``SERVICE_ID``):
+  the container whose name sorts first keeps it, the other's service is
+  skipped with a warning. Deterministic, so reconciliations do not flap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable
+
+from .labels import MappingSettings, container_name, is_running, services_for
+from .model import Service
+
+DEREGISTER_POLICIES = ("always", "on-success")
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerState:
+    id: str  # short (12 hex) ID, as in the registrar-container meta
+    name: str
+    running: bool
+    exit_code: int | None = None
+    removed: bool = False
+    services: tuple[Service, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def keeps_services(self, deregister: str) -> bool:
+        return (deregister == "on-success" and not self.running and not self.removed
+                and self.exit_code not in (None, 0))
+
+
+def container_state(info: dict, settings: MappingSettings) -> ContainerState:
+    short_id = info.get("Id", "")[:12]
+    state = info.get("State") or {}
+    if not is_running(info):
+        return ContainerState(short_id, container_name(info), False, exit_code=state.get("ExitCode"))
+    mapping = services_for(info, settings)
+    return ContainerState(short_id, container_name(info), True, services=mapping.services,
+                          warnings=mapping.warnings)
+
+
+def removed(container_id: str, name: str = "") -> ContainerState:
+    return ContainerState(container_id[:12], name, False, removed=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Desired:
+    services: dict[str, Service]
+    containers: dict[str, ContainerState]  # every container Docker knows, plus tombstones
+    kept: frozenset[str]  # container IDs whose services stay untouched
+    warnings: tuple[str, ...]
+
+
+def desired_state(containers: Iterable[ContainerState], deregister: str = "always") -> Desired:
+    by_container = {state.id: state for state in containers}
+    services: dict[str, Service] = {}
+    warnings: list[str] = []
+    for state in sorted(by_container.values(), key=lambda s: (s.name, s.id)):
+        warnings += state.warnings
+        for service in state.services:
+            holder = services.get(service.id)
+            if holder is not None:
+                warnings.append(f"container {state.name} ({state.id}): service ID {service.id!r} is already used "
+                                f"by container {holder.container_name}; skipped")
+                continue
+            services[service.id] = service
+    kept = frozenset(s.id for s in by_container.values() if s.keeps_services(deregister))
+    return Desired(services, by_container, kept, tuple(warnings))

@@ -1,0 +1,11 @@
+"""The registrar's own failures, under agentkit's one hierarchy."""
+
+from agentkit.errors import AgentError, ConsulDenied, ConsulUnavailable  # noqa: F401 (re-exported)
+
+
+class DockerUnavailable(AgentError):
+    """The Docker engine could not be reached or failed a request."""
+
+
+class ServiceRejected(AgentError):
+    """Consul refused one service definition (the others go on)."""

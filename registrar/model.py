@@ -1,0 +1,118 @@
+"""Plain values the registrar passes around: a wanted service and its checks.
+
+A :class:`Service` is what one container port should look like in Consul. It
+is built by :mod:`registrar.labels`, compared with what Consul holds by
+:mod:`registrar.reconcile`, and written by :mod:`registrar.consul_sink`.
+
+Ownership (issue 3: "it only ever removes its own services"): every service
+carries the meta keys below. ``registrar-host`` names this registrar's host
+(``--hostname``); a service without it, or with another host's name, is never
+touched. ``registrar-hash`` is a digest of the whole normalised definition, so
+"unchanged" is one string comparison and includes the checks, which
+``/v1/agent/services`` does not return.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+MARK_HOST = "registrar-host"
+MARK_CONTAINER = "registrar-container"
+MARK_HASH = "registrar-hash"
+RESERVED_META_PREFIX = "registrar-"
+
+# Docker HEALTHCHECK -> Consul TTL check. The registrar refreshes it every
+# HEALTH_HEARTBEAT seconds; if the registrar dies the check expires to
+# critical after HEALTH_TTL: health nobody reports is unknown health.
+HEALTH_TTL = "90s"
+HEALTH_HEARTBEAT = 30.0
+HEALTH_CHECK_SUFFIX = "docker-health"
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    id: str
+    name: str
+    http: str | None = None
+    tcp: str | None = None
+    ttl: str | None = None
+    args: tuple[str, ...] | None = None
+    interval: str | None = None
+    timeout: str | None = None
+    status: str | None = None
+    deregister_after: str | None = None
+    tls_skip_verify: bool = False
+    # True for the Docker HEALTHCHECK mirror: its status follows the
+    # container and is pushed with TTL updates, so it is not part of identity.
+    docker_health: bool = False
+
+    def payload(self) -> dict:
+        body: dict = {"CheckID": self.id, "Name": self.name}
+        for key, value in (("HTTP", self.http), ("TCP", self.tcp), ("TTL", self.ttl),
+                           ("Interval", self.interval), ("Timeout", self.timeout),
+                           ("Status", self.status),
+                           ("DeregisterCriticalServiceAfter", self.deregister_after)):
+            if value is not None:
+                body[key] = value
+        if self.args is not None:
+            body["Args"] = list(self.args)
+        if self.tls_skip_verify:
+            body["TLSSkipVerify"] = True
+        return body
+
+    def identity(self) -> dict:
+        body = self.payload()
+        if self.docker_health:
+            body.pop("Status", None)
+        return body
+
+
+@dataclasses.dataclass(frozen=True)
+class Service:
+    id: str
+    name: str
+    address: str
+    port: int
+    tags: tuple[str, ...]
+    meta: tuple[tuple[str, str], ...]  # sorted (key, value); includes the ownership marks but not the hash
+    checks: tuple[Check, ...] = ()
+    container_id: str = ""
+    container_name: str = ""
+
+    @property
+    def meta_dict(self) -> dict[str, str]:
+        return dict(self.meta)
+
+    @property
+    def health_check(self) -> Check | None:
+        return next((check for check in self.checks if check.docker_health), None)
+
+    def fingerprint(self) -> str:
+        """A digest of everything Consul should hold for this service."""
+        identity = {"ID": self.id, "Name": self.name, "Address": self.address, "Port": self.port,
+                    "Tags": list(self.tags), "Meta": self.meta_dict,
+                    "Checks": [check.identity() for check in self.checks]}
+        text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def payload(self) -> dict:
+        """The body of PUT /v1/agent/service/register."""
+        meta = self.meta_dict
+        meta[MARK_HASH] = self.fingerprint()
+        body = {"ID": self.id, "Name": self.name, "Address": self.address, "Port": self.port,
+                "Tags": list(self.tags), "Meta": meta}
+        if self.checks:
+            body["Checks"] = [check.payload() for check in self.checks]
+        return body
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.id}) at {_hostport(self.address, self.port)}"
+
+
+def _hostport(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+hostport = _hostport

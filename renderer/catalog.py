@@ -1,0 +1,211 @@
+"""The catalog as plain, immutable data: nodes, service instances, health.
+
+Built from one of two sources, both pure functions of parsed JSON:
+
+* Consul's node dump (``/v1/internal/ui/nodes``: every node with its services
+  and checks, in one response; see ``renderer.consul_data`` for why), and
+* a snapshot file (``renderer snapshot`` writes it, ``--catalog`` reads it), so
+  a template can be tested with no cluster.
+
+Every instance passes ``renderer.untrusted`` before it is admitted; rejected
+ones are listed in ``Catalog.rejected`` with the reason, for one warning each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+
+from . import untrusted
+
+PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
+_SEVERITY = {PASSING: 0, WARNING: 1, CRITICAL: 2}
+SNAPSHOT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    name: str
+    address: str
+    meta: Mapping[str, str]
+
+    def as_json(self) -> dict:
+        return {"name": self.name, "address": self.address, "meta": dict(self.meta)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Instance:
+    """One registered service instance, as templates see it."""
+
+    id: str
+    name: str
+    address: str  # the service address, else the node's
+    port: int
+    tags: tuple[str, ...]
+    meta: Mapping[str, str]
+    node: str
+    status: str
+
+    def as_json(self) -> dict:
+        return {"id": self.id, "name": self.name, "address": self.address, "port": self.port,
+                "tags": list(self.tags), "meta": dict(self.meta), "node": self.node, "status": self.status}
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejected:
+    """An instance (or node) left out, and why."""
+
+    node: str
+    service_id: str
+    reason: str
+
+    def __str__(self) -> str:
+        if self.service_id:
+            return f"service instance {self.service_id!r} on node {self.node!r}: {self.reason}"
+        return f"node {self.node!r}: {self.reason}"
+
+
+class Catalog:
+    """Immutable view of the catalog with the lookups templates need, precomputed."""
+
+    def __init__(self, nodes: Iterable[Node], instances: Iterable[Instance], rejected: Iterable[Rejected] = ()):
+        self.nodes: tuple[Node, ...] = tuple(sorted(nodes, key=lambda n: n.name))
+        ordered = sorted(instances, key=lambda i: (i.name, i.node, i.id))
+        self.instances: tuple[Instance, ...] = tuple(ordered)
+        self.rejected: tuple[Rejected, ...] = tuple(rejected)
+        by_name: dict[str, list[Instance]] = {}
+        for instance in ordered:
+            by_name.setdefault(instance.name, []).append(instance)
+        self._by_name = {name: tuple(group) for name, group in by_name.items()}
+        self._services = tuple(
+            (name, tuple(sorted({tag for i in group for tag in i.tags}))) for name, group in self._by_name.items())
+
+    def services(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """(name, union of tags) for every service, sorted by name."""
+        return self._services
+
+    def instances_of(self, name: str) -> tuple[Instance, ...]:
+        return self._by_name.get(name, ())
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Catalog) and self.nodes == other.nodes
+                and self.instances == other.instances)
+
+    def __hash__(self):  # pragma: no cover - catalogs are compared, never hashed
+        raise TypeError("Catalog is not hashable")
+
+    def as_json(self) -> dict:
+        return {"version": SNAPSHOT_VERSION, "nodes": [n.as_json() for n in self.nodes],
+                "instances": [i.as_json() for i in self.instances]}
+
+
+def aggregate_status(statuses: Iterable[str]) -> str:
+    """The worst status wins, as in Consul's health endpoints; no check is passing."""
+    worst = PASSING
+    for status in statuses:
+        if _SEVERITY.get(status, 2) > _SEVERITY[worst]:
+            worst = status if status in _SEVERITY else CRITICAL
+    return worst
+
+
+def _frozen_meta(meta) -> Mapping[str, str]:
+    return MappingProxyType(dict(meta or {}))
+
+
+def _admit(node: str, service_id: str, name, address, port, tags, meta) -> str | None:
+    """Return why an instance must be rejected, or None."""
+    problems = [untrusted.name_problem(name), untrusted.address_problem(address), untrusted.port_problem(port)]
+    if not isinstance(tags, (list, tuple)):
+        problems.append("tags are not a list")
+    else:
+        problems += [untrusted.value_problem("tag", tag) for tag in tags]
+    if not isinstance(meta, Mapping):
+        problems.append("meta is not an object")
+    else:
+        for key, value in meta.items():
+            problems += [untrusted.value_problem("meta key", key), untrusted.value_problem(f"meta {key!r}", value)]
+    if untrusted.value_problem("id", service_id):
+        problems.append(f"id {service_id!r} is unsafe")
+    return next((p for p in problems if p), None)
+
+
+def from_node_dump(dump: list, previous: Catalog | None = None) -> Catalog:
+    """Build a catalog from ``/v1/internal/ui/nodes``.
+
+    ``previous`` lets unchanged instances be the very same objects, so the
+    per-dependency comparisons after a wake-up are mostly identity checks.
+    """
+    known = {(i.node, i.id): i for i in previous.instances} if previous else {}
+    nodes, instances, rejected = [], [], []
+    for entry in dump or ():
+        node_name, node_address = entry.get("Node"), entry.get("Address")
+        problem = untrusted.node_name_problem(node_name) or untrusted.address_problem(node_address)
+        if problem:
+            rejected.append(Rejected(str(node_name), "", problem))
+            continue
+        nodes.append(Node(node_name, node_address, _frozen_meta(_safe_meta(entry.get("Meta")))))
+        node_checks, service_checks = [], {}
+        for check in entry.get("Checks") or ():
+            if check.get("ServiceID"):
+                service_checks.setdefault(check["ServiceID"], []).append(check.get("Status"))
+            else:
+                node_checks.append(check.get("Status"))
+        for service in entry.get("Services") or ():
+            service_id = service.get("ID")
+            address = service.get("Address") or node_address
+            tags, meta = service.get("Tags") or [], service.get("Meta") or {}
+            problem = _admit(node_name, service_id, service.get("Service"), address, service.get("Port"), tags, meta)
+            if problem:
+                rejected.append(Rejected(node_name, str(service_id), problem))
+                continue
+            status = aggregate_status(node_checks + service_checks.get(service_id, []))
+            instance = Instance(service_id, service["Service"], address, service["Port"], tuple(tags),
+                                _frozen_meta(meta), node_name, status)
+            old = known.get((node_name, service_id))
+            instances.append(old if old == instance else instance)
+    return Catalog(nodes, instances, rejected)
+
+
+def _safe_meta(meta) -> dict:
+    if not isinstance(meta, Mapping):
+        return {}
+    return {k: v for k, v in meta.items()
+            if not untrusted.value_problem("meta key", k) and not untrusted.value_problem("meta", v)}
+
+
+def from_snapshot(data: Mapping) -> Catalog:
+    """Build a catalog from a snapshot (the ``--catalog`` format).
+
+    Hand-written snapshots may leave out ``status`` (passing), ``address``
+    (the node's), ``tags``, ``meta`` and ``id`` (``name-port``). Untrusted-value
+    rules apply here too, so a snapshot reproduces what a live render does.
+    """
+    if not isinstance(data, Mapping):
+        raise ValueError("a snapshot is a JSON object with 'nodes' and 'instances'")
+    nodes, rejected = [], []
+    addresses = {}
+    for raw in data.get("nodes") or ():
+        name, address = raw.get("name"), raw.get("address")
+        problem = untrusted.node_name_problem(name) or untrusted.address_problem(address)
+        if problem:
+            rejected.append(Rejected(str(name), "", problem))
+            continue
+        nodes.append(Node(name, address, _frozen_meta(_safe_meta(raw.get("meta")))))
+        addresses[name] = address
+    instances = []
+    for raw in data.get("instances") or ():
+        node = raw.get("node", "")
+        name, port = raw.get("name"), raw.get("port")
+        service_id = raw.get("id") or f"{name}-{port}"
+        address = raw.get("address") or addresses.get(node, "")
+        tags, meta = raw.get("tags") or [], raw.get("meta") or {}
+        status = raw.get("status", PASSING)
+        problem = _admit(node, service_id, name, address, port, tags, meta)
+        if not problem and status not in _SEVERITY:
+            problem = f"status {status!r} is not passing, warning or critical"
+        if problem:
+            rejected.append(Rejected(node, str(service_id), problem))
+            continue
+        instances.append(Instance(service_id, name, address, port, tuple(tags), _frozen_meta(meta), node, status))
+    return Catalog(nodes, instances, rejected)

@@ -1,0 +1,177 @@
+"""``renderer``: run / once / render / snapshot. One clear line on failure."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+import tenacity
+
+from agentkit import logs
+from agentkit.consul import Consul
+from agentkit.errors import AgentError, ConsulUnavailable
+from agentkit.options import consul_options, log_level_option
+
+from . import consul_data, snapshot
+from . import settings as settings_module
+from .consul_data import Fetched
+from .daemon import Daemon, complete_pass, connect, make_pass
+from .template_api import TemplateData
+from .templates import TemplateLoader
+
+log = logging.getLogger("renderer")
+
+ONCE_ATTEMPTS = 5
+
+
+def _fail(message: str, code: int = 1):
+    click.echo(f"renderer: {message}", err=True)
+    sys.exit(code)
+
+
+def template_options(command):
+    for decorator in reversed([
+        click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
+                     help="TOML file with the same settings (flags win)."),
+        click.option("--template", "template", multiple=True, metavar="SRC:DEST",
+                     help="Render template SRC to file DEST (repeatable)."),
+        click.option("--template-dir", "template_dir", multiple=True, metavar="SRCDIR:DESTDIR",
+                     help="Render every *.j2 in SRCDIR to DESTDIR/<name without .j2> (repeatable)."),
+        click.option("--var", "var", multiple=True, metavar="KEY=VALUE",
+                     help="A variable visible to templates (repeatable)."),
+        click.option("--check-command", default=None,
+                     help="Validates the whole rendered set (default: nginx -t)."),
+        click.option("--reload-command", default=None,
+                     help="Applies it (default: nginx -s reload)."),
+    ]):
+        command = decorator(command)
+    return consul_options(log_level_option(command))
+
+
+def _settings(flags: dict) -> settings_module.Settings:
+    try:
+        settings = settings_module.build(flags)
+    except AgentError as error:
+        _fail(str(error), 2)
+    logs.configure(settings.log_level, "renderer")
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Render nginx configuration from the Consul catalog, validate it, reload nginx."""
+
+
+@main.command()
+@template_options
+@click.option("--wait", default=None, metavar="MIN[:MAX]",
+              help="Quiescence: render once changes are quiet for MIN, at the latest MAX after the first "
+                   "(e.g. 500ms:5s; default off).")
+def run(**flags):
+    """Watch Consul and keep the rendered files and nginx current (daemon)."""
+    settings = _settings(flags)
+    if not settings.template_specs() and not settings.template_dirs:
+        _fail("no templates: give --template SRC:DEST or --template-dir SRCDIR:DESTDIR", 2)
+    daemon = Daemon(settings, rebuild_settings=lambda: settings_module.build(flags))
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+    signal.signal(signal.SIGHUP, lambda *_: daemon.post("reload-settings"))
+    try:
+        daemon.run()
+    except AgentError as error:
+        _fail(str(error))
+
+
+@main.command()
+@template_options
+def once(**flags):
+    """Render, validate, apply and reload once if anything changed; then exit."""
+    settings = _settings(flags)
+    specs = settings.template_specs()
+    if not specs:
+        _fail("no templates: give --template SRC:DEST or --template-dir SRCDIR:DESTDIR", 2)
+    render_pass = make_pass(settings)
+    client = connect(settings, timeout=10)
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(ONCE_ATTEMPTS), wait=tenacity.wait_exponential(multiplier=0.2, max=2),
+        retry=tenacity.retry_if_exception_type(ConsulUnavailable), reraise=True,
+        before_sleep=lambda state: log.warning("%s; retrying", state.outcome.exception()))
+    try:
+        _, outcome = retrying(complete_pass, render_pass, TemplateData(), client, Fetched(), True)
+    except AgentError as error:
+        _fail(str(error))
+    finally:
+        client.close()
+    if outcome.missing:
+        _fail("templates still miss data after fetching it: " + ", ".join(sorted(map(str, outcome.missing))))
+    if not outcome.ok:
+        _fail(outcome.failed[0] if len(outcome.failed) == 1
+              else f"{outcome.failed[0]} (and {len(outcome.failed) - 1} more problem(s), logged above)")
+
+
+@main.command()
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option("--catalog", "catalog_file", type=click.Path(dir_okay=False), default=None,
+              help="Read this snapshot (from `renderer snapshot`) instead of Consul.")
+@click.option("--var", "var", multiple=True, metavar="KEY=VALUE", help="A variable (repeatable).")
+@click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
+              help="TOML config; only its Consul settings and [var] are used.")
+@consul_options
+@log_level_option
+def render(source, catalog_file, **flags):
+    """Print what SOURCE renders to; write nothing."""
+    settings = _settings(flags)
+    loader = TemplateLoader(settings.variables)
+    path = Path(source)
+    try:
+        if catalog_file:
+            catalog, kv = snapshot.load(Path(catalog_file))
+            for rejected in catalog.rejected:
+                log.warning("skipped %s", rejected)
+            rendered = loader.render(path, TemplateData(catalog, kv))
+        else:
+            client = connect(settings, timeout=10)
+            data, fetched = TemplateData(), Fetched()
+            try:
+                for _ in range(4):
+                    rendered = loader.render(path, data)
+                    if not rendered.missing:
+                        break
+                    kv_paths = {d[1] for d in rendered.used if d[0] in ("key", "tree")}
+                    data = consul_data.fill_missing(client, data, set(rendered.missing), kv_paths, fetched)
+            finally:
+                client.close()
+    except AgentError as error:
+        _fail(str(error))
+    for warning in rendered.warnings:
+        log.warning("template %s: %s", source, warning)
+    click.echo(rendered.text, nl=False)
+
+
+@main.command(name="snapshot")
+@click.option("--kv-prefix", "kv_prefixes", multiple=True, metavar="PREFIX",
+              help="Also include the KV pairs under PREFIX (repeatable; default none: KV may hold secrets).")
+@click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
+              help="TOML config; only its Consul settings are used.")
+@consul_options
+@log_level_option
+def snapshot_command(kv_prefixes, **flags):
+    """Print the current catalog as JSON, in the format --catalog reads."""
+    settings = _settings(flags)
+    client: Consul = connect(settings, timeout=10)
+    try:
+        _, catalog = consul_data.fetch_catalog(client)
+        values = {}
+        for prefix in kv_prefixes:
+            values.update(consul_data.fetch_kv(client, prefix)[1].values)
+    except AgentError as error:
+        _fail(str(error))
+    finally:
+        client.close()
+    for rejected in catalog.rejected:
+        log.warning("skipped %s", rejected)
+    from .kv import KvSnapshot
+    click.echo(snapshot.dump(catalog, KvSnapshot([""], values)), nl=False)

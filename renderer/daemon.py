@@ -1,0 +1,257 @@
+"""The renderer daemon: one event loop, a few watch threads, one pass at a time.
+
+Threads: one blocking watch on the catalog (if any template reads it), one on
+KV (if any template reads keys), the template-directory observer. They only
+put events on the queue; the main thread owns all state, renders and applies.
+Events arriving together are handled as one batch, so one change makes one
+pass and at most one reload; ``--wait`` adds quiescence on top.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from agentkit.backoff import Backoff
+from agentkit.consul import Consul
+from agentkit.errors import AgentError, ConsulUnavailable
+from agentkit.notify import notify
+
+from . import commands
+from .apply import Applier
+from .consul_data import DEFAULT_WAIT, Fetched, fetch_catalog, fetch_kv, fill_missing
+from .kv import common_prefix
+from .quiescence import Quiescence
+from .render_pass import RenderPass
+from .settings import Settings
+from .template_api import TemplateData
+from .template_dirs import TemplateDirWatcher
+from .templates import TemplateLoader
+from .watch import BlockingWatch, Update
+
+log = logging.getLogger("renderer")
+
+STOP, RELOAD_SETTINGS, TEMPLATES_CHANGED = "stop", "reload-settings", "templates-changed"
+MAX_FILL_ROUNDS = 4  # a template may reveal new keys only once it has the previous ones
+
+
+def make_pass(settings: Settings) -> RenderPass:
+    applier = Applier(check=lambda: commands.run("nginx config check", settings.check_command),
+                      reload=lambda: commands.run("nginx reload", settings.reload_command))
+    return RenderPass(TemplateLoader(settings.variables), applier, settings.template_specs())
+
+
+def connect(settings: Settings, timeout: float = DEFAULT_WAIT + 20) -> Consul:
+    return Consul(settings.consul_address, settings.consul_token, timeout=timeout)
+
+
+def complete_pass(render_pass: RenderPass, data: TemplateData, client: Consul, fetched: Fetched,
+                  force: bool = False):
+    """Run passes, fetching what templates found missing, until every template rendered."""
+    outcome = render_pass.run(data, force)
+    for _ in range(MAX_FILL_ROUNDS):
+        if not outcome.missing:
+            break
+        data = fill_missing(client, data, outcome.missing, render_pass.kv_paths(), fetched)
+        outcome = render_pass.run(data, force)
+    return data, outcome
+
+
+class _CatalogFetcher:
+    """Keeps the previous catalog so unchanged instances are reused (cheap comparisons)."""
+
+    def __init__(self, client: Consul):
+        self.client = client
+        self.previous = None
+
+    def __call__(self, index: int, wait: float):
+        index, catalog = fetch_catalog(self.client, index, wait, self.previous)
+        self.previous = catalog
+        return index, catalog
+
+
+class Daemon:
+    def __init__(self, settings: Settings, rebuild_settings: Callable[[], Settings] | None = None,
+                 clock=time.monotonic, watch_wait: float = DEFAULT_WAIT):
+        self.settings = settings
+        self.rebuild_settings = rebuild_settings
+        self.clock = clock
+        self.watch_wait = watch_wait
+        self.events: queue.Queue = queue.Queue()
+        self.stopping = threading.Event()
+        self.data = TemplateData()
+        self.fetched = Fetched()
+        self.catalog_watch: BlockingWatch | None = None
+        self.kv_watch: BlockingWatch | None = None
+        self.kv_prefix: str | None = None
+        self.dir_watcher: TemplateDirWatcher | None = None
+        self.rejected_seen: set[str] = set()
+        self.render_pass: RenderPass | None = None
+        self.ready = threading.Event()
+
+    # For signal handlers: hand the event to a helper thread, so a handler
+    # never waits on the queue's lock while the interrupted loop holds it.
+    def post(self, event) -> None:
+        threading.Thread(target=self.events.put, args=(event,), daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.post(STOP)
+
+    def run(self) -> None:
+        self.client = connect(self.settings, timeout=30)
+        self._configure(self.settings)
+        try:
+            if not self._first_pass():
+                return
+            self.ready.set()
+            notify("READY=1")
+            self._loop()
+        finally:
+            notify("STOPPING=1")
+            self._stop_threads()
+            self.client.close()
+
+    def _configure(self, settings: Settings) -> None:
+        self.settings = settings
+        fresh = make_pass(settings)
+        if self.render_pass is not None:  # SIGHUP: outputs of templates now gone get removed
+            fresh.removed = [state.spec for dest, state in self.render_pass.states.items()
+                             if dest not in fresh.states]
+            fresh.applier.reload_pending = self.render_pass.applier.reload_pending
+        self.render_pass = fresh
+        self.quiescence = Quiescence(settings.wait)
+        if self.dir_watcher:
+            self.dir_watcher.stop()
+            self.dir_watcher = None
+        directories = [source for source, _ in settings.template_dirs]
+        if directories:
+            self.dir_watcher = TemplateDirWatcher(directories, lambda: self.events.put(TEMPLATES_CHANGED)).start()
+        log.info("watching %d template(s)%s", len(fresh.states),
+                 f" in {len(directories)} watched director{'y' if len(directories) == 1 else 'ies'}"
+                 if directories else "")
+
+    def _first_pass(self) -> bool:
+        """Render everything once, retrying Consul forever; False if asked to stop meanwhile."""
+        backoff = Backoff(initial=0.5, cap=30)
+        while not self.stopping.is_set():
+            try:
+                self._pass(force=True)
+                return True
+            except ConsulUnavailable as error:
+                delay = backoff.next()
+                log.warning("%s; keeping the current files, retrying in %.1fs", error, delay)
+                self.stopping.wait(delay)
+        return False
+
+    def _pass(self, force: bool = False) -> None:
+        self.data, outcome = complete_pass(self.render_pass, self.data, self.client, self.fetched, force)
+        self._adjust_watches()
+        return outcome
+
+    def _loop(self) -> None:
+        retry_backoff = Backoff(initial=0.5, cap=30)
+        retry_at: float | None = None
+        while True:
+            now = self.clock()
+            timeouts = [t for t in (self.quiescence.due_in(now),
+                                    None if retry_at is None else max(0.0, retry_at - now)) if t is not None]
+            try:
+                event = self.events.get(timeout=min(timeouts) if timeouts else None)
+            except queue.Empty:
+                event = None
+            batch = [] if event is None else [event]
+            while True:  # drain: what arrived together is handled together
+                try:
+                    batch.append(self.events.get_nowait())
+                except queue.Empty:
+                    break
+            force = False
+            for item in batch:
+                if item == STOP:
+                    log.info("stopping")
+                    return
+                if item == RELOAD_SETTINGS:
+                    force |= self._reload_settings()
+                elif item == TEMPLATES_CHANGED:
+                    self.render_pass.set_specs(self.settings.template_specs())
+                    self.quiescence.changed(self.clock())
+                elif isinstance(item, Update):
+                    self._take(item)
+            now = self.clock()
+            due = force or self.quiescence.due_in(now) == 0.0 or (retry_at is not None and now >= retry_at)
+            if not due:
+                continue
+            self.quiescence.reset()
+            try:
+                self._pass(force=force)
+                retry_at = None
+                retry_backoff.reset()
+            except ConsulUnavailable as error:
+                delay = retry_backoff.next()
+                retry_at = self.clock() + delay
+                log.warning("%s; keeping the current files, retrying in %.1fs", error, delay)
+
+    def _take(self, update: Update) -> None:
+        if update.error:
+            return
+        if update.source == "catalog" and update.data is not None:
+            if update.reset:
+                log.warning("catalog index went backwards (Consul restarted or restored): re-reading everything")
+            self._report_rejected(update.data)
+            self.data = TemplateData(update.data, self.data.kv)
+        elif update.source == "kv" and update.data is not None:
+            self.data = TemplateData(self.data.catalog, update.data)
+        self.quiescence.changed(self.clock())
+
+    def _report_rejected(self, catalog) -> None:
+        current = {str(r) for r in catalog.rejected}
+        for text in sorted(current - self.rejected_seen):
+            log.warning("skipped %s", text)
+        self.rejected_seen = current
+
+    def _reload_settings(self) -> bool:
+        if self.rebuild_settings is None:
+            return False
+        try:
+            settings = self.rebuild_settings()
+        except AgentError as error:
+            log.error("SIGHUP: keeping the current settings: %s", error)
+            return False
+        self._configure(settings)
+        log.info("SIGHUP: settings and templates re-read")
+        return True
+
+    def _adjust_watches(self) -> None:
+        if self.render_pass.uses_catalog():
+            if self.catalog_watch is None:
+                fetcher = _CatalogFetcher(connect(self.settings))
+                fetcher.previous = self.data.catalog
+                self.catalog_watch = BlockingWatch("catalog", fetcher, self.events.put, self.watch_wait,
+                                                   start_index=self.fetched.catalog_index).start()
+        elif self.catalog_watch is not None:
+            self.catalog_watch.stop()
+            self.catalog_watch = None
+            self.data = TemplateData(None, self.data.kv)
+        paths = self.render_pass.kv_paths()
+        prefix = common_prefix(paths) if paths else None
+        if prefix != self.kv_prefix:
+            if self.kv_watch is not None:
+                self.kv_watch.stop()
+                self.kv_watch = None
+            self.kv_prefix = prefix
+            if prefix is not None:
+                client = connect(self.settings)
+                start = self.fetched.kv_index if self.fetched.kv_prefix == prefix else 0
+                self.kv_watch = BlockingWatch("kv", lambda index, wait: fetch_kv(client, prefix, index, wait),
+                                              self.events.put, self.watch_wait, start_index=start).start()
+
+    def _stop_threads(self) -> None:
+        for watch in (self.catalog_watch, self.kv_watch):
+            if watch is not None:
+                watch.stop()
+        if self.dir_watcher:
+            self.dir_watcher.stop()

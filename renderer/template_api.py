@@ -1,0 +1,136 @@
+"""The functions templates call, over plain catalog and KV data.
+
+Each call records a *dependency* (what was asked) and the *value* it returned.
+After new data arrives, a template needs rendering again only if one of its
+dependencies now yields a different value: that is how the renderer renders
+only what changed, and how it knows what to watch at all (a template that
+never calls ``services()``/``service()``/``nodes()`` never causes a catalog
+watch).
+
+Data not fetched yet (the first render, or a KV path outside what is watched)
+is recorded as *missing* and answered with an empty value; the caller fetches
+it and renders again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .catalog import PASSING, Catalog, Instance, Node
+from .kv import KvSnapshot
+
+# Dependency keys (hashable tuples); the first element says which kind.
+CATALOG_KINDS = frozenset({"services", "service", "nodes"})
+KV_KINDS = frozenset({"key", "tree"})
+
+
+class TemplateData:
+    """What a render may read: the current catalog and KV snapshots, either possibly absent."""
+
+    def __init__(self, catalog: Catalog | None = None, kv: KvSnapshot | None = None):
+        self.catalog = catalog
+        self.kv = kv
+
+    def evaluate(self, dependency: tuple):
+        """The value ``dependency`` has in this data; ``MISSING`` when not fetched."""
+        kind = dependency[0]
+        if kind in CATALOG_KINDS:
+            if self.catalog is None:
+                return MISSING
+            if kind == "services":
+                return _services(self.catalog, dependency[1])
+            if kind == "service":
+                return _service(self.catalog, *dependency[1:])
+            return self.catalog.nodes
+        path = dependency[1]
+        if self.kv is None or not self.kv.covers(path):
+            return MISSING
+        return self.kv.get(path) if kind == "key" else self.kv.tree(path)
+
+
+class _Missing:
+    def __repr__(self):
+        return "MISSING"
+
+
+MISSING = _Missing()
+
+
+def _services(catalog: Catalog, tag: str | None):
+    return tuple(entry for entry in catalog.services() if tag is None or tag in entry[1])
+
+
+def _service(catalog: Catalog, name: str, tag: str | None, passing: bool) -> tuple[Instance, ...]:
+    return tuple(i for i in catalog.instances_of(name)
+                 if (tag is None or tag in i.tags) and (not passing or i.status == PASSING))
+
+
+class Recorder:
+    """The template functions for one render, recording what they were asked."""
+
+    def __init__(self, data: TemplateData):
+        self.data = data
+        self.used: dict[tuple, object] = {}
+        self.missing: set[tuple] = set()
+        self.warnings: list[str] = []
+
+    def _ask(self, dependency: tuple):
+        if dependency not in self.used:
+            value = self.data.evaluate(dependency)
+            if value is MISSING:
+                self.missing.add(dependency)
+            self.used[dependency] = value
+        return self.used[dependency]
+
+    def functions(self) -> Mapping[str, object]:
+        return {"services": self.services, "service": self.service, "nodes": self.nodes,
+                "key": self.key, "key_or_default": self.key_or_default, "tree": self.tree,
+                "warn": self.warn}
+
+    def warn(self, message: str) -> str:
+        """Let a template report a skipped item; the renderer logs it when it first appears."""
+        self.warnings.append(str(message))
+        return ""
+
+    def services(self, tag: str | None = None) -> list[dict]:
+        """Every service (with a tag, only those carrying it): ``[{name, tags}]`` by name."""
+        value = self._ask(("services", tag))
+        return [] if value is MISSING else [{"name": name, "tags": list(tags)} for name, tags in value]
+
+    def service(self, name: str, tag: str | None = None, passing: bool = True) -> list[Instance]:
+        """Instances of ``name`` (with ``tag``); only passing ones unless ``passing=False``."""
+        value = self._ask(("service", name, tag, bool(passing)))
+        return [] if value is MISSING else list(value)
+
+    def nodes(self) -> list[Node]:
+        value = self._ask(("nodes",))
+        return [] if value is MISSING else list(value)
+
+    def key(self, path: str) -> str:
+        """The value at ``path``; an absent key is an error (use ``key_or_default``)."""
+        value = self._ask(("key", path))
+        if value is MISSING:
+            return ""
+        if value is None:
+            raise KeyError(f"Consul key {path!r} does not exist")
+        return value
+
+    def key_or_default(self, path: str, default: str = "") -> str:
+        value = self._ask(("key", path))
+        return default if value is MISSING or value is None else value
+
+    def tree(self, prefix: str) -> list[dict]:
+        """Every key under ``prefix``: ``[{key, value}]`` with ``key`` relative to the prefix."""
+        value = self._ask(("tree", prefix))
+        if value is MISSING:
+            return []
+        return [{"key": k[len(prefix):].lstrip("/"), "value": v} for k, v in value]
+
+
+def changed(used: Mapping[tuple, object], data: TemplateData) -> bool:
+    """Does any recorded dependency have a different value in ``data``?"""
+    for dependency, value in used.items():
+        new = data.evaluate(dependency)
+        if new is not value and new != value:
+            return True
+    return False
