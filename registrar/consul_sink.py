@@ -15,8 +15,6 @@ from __future__ import annotations
 import socket
 from urllib.parse import quote
 
-import requests
-
 from agentkit.consul import Consul, translate_errors
 
 from .errors import ConsulDenied, ConsulUnavailable, ServiceRejected
@@ -103,5 +101,3 @@ def _first_line(text: str) -> str:
     lines = (text or "").strip().splitlines()
     return lines[0][:200] if lines else ""
 
-
-__all__ = ["ConsulSink", "requests"]

@@ -24,12 +24,14 @@ Choices made here:
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Iterable
 
-from .labels import MappingSettings, container_name, is_running, services_for
+from .labels import MappingSettings, container_name, docker_health, is_running, services_for
 from .model import Service
 
 DEREGISTER_POLICIES = ("always", "on-success")
+_EXITED = re.compile(r"^Exited \((-?\d+)\)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,7 @@ class ContainerState:
     removed: bool = False
     services: tuple[Service, ...] = ()
     warnings: tuple[str, ...] = ()
+    health: tuple[str, str] | None = None  # (Consul status, output) of a Docker HEALTHCHECK
 
     def keeps_services(self, deregister: str) -> bool:
         return (deregister == "on-success" and not self.running and not self.removed
@@ -54,7 +57,16 @@ def container_state(info: dict, settings: MappingSettings) -> ContainerState:
         return ContainerState(short_id, container_name(info), False, exit_code=state.get("ExitCode"))
     mapping = services_for(info, settings)
     return ContainerState(short_id, container_name(info), True, services=mapping.services,
-                          warnings=mapping.warnings)
+                          warnings=mapping.warnings, health=docker_health(info))
+
+
+def from_summary(summary: dict) -> ContainerState:
+    """A container that is not running, from ``GET /containers/json?all=1`` without an inspect."""
+    names = summary.get("Names") or []
+    name = names[0].lstrip("/") if names else summary.get("Id", "")[:12]
+    match = _EXITED.match(summary.get("Status") or "")
+    return ContainerState(summary.get("Id", "")[:12], name, False,
+                          exit_code=int(match.group(1)) if match else None)
 
 
 def removed(container_id: str, name: str = "") -> ContainerState:

@@ -36,6 +36,13 @@ class Actual:
                    int(entry.get("Port") or 0), tuple(entry.get("Tags") or ()),
                    tuple(sorted((entry.get("Meta") or {}).items())))
 
+    @classmethod
+    def from_service(cls, service: Service) -> "Actual":
+        """What Consul holds right after registering ``service``."""
+        payload = service.payload()
+        return cls(service.id, service.name, service.address, service.port, service.tags,
+                   tuple(sorted(payload["Meta"].items())))
+
     @property
     def meta_dict(self) -> dict[str, str]:
         return dict(self.meta)

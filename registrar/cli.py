@@ -1,0 +1,126 @@
+"""``registrar run`` and ``registrar sync``: the operator's edge.
+
+Every expected failure is an :class:`agentkit.errors.AgentError` and becomes
+one line on stderr and exit status 1; the token never appears in it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import sys
+
+import click
+
+from agentkit import logs
+from agentkit.consul import Consul
+from agentkit.errors import AgentError
+from agentkit.options import consul_options, log_level_option
+
+from . import config as config_module
+from .consul_sink import ConsulSink
+from .daemon import Daemon, Registrar, connect
+from .desired import DEREGISTER_POLICIES
+from .docker_source import DockerSource
+from .labels import MappingSettings
+
+log = logging.getLogger("registrar")
+
+
+def registrar_options(command):
+    options = [
+        click.option("--docker-url", default=None, metavar="URL",
+                     help="Docker engine (default: DOCKER_HOST, else unix:///var/run/docker.sock)."),
+        click.option("--ip", default=None, metavar="ADDRESS",
+                     help="Address registered for published ports (default: the binding's host IP when "
+                          "specific, else the Consul agent's address)."),
+        click.option("--internal", is_flag=True, default=False,
+                     help="Register the container's own IP and exposed port instead of published ports."),
+        click.option("--explicit", is_flag=True, default=False,
+                     help="Only containers or ports that have SERVICE_NAME / SERVICE_<port>_NAME."),
+        click.option("--tags", default=None, metavar="A,B", help="Tags added to every service."),
+        click.option("--resync", type=float, default=None, metavar="SECONDS",
+                     help="Full reconciliation period; 0 turns it off (default: 60)."),
+        click.option("--cleanup", is_flag=True, default=False,
+                     help="Remove this host's registrar-made services whose container is gone, "
+                          "at start and at every resync."),
+        click.option("--deregister", type=click.Choice(DEREGISTER_POLICIES), default="always",
+                     help="When a container dies: always deregister, or only if it exited 0 (default: always)."),
+        click.option("--hostname", default=None, metavar="NAME",
+                     help="First part of service IDs and owner mark (default: this machine's hostname)."),
+        click.option("--retry-attempts", type=int, default=0, metavar="N",
+                     help="Retries for reaching Consul at start; -1 retries forever (default: 0)."),
+        click.option("--retry-interval", type=int, default=2000, metavar="MS",
+                     help="Milliseconds between those retries (default: 2000)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return log_level_option(consul_options(command))
+
+
+def operator_errors(command):
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        try:
+            return command(**kwargs)
+        except AgentError as error:
+            click.echo(f"registrar: {error}", err=True)
+            sys.exit(1)
+    return wrapper
+
+
+@click.group()
+def main():
+    """Register Docker containers as Consul services, registrator-compatible."""
+
+
+@main.command()
+@registrar_options
+@operator_errors
+def run(**options):
+    """Keep Consul in step with Docker until SIGTERM or SIGINT."""
+    registrar, config = _build(options)
+    daemon = Daemon(registrar, config)
+
+    def on_signal(number, _frame):
+        log.info("received %s; stopping", signal.Signals(number).name)
+        daemon.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("started for host %s: Docker %s -> Consul %s", config.hostname, config.docker_url,
+             config.consul_address)
+    try:
+        daemon.run()
+    finally:
+        registrar.docker.close()
+        registrar.consul.client.close()
+
+
+@main.command()
+@registrar_options
+@operator_errors
+def sync(**options):
+    """One full reconciliation, then exit (0 when every change was accepted)."""
+    registrar, config = _build(options)
+    try:
+        failures = registrar.full_sync(cleanup=config.cleanup)
+    finally:
+        registrar.docker.close()
+        registrar.consul.client.close()
+    if failures:
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        raise AgentError(f"{failures[0]}{more}")
+
+
+def _build(options: dict) -> tuple[Registrar, config_module.Config]:
+    logs.configure(options.get("log_level") or "info", "registrar")
+    config = config_module.build(**options)
+    sink = ConsulSink(Consul(config.consul_address, config.consul_token), config.hostname)
+    connect(sink, config.retry_attempts, config.retry_interval)
+    docker = DockerSource(config.docker_url)
+    host_address = config.ip or sink.host_address()
+    mapping = MappingSettings(hostname=config.hostname, host_address=host_address, ip=config.ip,
+                              internal=config.internal, explicit=config.explicit, tags=config.tags)
+    return Registrar(config, docker, sink, mapping), config

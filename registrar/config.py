@@ -1,0 +1,83 @@
+"""The registrar's settings, built once from the command line into a frozen value."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import socket
+
+from agentkit.consul import ConsulAddress, resolve_address, resolve_token
+from agentkit.errors import ConfigError
+
+from .desired import DEREGISTER_POLICIES
+from .labels import valid_hostname, valid_tag
+
+DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
+DEFAULT_RESYNC = 60.0
+DEFAULT_RETRY_INTERVAL_MS = 2000
+_HOSTISH = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    consul_address: ConsulAddress
+    consul_token: str | None = dataclasses.field(default=None, repr=False)  # never printed
+    docker_url: str = DEFAULT_DOCKER_URL
+    ip: str | None = None
+    internal: bool = False
+    explicit: bool = False
+    tags: tuple[str, ...] = ()
+    resync: float = DEFAULT_RESYNC
+    cleanup: bool = False
+    deregister: str = "always"
+    hostname: str = "localhost"
+    retry_attempts: int = 0
+    retry_interval: float = DEFAULT_RETRY_INTERVAL_MS / 1000
+    log_level: str = "info"
+
+
+def build(*, consul_addr=None, consul_token=None, consul_token_file=None, docker_url=None, ip=None,
+          internal=False, explicit=False, tags=None, resync=None, cleanup=False, deregister=None,
+          hostname=None, retry_attempts=None, retry_interval=None, log_level=None,
+          environ=os.environ) -> Config:
+    """Flags > environment > defaults; every problem is a ConfigError naming the flag."""
+    address = resolve_address(consul_addr, environ)
+    token = resolve_token(consul_token, consul_token_file, environ)
+    if ip is not None:
+        ip = ip.strip()
+        if not _is_ip_or_host(ip):
+            raise ConfigError(f"--ip {ip!r} is not an IP address or host name")
+    tag_list = tuple(dict.fromkeys(t.strip() for t in (tags or "").split(",") if t.strip()))
+    for tag in tag_list:
+        if not valid_tag(tag):
+            raise ConfigError(f"--tags: tag {tag!r} contains whitespace, ';', '{{', '}}' or a control character")
+    resync = DEFAULT_RESYNC if resync is None else float(resync)
+    if resync < 0:
+        raise ConfigError("--resync must be 0 (off) or a positive number of seconds")
+    deregister = deregister or "always"
+    if deregister not in DEREGISTER_POLICIES:
+        raise ConfigError(f"--deregister must be one of {', '.join(DEREGISTER_POLICIES)}")
+    hostname = hostname if hostname is not None else socket.gethostname()
+    if not valid_hostname(hostname):
+        raise ConfigError(f"--hostname {hostname!r} is not a valid name (letters, digits, _ . - only)")
+    retry_attempts = 0 if retry_attempts is None else int(retry_attempts)
+    if retry_attempts < -1:
+        raise ConfigError("--retry-attempts must be -1 (forever) or at least 0")
+    retry_interval = DEFAULT_RETRY_INTERVAL_MS if retry_interval is None else int(retry_interval)
+    if retry_interval < 0:
+        raise ConfigError("--retry-interval must be a number of milliseconds, at least 0")
+    return Config(consul_address=address, consul_token=token,
+                  docker_url=docker_url or environ.get("DOCKER_HOST") or DEFAULT_DOCKER_URL,
+                  ip=ip or None, internal=internal, explicit=explicit, tags=tag_list, resync=resync,
+                  cleanup=cleanup, deregister=deregister, hostname=hostname, retry_attempts=retry_attempts,
+                  retry_interval=retry_interval / 1000, log_level=(log_level or "info").lower())
+
+
+def _is_ip_or_host(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return bool(_HOSTISH.match(text))

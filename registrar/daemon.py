@@ -1,0 +1,293 @@
+"""The registrar's loop: Docker events and timers in, the few Consul writes that differ out.
+
+Two threads, each with one stop event and joined on shutdown:
+
+* ``docker-events`` (:class:`registrar.docker_source.EventStream`) turns
+  Docker container events into queue items, and a broken stream into a
+  reconnection followed by a full reconciliation;
+* the caller's thread runs :meth:`Daemon.run`: the only place that talks to
+  Consul, so container events are applied one at a time, in order.
+
+Timers in that loop: a full reconciliation at start, every ``--resync``
+seconds, after the event stream reconnects, and after Consul or Docker
+failures (capped backoff); a poll of ``/v1/agent/services`` every
+``POLL_INTERVAL`` (Consul 1.8 has no blocking query on that endpoint) that
+notices an agent which restarted empty and restores this host's services
+within seconds; a heartbeat for the Docker HEALTHCHECK TTL checks.
+
+When Consul is unreachable the desired state is kept and still follows
+Docker; nothing is written until Consul answers again, then everything is
+reconciled at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+
+import tenacity
+
+from .backoff import Backoff
+from .config import Config
+from .consul_sink import ConsulSink
+from .desired import ContainerState, container_state, desired_state, from_summary, removed
+from .docker_source import DockerSource, EventStream, relevant
+from .errors import AgentError, ConsulDenied, ConsulUnavailable, DockerUnavailable, ServiceRejected
+from .labels import MappingSettings
+from .model import HEALTH_HEARTBEAT
+from .reconcile import Actual, plan
+
+log = logging.getLogger("registrar")
+
+POLL_INTERVAL = 1.0
+
+
+class Registrar:
+    """Desired and actual state, and the decisions; no threads, no timers."""
+
+    def __init__(self, config: Config, docker: DockerSource, consul: ConsulSink, mapping: MappingSettings):
+        self.config = config
+        self.docker = docker
+        self.consul = consul
+        self.mapping = mapping
+        self.containers: dict[str, ContainerState] = {}
+        self.actual: dict[str, Actual] | None = None  # None: unknown (Consul unreachable)
+        self._warned: set[str] = set()
+        self._left: set[str] = set()
+        self._rejected: dict[str, str] = {}
+        self._health_pushed: dict[str, tuple[str, str]] = {}
+
+    # Docker side -----------------------------------------------------------------
+    def read_docker(self) -> None:
+        """Rebuild every container's state from Docker; on failure nothing changes."""
+        states: dict[str, ContainerState] = {}
+        for summary in self.docker.containers():
+            if summary.get("State") == "running":
+                info = self.docker.inspect(summary["Id"])
+                if info is None:
+                    continue  # removed between the listing and the inspect
+                state = container_state(info, self.mapping)
+            else:
+                state = from_summary(summary)
+            states[state.id] = state
+        # Tombstones stay until Consul no longer holds any of their services.
+        holders = {service.container for service in (self.actual or {}).values()}
+        for state in self.containers.values():
+            if state.removed and state.id not in states and state.id in holders:
+                states[state.id] = state
+        self.containers = states
+
+    def observe(self, container_id: str, name: str = "") -> ContainerState:
+        """Re-read one container after an event (level-triggered: the event says only 'look')."""
+        info = self.docker.inspect(container_id)
+        state = container_state(info, self.mapping) if info is not None else removed(container_id, name)
+        self.containers[state.id] = state
+        return state
+
+    # Consul side -----------------------------------------------------------------
+    def full_sync(self, cleanup: bool = False) -> list[AgentError]:
+        self.read_docker()
+        self.actual = self.consul.owned_services()
+        return self.apply(cleanup=cleanup)
+
+    def check_consul(self) -> list[AgentError]:
+        """Compare Consul with what we believe it holds; repair if it differs (agent restart)."""
+        fresh = self.consul.owned_services()
+        if self.actual is not None and fresh == self.actual:
+            return []
+        if self.actual is not None:
+            missing = sorted(set(self.actual) - set(fresh))
+            if missing:
+                log.warning("Consul lost %d of this host's services (%s); restoring them", len(missing),
+                            ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else ""))
+            self._health_pushed.clear()
+        self.actual = fresh
+        return self.apply()
+
+    def apply(self, cleanup: bool = False) -> list[AgentError]:
+        """Make Consul match the desired state; per-service refusals are returned, not raised."""
+        if self.actual is None:
+            self.actual = self.consul.owned_services()
+        desired = desired_state(self.containers.values(), self.config.deregister)
+        for warning in desired.warnings:
+            if warning not in self._warned:
+                log.warning("%s", warning)
+        self._warned = set(desired.warnings)
+        steps = plan(desired, self.actual, cleanup=cleanup)
+        failures: list[AgentError] = []
+        for service in steps.register:
+            changed = service.id in self.actual
+            try:
+                self.consul.register(service)
+            except (ServiceRejected, ConsulDenied) as error:
+                failures.append(error)
+                self._refused(service.id, str(error))
+                continue
+            self._rejected.pop(service.id, None)
+            self.actual[service.id] = Actual.from_service(service)
+            check = service.health_check
+            if check is not None:
+                state = self.containers.get(service.container_id)
+                self._health_pushed[check.id] = state.health if state and state.health else (check.status, "")
+            log.info("registered %s%s", service.describe(), " (definition changed)" if changed else "")
+        for step in steps.deregister:
+            try:
+                self.consul.deregister(step.id, step.name)
+            except (ServiceRejected, ConsulDenied) as error:
+                failures.append(error)
+                self._refused(step.id, str(error))
+                continue
+            self._rejected.pop(step.id, None)
+            self.actual.pop(step.id, None)
+            log.info("deregistered %s (%s): %s", step.name, step.id, step.reason)
+        for service_id in steps.left:
+            if service_id not in self._left:
+                log.info("left %s in Consul: its container is unknown to Docker (--cleanup removes it)",
+                         service_id)
+        self._left = set(steps.left)
+        holders = {service.container for service in self.actual.values()}
+        for container_id in [c for c, s in self.containers.items() if s.removed and c not in holders]:
+            del self.containers[container_id]
+        failures += self.push_health(desired.services.values())
+        return failures
+
+    def push_health(self, services, force: bool = False) -> list[AgentError]:
+        """Keep each Docker HEALTHCHECK TTL check equal to its container's health."""
+        failures: list[AgentError] = []
+        for service in services:
+            check = service.health_check
+            state = self.containers.get(service.container_id)
+            if check is None or state is None or state.health is None or service.id not in (self.actual or {}):
+                continue
+            if not force and self._health_pushed.get(check.id) == state.health:
+                continue
+            status, output = state.health
+            try:
+                self.consul.update_ttl(check.id, status, output, service.name)
+            except (ServiceRejected, ConsulDenied) as error:
+                failures.append(error)
+                log.debug("health update of %s refused: %s", check.id, error)
+                continue
+            if self._health_pushed.get(check.id, (None,))[0] != status:
+                log.info("health of %s (%s) is %s: %s", service.name, service.id, status, output)
+            self._health_pushed[check.id] = state.health
+        return failures
+
+    def heartbeat(self) -> list[AgentError]:
+        desired = desired_state(self.containers.values(), self.config.deregister)
+        return self.push_health(desired.services.values(), force=True)
+
+    def _refused(self, service_id: str, message: str) -> None:
+        # The same refusal comes back at every pass; say it once at warning level.
+        if self._rejected.get(service_id) != message:
+            log.warning("%s", message)
+        else:
+            log.debug("%s", message)
+        self._rejected[service_id] = message
+
+
+class Daemon:
+    def __init__(self, registrar: Registrar, config: Config, clock=time.monotonic, poll_interval=POLL_INTERVAL):
+        self.registrar = registrar
+        self.config = config
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.queue: queue.Queue = queue.Queue()
+        self.stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.queue.put(("stop",))
+
+    def _on_event(self, event: dict) -> None:
+        action = event.get("Action") or event.get("status") or ""
+        if relevant(action):
+            actor = event.get("Actor") or {}
+            self.queue.put(("event", actor.get("ID") or event.get("id"), action,
+                            (actor.get("Attributes") or {}).get("name", "")))
+
+    def run(self) -> None:
+        events = EventStream(self.config.docker_url, self._on_event,
+                             lambda: self.queue.put(("resync", "Docker event stream reconnected")))
+        events.start()
+        # Subscribe before the first full reconciliation, so nothing falls between them.
+        events.connected.wait(10)
+        try:
+            self._loop()
+        finally:
+            events.stop()
+            events.join()
+            log.info("stopped")
+
+    def _loop(self) -> None:
+        now = self.clock()
+        full_due, poll_due, health_due = now, now + self.poll_interval, now + HEALTH_HEARTBEAT
+        consul_backoff, docker_backoff = Backoff(0.5, 10.0), Backoff(0.5, 10.0)
+        consul_down = docker_down = False
+        registrar = self.registrar
+        while not self.stop_event.is_set():
+            timeout = max(0.0, min(full_due, poll_due, health_due) - self.clock())
+            try:
+                item = self.queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            if self.stop_event.is_set() or (item and item[0] == "stop"):
+                break
+            try:
+                if item and item[0] == "event":
+                    _, container_id, action, name = item
+                    log.debug("docker event %s %s (%s)", action, name, container_id[:12])
+                    registrar.observe(container_id, name)
+                    if not consul_down:
+                        registrar.apply()
+                elif item and item[0] == "resync":
+                    log.debug("full reconciliation requested: %s", item[1])
+                    full_due = self.clock()
+                now = self.clock()
+                if now >= full_due:
+                    registrar.full_sync(cleanup=self.config.cleanup)
+                    full_due = now + self.config.resync if self.config.resync else math.inf
+                    if consul_down:
+                        log.info("Consul at %s answers again; reconciled", self.config.consul_address)
+                    if docker_down:
+                        log.info("Docker at %s answers again; reconciled", self.config.docker_url)
+                    consul_down = docker_down = False
+                    consul_backoff.reset()
+                    docker_backoff.reset()
+                if now >= poll_due:
+                    poll_due = now + self.poll_interval
+                    if not consul_down:
+                        registrar.check_consul()
+                if now >= health_due:
+                    health_due = now + HEALTH_HEARTBEAT
+                    if not consul_down:
+                        registrar.heartbeat()
+            except (ConsulUnavailable, ConsulDenied) as error:
+                registrar.actual = None
+                delay = consul_backoff.next()
+                if not consul_down or delay >= consul_backoff.cap and consul_backoff.failures % 6 == 0:
+                    log.warning("%s; keeping the desired state, retrying (next in %.1fs)", error, delay)
+                consul_down = True
+                full_due = self.clock() + delay
+            except DockerUnavailable as error:
+                delay = docker_backoff.next()
+                if not docker_down:
+                    log.warning("%s; keeping the last known containers, retrying (next in %.1fs)", error, delay)
+                docker_down = True
+                full_due = self.clock() + delay
+
+
+def connect(sink: ConsulSink, attempts: int, interval: float, sleep=time.sleep) -> dict:
+    """Reach Consul at start-up: ``attempts`` retries ``interval`` seconds apart (-1: forever)."""
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        log.warning("%s; retrying in %.1fs (attempt %d)", state.outcome.exception(), interval,
+                    state.attempt_number + 1)
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(ConsulUnavailable),
+        stop=tenacity.stop_never if attempts < 0 else tenacity.stop_after_attempt(attempts + 1),
+        wait=tenacity.wait_fixed(interval), sleep=sleep, reraise=True, before_sleep=before_sleep)
+    return retrying(sink.agent_services)
