@@ -42,7 +42,7 @@ class ConsulAddress:
     @classmethod
     def parse(cls, text: str) -> "ConsulAddress":
         """Parse ``HOST:PORT`` or ``http(s)://HOST:PORT``."""
-        match = _ADDRESS.match(text.strip())
+        match = _ADDRESS.fullmatch(text.strip())
         if not match or not 0 < int(match["port"]) < 65536:
             raise ConfigError(f"invalid Consul address {text!r}: expected HOST:PORT or http(s)://HOST:PORT")
         return cls(match["scheme"] or "http", match["host"].strip("[]"), int(match["port"]))

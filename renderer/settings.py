@@ -155,14 +155,14 @@ def parse_variables(items) -> dict[str, str]:
     variables = {}
     for item in items:
         key, separator, value = str(item).partition("=")
-        if not separator or not _VARIABLE.match(key):
+        if not separator or not _VARIABLE.fullmatch(key):
             raise ConfigError(f"--var {item!r}: expected KEY=VALUE with KEY a name like domain or http_port")
         variables[key] = value
     return variables
 
 
 def parse_duration(text: str) -> float:
-    match = _DURATION.match(text.strip())
+    match = _DURATION.fullmatch(text.strip())
     if not match:
         raise ConfigError(f"invalid duration {text!r}: expected e.g. 500ms, 2s, 1m or a number of seconds")
     number, unit = float(match[1]), match[2] or "s"

@@ -23,7 +23,7 @@ MAX_VALUE_LENGTH = 512
 
 
 def name_problem(name: object) -> str | None:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         return f"name {_show(name)} is not a valid service name"
     return None
 
@@ -42,7 +42,7 @@ def address_problem(address: object) -> str | None:
         return None
     except ValueError:
         pass
-    if not _HOSTNAME.match(address):
+    if not _HOSTNAME.fullmatch(address):
         return f"address {_show(address)} is neither an IP address nor a host name"
     return None
 

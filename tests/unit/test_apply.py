@@ -1,0 +1,103 @@
+"""The applier with stand-in commands: staging, per-culprit rollback, one reload."""
+
+import os
+from pathlib import Path
+
+from renderer.apply import Applier, FileChange, write_atomically
+from renderer.errors import CommandFailed
+
+
+class Nginx:
+    """Stands in for `nginx -t` / `-s reload`: rejects files containing BAD."""
+
+    def __init__(self, files: list[Path], reload_fails: bool = False):
+        self.files, self.reload_fails = files, reload_fails
+        self.checks = self.reloads = 0
+
+    def check(self):
+        self.checks += 1
+        for path in self.files:
+            if path.exists() and b"BAD" in path.read_bytes():
+                raise CommandFailed("nginx config check", "nginx -t",
+                                    f'nginx: [emerg] unknown directive "BAD" in {path}:1')
+
+    def reload(self):
+        if self.reload_fails:
+            raise CommandFailed("nginx reload", "nginx -s reload", "nginx: [error] invalid PID number")
+        self.reloads += 1
+
+
+def test_changes_are_written_checked_once_and_reloaded_once(tmp_path):
+    a, b = tmp_path / "a.conf", tmp_path / "b.conf"
+    nginx = Nginx([a, b])
+    result = Applier(nginx.check, nginx.reload).apply([FileChange(a, b"A", "a.j2"), FileChange(b, b"B", "b.j2")])
+    assert (a.read_bytes(), b.read_bytes()) == (b"A", b"B")
+    assert (nginx.checks, nginx.reloads, result.reloaded) == (1, 1, True)
+
+
+def test_the_culprit_alone_is_put_back_and_the_rest_applies(tmp_path):
+    a, b = tmp_path / "a.conf", tmp_path / "b.conf"
+    a.write_bytes(b"old A")
+    os.chmod(a, 0o640)
+    nginx = Nginx([a, b])
+    result = Applier(nginx.check, nginx.reload).apply([FileChange(a, b"BAD", "a.j2"), FileChange(b, b"B", "b.j2")])
+    assert a.read_bytes() == b"old A" and (a.stat().st_mode & 0o777) == 0o640
+    assert b.read_bytes() == b"B"
+    assert [c.destination for c, _ in result.rejected] == [a]
+    assert "unknown directive" in result.rejected[0][1]
+    assert nginx.checks == 2 and nginx.reloads == 1
+
+
+def test_new_file_rejected_is_removed_again(tmp_path):
+    a = tmp_path / "a.conf"
+    nginx = Nginx([a])
+    result = Applier(nginx.check, nginx.reload).apply([FileChange(a, b"BAD", "a.j2")])
+    assert not a.exists() and nginx.reloads == 0 and not result.reloaded
+
+
+def test_unattributed_failure_puts_everything_back(tmp_path):
+    a, b = tmp_path / "a.conf", tmp_path / "b.conf"
+    a.write_bytes(b"old")
+
+    def check():
+        raise CommandFailed("nginx config check", "nginx -t", "nginx: [emerg] something elsewhere")
+
+    result = Applier(check, lambda: None).apply([FileChange(a, b"new", "a.j2"), FileChange(b, b"B", "b.j2")])
+    assert a.read_bytes() == b"old" and not b.exists()
+    assert len(result.rejected) == 2 and not result.applied
+
+
+def test_unwritable_destination_is_contained(tmp_path):
+    good = tmp_path / "good.conf"
+    nginx = Nginx([good])
+    result = Applier(nginx.check, nginx.reload).apply(
+        [FileChange(tmp_path / "no-such-dir" / "x.conf", b"X", "x.j2"), FileChange(good, b"G", "g.j2")])
+    assert good.read_bytes() == b"G" and nginx.reloads == 1
+    assert result.unwritable[0][0].template == "x.j2"
+
+
+def test_failed_reload_is_retried_on_the_next_apply(tmp_path):
+    a = tmp_path / "a.conf"
+    nginx = Nginx([a], reload_fails=True)
+    applier = Applier(nginx.check, nginx.reload)
+    result = applier.apply([FileChange(a, b"A", "a.j2")])
+    assert result.reload_error and "invalid PID" in result.reload_error and applier.reload_pending
+    assert a.read_bytes() == b"A"
+    nginx.reload_fails = False
+    result = applier.apply([])
+    assert result.reloaded and not applier.reload_pending and nginx.reloads == 1
+
+
+def test_removal(tmp_path):
+    a = tmp_path / "a.conf"
+    a.write_bytes(b"A")
+    nginx = Nginx([a])
+    Applier(nginx.check, nginx.reload).apply([FileChange(a, None, "a.j2")])
+    assert not a.exists() and nginx.reloads == 1
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path):
+    target = tmp_path / "t.conf"
+    write_atomically(target, b"x")
+    write_atomically(target, b"y")
+    assert [p.name for p in tmp_path.iterdir()] == ["t.conf"] and target.read_bytes() == b"y"

@@ -1,0 +1,106 @@
+import json
+from pathlib import Path
+
+from renderer import catalog, snapshot
+from renderer.catalog import CRITICAL, PASSING, WARNING, aggregate_status
+
+SEED = Path(__file__).parent / "catalogs" / "seed.json"
+
+
+def node_dump(services, checks=(), node="n1", address="10.1.1.1"):
+    return [{"Node": node, "Address": address, "Meta": {}, "Services": list(services), "Checks": list(checks)}]
+
+
+def svc(service_id, name="web", port=80, address="", tags=("http",), meta=None):
+    return {"ID": service_id, "Service": name, "Port": port, "Address": address, "Tags": list(tags), "Meta": meta}
+
+
+def test_worst_check_wins_and_no_check_is_passing():
+    assert aggregate_status([]) == PASSING
+    assert aggregate_status([PASSING, WARNING]) == WARNING
+    assert aggregate_status([WARNING, CRITICAL, PASSING]) == CRITICAL
+    assert aggregate_status(["maintenance"]) == CRITICAL
+
+
+def test_node_dump_address_falls_back_to_the_node():
+    built = catalog.from_node_dump(node_dump([svc("a"), svc("b", address="10.9.9.9")]))
+    assert [(i.id, i.address) for i in built.instances_of("web")] == [("a", "10.1.1.1"), ("b", "10.9.9.9")]
+
+
+def test_node_checks_and_service_checks_make_the_status():
+    checks = [{"ServiceID": "", "Status": "passing"}, {"ServiceID": "a", "Status": "critical"},
+              {"ServiceID": "b", "Status": "warning"}]
+    built = catalog.from_node_dump(node_dump([svc("a"), svc("b"), svc("c")], checks))
+    assert {i.id: i.status for i in built.instances} == {"a": CRITICAL, "b": WARNING, "c": PASSING}
+    failing_node = catalog.from_node_dump(node_dump([svc("c")], [{"ServiceID": "", "Status": "critical"}]))
+    assert failing_node.instances[0].status == CRITICAL
+
+
+def test_hostile_instances_are_rejected_with_their_id_and_reason():
+    dump = node_dump([
+        svc("good"),
+        svc("inject-name", name="web;evil"),
+        svc("inject-tag", tags=["http", "x; return 200"]),
+        svc("inject-addr", address="1.2.3.4; include /etc/passwd"),
+        svc("inject-meta", meta={"weight": "1 }"}),
+        svc("bad-port", port=0),
+        svc("big-port", port=70000),
+    ])
+    built = catalog.from_node_dump(dump)
+    assert [i.id for i in built.instances] == ["good"]
+    rejected = {r.service_id: r.reason for r in built.rejected}
+    assert set(rejected) == {"inject-name", "inject-tag", "inject-addr", "inject-meta", "bad-port", "big-port"}
+    assert "port 0" in rejected["bad-port"] and "tag" in rejected["inject-tag"]
+    assert "inject-tag" in str(built.rejected[1]) or any("inject-tag" in str(r) for r in built.rejected)
+
+
+def test_unsafe_node_is_rejected_whole():
+    built = catalog.from_node_dump(node_dump([svc("a")], node="evil;node"))
+    assert built.instances == () and built.rejected[0].service_id == ""
+
+
+def test_unchanged_instances_are_reused_by_identity():
+    first = catalog.from_node_dump(node_dump([svc("a"), svc("b")]))
+    second = catalog.from_node_dump(node_dump([svc("a"), svc("b", port=81)]), previous=first)
+    assert second.instances[0] is first.instances[0]
+    assert second.instances[1] is not first.instances[1]
+    assert first != second
+
+
+def test_services_union_their_tags_sorted_by_name():
+    built = catalog.from_node_dump(node_dump([svc("a", tags=["x"]), svc("b", tags=["y"]),
+                                              svc("c", name="alpha", tags=[])]))
+    assert built.services() == (("alpha", ()), ("web", ("x", "y")))
+
+
+def test_snapshot_round_trip(tmp_path):
+    loaded, kv = snapshot.load(SEED)
+    assert [i.status for i in loaded.instances_of("httpfront")] == [PASSING, PASSING, CRITICAL]
+    assert loaded.instances_of("tcpfront-9999")[1].address == "192.168.7.2"
+    assert kv.get("config/nginx/client_max_body_size") == "10m"
+    dumped = tmp_path / "again.json"
+    dumped.write_text(snapshot.dump(loaded, kv))
+    again, kv_again = snapshot.load(dumped)
+    assert again == loaded and kv_again == kv
+
+
+def test_bad_snapshot_files_name_the_file(tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{nope")
+    for path, expected in ((broken, "not valid JSON"), (tmp_path / "absent.json", "cannot read")):
+        try:
+            snapshot.load(path)
+        except Exception as error:
+            assert expected in str(error) and str(path) in str(error)
+        else:
+            raise AssertionError("no error")
+
+
+def test_snapshot_applies_the_same_rules(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"nodes": [{"name": "n", "address": "10.0.0.1"}],
+                                "instances": [{"name": "ok", "node": "n", "port": 1},
+                                              {"name": "bad", "node": "n", "port": 2, "status": "sleepy"}]}))
+    loaded, _ = snapshot.load(path)
+    assert [i.name for i in loaded.instances] == ["ok"]
+    assert "sleepy" in loaded.rejected[0].reason
