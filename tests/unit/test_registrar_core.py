@@ -1,0 +1,178 @@
+"""The registrar's decisions with fake edges: no Docker, no Consul, no sleeping."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentkit.errors import ConfigError
+from registrar import config as config_module
+from registrar.backoff import Backoff
+from registrar.daemon import Registrar, connect
+from registrar.errors import ConsulDenied, ConsulUnavailable
+from registrar.labels import MappingSettings
+from registrar.reconcile import Actual
+from tests.unit.test_registrar_labels import inspect
+
+MAPPING = MappingSettings(hostname="node1", host_address="10.0.0.1")
+
+
+class FakeDocker:
+    def __init__(self, *infos):
+        self.infos = {info["Id"]: info for info in infos}
+
+    def containers(self):
+        return [{"Id": cid, "Names": [info["Name"]], "State": "running" if info["State"]["Running"] else "exited",
+                 "Status": "Up" if info["State"]["Running"] else f"Exited ({info['State']['ExitCode']}) now"}
+                for cid, info in self.infos.items()]
+
+    def inspect(self, cid):
+        return self.infos.get(cid)
+
+
+class FakeConsul:
+    def __init__(self):
+        self.services: dict[str, dict] = {}
+        self.calls: list[tuple] = []
+        self.down = False
+        self.refuse: set[str] = set()
+
+    def _check(self):
+        if self.down:
+            raise ConsulUnavailable("cannot reach Consul at http://x:1: connection refused")
+
+    def owned_services(self):
+        self._check()
+        return {sid: Actual.from_service(s) for sid, s in self.services.items()}
+
+    def register(self, service):
+        self._check()
+        if service.name in self.refuse:
+            raise ConsulDenied(f'denied registering {service.name}: the token lacks service:write on "{service.name}"')
+        self.calls.append(("register", service.id))
+        self.services[service.id] = service
+
+    def deregister(self, sid, name=""):
+        self._check()
+        self.calls.append(("deregister", sid))
+        self.services.pop(sid, None)
+
+    def update_ttl(self, check_id, status, output, name=""):
+        self._check()
+        self.calls.append(("ttl", check_id, status))
+
+
+def make(*infos, **config):
+    cfg = config_module.build(hostname="node1", consul_addr="127.0.0.1:1", environ={}, **config)
+    consul = FakeConsul()
+    return Registrar(cfg, FakeDocker(*infos), consul, MAPPING), consul
+
+
+def test_full_sync_registers_once_and_a_second_sync_changes_nothing():
+    registrar, consul = make(inspect())
+    assert registrar.full_sync() == []
+    assert consul.calls == [("register", "node1:web:80")]
+    registrar.full_sync()
+    registrar.check_consul()
+    assert consul.calls == [("register", "node1:web:80")]
+
+
+def test_agent_that_lost_everything_is_refilled_on_the_next_check():
+    registrar, consul = make(inspect())
+    registrar.full_sync()
+    consul.services.clear()  # what an agent restart looks like
+    registrar.check_consul()
+    assert consul.calls == [("register", "node1:web:80")] * 2
+
+
+def test_container_event_after_stop_deregisters():
+    info = inspect()
+    registrar, consul = make(info)
+    registrar.full_sync()
+    info["State"] = {"Running": False, "ExitCode": 137}
+    registrar.observe(info["Id"])
+    registrar.apply()
+    assert consul.calls[-1] == ("deregister", "node1:web:80")
+
+
+def test_destroy_event_cleans_up_and_the_tombstone_goes_once_clean():
+    info = inspect()
+    registrar, consul = make(info)
+    registrar.full_sync()
+    del registrar.docker.infos[info["Id"]]
+    registrar.observe(info["Id"], "web")
+    registrar.apply()
+    assert consul.calls[-1] == ("deregister", "node1:web:80") and registrar.containers == {}
+
+
+def test_consul_down_keeps_desired_state_and_catches_up_later():
+    registrar, consul = make()
+    registrar.full_sync()
+    consul.down = True
+    with pytest.raises(ConsulUnavailable):
+        registrar.full_sync()
+    registrar.actual = None
+    info = inspect()
+    registrar.docker.infos[info["Id"]] = info
+    registrar.observe(info["Id"])  # Docker still followed while Consul is away
+    consul.down = False
+    registrar.apply()
+    assert consul.calls == [("register", "node1:web:80")]
+
+
+def test_a_refused_service_does_not_stop_the_others_and_is_reported():
+    registrar, consul = make(inspect(name="a", labels={"SERVICE_NAME": "secret"}),
+                             inspect(name="b", labels={"SERVICE_NAME": "open"}) | {"Id": "b" * 64})
+    consul.refuse = {"secret"}
+    failures = registrar.full_sync()
+    assert consul.calls == [("register", "node1:b:80")]
+    assert len(failures) == 1 and "service:write" in str(failures[0])
+
+
+def test_docker_health_changes_push_ttl_updates_without_re_registering():
+    info = inspect(health="starting", healthcheck="true")
+    registrar, consul = make(info)
+    registrar.full_sync()
+    info["State"]["Health"]["Status"] = "healthy"
+    registrar.observe(info["Id"])
+    registrar.apply()
+    assert consul.calls == [("register", "node1:web:80"), ("ttl", "node1:web:80:docker-health", "passing")]
+    registrar.heartbeat()
+    assert consul.calls[-1] == ("ttl", "node1:web:80:docker-health", "passing")
+
+
+def test_start_up_retries_only_unavailability_and_as_often_as_told():
+    consul = FakeConsul()
+    consul.down = True
+    consul.agent_services = lambda: consul._check() or {}
+    sleeps = []
+    with pytest.raises(ConsulUnavailable):
+        connect(consul, attempts=3, interval=0.25, sleep=sleeps.append)
+    assert sleeps == [0.25, 0.25, 0.25]
+
+    def denied():
+        raise ConsulDenied("denied")
+    consul.agent_services = denied
+    sleeps.clear()
+    with pytest.raises(ConsulDenied):
+        connect(consul, attempts=5, interval=1, sleep=sleeps.append)
+    assert sleeps == []
+
+
+def test_backoff_doubles_up_to_its_cap_and_resets():
+    backoff = Backoff(0.5, 4.0)
+    assert [backoff.next() for _ in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+    backoff.reset()
+    assert backoff.next() == 0.5
+
+
+def test_config_flags_beat_environment_and_bad_values_name_the_flag():
+    env = {"CONSUL_HTTP_ADDR": "10.1.1.1:8500", "CONSUL_HTTP_TOKEN": "s3cret", "DOCKER_HOST": "tcp://d:2375"}
+    cfg = config_module.build(consul_addr="127.0.0.1:9", hostname="h", environ=env, tags="a, b", retry_interval=500)
+    assert str(cfg.consul_address) == "http://127.0.0.1:9" and cfg.docker_url == "tcp://d:2375"
+    assert cfg.tags == ("a", "b") and cfg.retry_interval == 0.5 and cfg.consul_token == "s3cret"
+    assert "s3cret" not in repr(cfg)
+    for bad, flag in (({"tags": "a b"}, "--tags"), ({"hostname": "a:b"}, "--hostname"), ({"ip": "a b"}, "--ip"),
+                      ({"resync": -1}, "--resync"), ({"retry_attempts": -2}, "--retry-attempts")):
+        with pytest.raises(ConfigError, match=flag):
+            config_module.build(environ={}, **({"hostname": "h"} | bad))
+
