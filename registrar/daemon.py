@@ -225,7 +225,8 @@ class Daemon:
     def _loop(self) -> None:
         now = self.clock()
         full_due, poll_due, health_due = now, now + self.poll_interval, now + HEALTH_HEARTBEAT
-        consul_backoff, docker_backoff = Backoff(0.5, 10.0), Backoff(0.5, 10.0)
+        # Consul is the local agent: retry it often (cap 2s) so a restart is noticed within seconds.
+        consul_backoff, docker_backoff = Backoff(0.2, 2.0), Backoff(0.5, 10.0)
         consul_down = docker_down = False
         registrar = self.registrar
         while not self.stop_event.is_set():

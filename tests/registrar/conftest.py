@@ -1,0 +1,180 @@
+"""Fixtures for the registrar's integration tests: the real daemon, real containers.
+
+The registrar runs as a subprocess (``registrar run``), as in production,
+with a ``--hostname`` of the test's own, so tests never see each other's
+services. Containers are made with testcontainers and removed at teardown,
+and so is every service that carries this test's host mark.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import docker.errors
+import pytest
+import requests
+from testcontainers.core.container import DockerContainer
+
+from tests.support.consul_agent import ConsulAgent
+from tests.support.waiting import wait_until
+
+REGISTRAR = str(Path(sys.executable).parent / "registrar")
+MASTER_TOKEN = "root-token-for-tests"
+HTTPD = "httpd -f -p 80 -h /www"
+
+
+def owned(agent, hostname: str) -> dict:
+    return {sid: s for sid, s in agent.services().items() if (s.get("Meta") or {}).get("registrar-host") == hostname}
+
+
+class RegistrarProcess:
+    def __init__(self, agent, hostname: str, args, log_path: Path, env: dict | None = None):
+        self.agent = agent
+        self.hostname = hostname
+        self.args = list(args)
+        self.log_path = log_path
+        self.env = env
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "RegistrarProcess":
+        command = [REGISTRAR, "run", "--consul-addr", self.agent.address, "--hostname", self.hostname,
+                   "--resync", "2", "--log-level", "debug", *self.args]
+        self.log_file = open(self.log_path, "ab")
+        self.process = subprocess.Popen(command, stdout=self.log_file, stderr=subprocess.STDOUT,
+                                        env={**os.environ, **(self.env or {})})
+        # Up once it has subscribed to Docker and reconciled: the first "started" line is
+        # followed by the first full pass, which a poll of Consul cannot see when it has
+        # nothing to register; waiting for the log is the honest signal.
+        wait_until(lambda: "started for host" in self.log() or self.process.poll() is not None, 15,
+                   what="registrar start")
+        assert self.process.poll() is None, self.log()
+        time.sleep(0.3)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"registrar ignored SIGTERM for {timeout}s:\n{self.log()[-3000:]}")
+        self.log_file.close()
+        return self.process.returncode
+
+    def services(self) -> dict:
+        return owned(self.agent, self.hostname)
+
+    def wait_for(self, predicate, what: str, timeout: float = 10.0) -> dict:
+        """Wait until ``predicate(services)`` holds; returns those services."""
+        def check():
+            services = self.services()
+            return (services,) if predicate(services) else None
+        try:
+            return wait_until(check, timeout, what=what)[0]
+        except TimeoutError:
+            raise AssertionError(f"{what}: not within {timeout}s; services={self.services()}\n"
+                                 f"--- registrar log ---\n{self.log()[-4000:]}") from None
+
+
+@pytest.fixture
+def registrar(consul_agent, docker_engine, unique, tmp_path):
+    """Start ``registrar run`` (args...); stopped with SIGTERM at teardown, which must exit 0."""
+    started: list[RegistrarProcess] = []
+
+    def start(*args, agent=None, env=None) -> RegistrarProcess:
+        process = RegistrarProcess(agent or consul_agent, unique, args, tmp_path / f"registrar-{len(started)}.log",
+                                   env).start()
+        started.append(process)
+        return process
+
+    yield start
+    codes = [(process.stop(), process) for process in started]
+    for agent in {id(p.agent): p.agent for p in started}.values():
+        _forget(agent, unique)
+    for code, process in codes:
+        assert code == 0, f"registrar exited {code} on SIGTERM:\n{process.log()[-3000:]}"
+
+
+def _forget(agent, hostname: str) -> None:
+    try:
+        for service_id in owned(agent, hostname):
+            agent.deregister(service_id)
+    except requests.RequestException:
+        pass
+
+
+@pytest.fixture
+def run_sync(consul_agent, unique):
+    """Run ``registrar sync`` (args...) to completion; returns the CompletedProcess."""
+    def run(*args, agent=None, hostname=None, env=None) -> subprocess.CompletedProcess:
+        agent = agent or consul_agent
+        command = [REGISTRAR, "sync", "--consul-addr", agent.address, "--hostname", hostname or unique, *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, **(env or {})})
+    yield run
+    _forget(consul_agent, unique)
+
+
+@pytest.fixture
+def containers(docker_engine, busybox_image, unique):
+    """Start a busybox container (testcontainers), named ``<unique>-<suffix>``; all removed at teardown."""
+    made: list[DockerContainer] = []
+
+    def start(suffix: str = "web", command: str = HTTPD, ports=("80/tcp",), labels=None, env=None,
+              **kwargs) -> DockerContainer:
+        container = DockerContainer(busybox_image).with_name(f"{unique}-{suffix}").with_command(command)
+        for port in ports:
+            container.with_bind_ports(port, None)
+        for key, value in (env or {}).items():
+            container.with_env(key, value)
+        # SIGKILL on stop: busybox as PID 1 ignores SIGTERM, and docker stop would wait 10s.
+        container.with_kwargs(labels=labels or {}, stop_signal="SIGKILL", **kwargs)
+        made.append(container)
+        container.start()
+        return container
+
+    yield start
+    for container in made:
+        try:
+            container.stop()
+        except (docker.errors.NotFound, docker.errors.APIError, requests.RequestException):
+            pass
+
+
+@pytest.fixture(scope="session")
+def acl_agent():
+    """A second dev agent with ACLs and script checks enabled.
+
+    The shared agent has neither; script checks need ``enable_script_checks``
+    and the "token lacks write rights" test needs ACLs. The default policy is
+    allow because the agent helper polls the catalog anonymously to see a
+    leader; tests that need a weak token make one with an explicit read rule.
+    """
+    from tests.support import require
+    agent = ConsulAgent(require.binary("consul"), extra_config={
+        "enable_script_checks": True,
+        "acl": {"enabled": True, "default_policy": "allow", "tokens": {"master": MASTER_TOKEN}},
+    })
+    agent.start()
+    yield agent
+    agent.close()
+
+
+def acl_request(agent, method: str, path: str, body=None, token: str = MASTER_TOKEN):
+    response = requests.request(method, f"{agent.url}{path}", json=body, timeout=10,
+                                headers={"X-Consul-Token": token})
+    response.raise_for_status()
+    return response.json() if response.text else None
