@@ -50,9 +50,10 @@ class ApplyResult:
 
 
 def read_current(path: Path) -> bytes | None:
+    """The file's bytes, or None where there is no file (or no directory for it)."""
     try:
         return path.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 

@@ -24,7 +24,7 @@ from . import commands
 from .apply import Applier
 from .consul_data import DEFAULT_WAIT, Fetched, fetch_catalog, fetch_kv, fill_missing
 from .kv import common_prefix
-from .quiescence import Quiescence
+from .quiescence import Quiescence, Wait
 from .render_pass import RenderPass
 from .settings import Settings
 from .template_api import TemplateData
@@ -36,6 +36,10 @@ log = logging.getLogger("renderer")
 
 STOP, RELOAD_SETTINGS, TEMPLATES_CHANGED = "stop", "reload-settings", "templates-changed"
 MAX_FILL_ROUNDS = 4  # a template may reveal new keys only once it has the previous ones
+# An editor or `cat >` writes a template in steps (truncate, write); rendering
+# the half-written file could apply an empty, valid config. Template events
+# therefore settle this long before the template set is re-read.
+TEMPLATE_SETTLE = Wait(0.25, 2.0)
 
 
 def make_pass(settings: Settings) -> RenderPass:
@@ -88,7 +92,6 @@ class Daemon:
         self.kv_watch: BlockingWatch | None = None
         self.kv_prefix: str | None = None
         self.dir_watcher: TemplateDirWatcher | None = None
-        self.rejected_seen: set[str] = set()
         self.render_pass: RenderPass | None = None
         self.ready = threading.Event()
 
@@ -124,6 +127,7 @@ class Daemon:
             fresh.applier.reload_pending = self.render_pass.applier.reload_pending
         self.render_pass = fresh
         self.quiescence = Quiescence(settings.wait)
+        self.template_settle = Quiescence(TEMPLATE_SETTLE)
         if self.dir_watcher:
             self.dir_watcher.stop()
             self.dir_watcher = None
@@ -157,7 +161,7 @@ class Daemon:
         retry_at: float | None = None
         while True:
             now = self.clock()
-            timeouts = [t for t in (self.quiescence.due_in(now),
+            timeouts = [t for t in (self.quiescence.due_in(now), self.template_settle.due_in(now),
                                     None if retry_at is None else max(0.0, retry_at - now)) if t is not None]
             try:
                 event = self.events.get(timeout=min(timeouts) if timeouts else None)
@@ -177,11 +181,13 @@ class Daemon:
                 if item == RELOAD_SETTINGS:
                     force |= self._reload_settings()
                 elif item == TEMPLATES_CHANGED:
-                    self.render_pass.set_specs(self.settings.template_specs())
-                    self.quiescence.changed(self.clock())
+                    self.template_settle.changed(self.clock())
                 elif isinstance(item, Update):
                     self._take(item)
             now = self.clock()
+            if self.template_settle.due_in(now) == 0.0:
+                self.template_settle.reset()
+                self._rescan_templates()
             due = force or self.quiescence.due_in(now) == 0.0 or (retry_at is not None and now >= retry_at)
             if not due:
                 continue
@@ -194,6 +200,19 @@ class Daemon:
                 delay = retry_backoff.next()
                 retry_at = self.clock() + delay
                 log.warning("%s; keeping the current files, retrying in %.1fs", error, delay)
+            except Exception:  # a bug in one pass must not take the daemon (and routing) down
+                delay = retry_backoff.next()
+                retry_at = self.clock() + delay
+                log.exception("render pass failed unexpectedly; keeping the current files, retrying in %.1fs",
+                              delay)
+
+    def _rescan_templates(self) -> None:
+        try:
+            self.render_pass.set_specs(self.settings.template_specs())
+        except AgentError as error:
+            log.error("template directories: %s; keeping the previous template set", error)
+            return
+        self.quiescence.changed(self.clock())
 
     def _take(self, update: Update) -> None:
         if update.error:
@@ -201,17 +220,10 @@ class Daemon:
         if update.source == "catalog" and update.data is not None:
             if update.reset:
                 log.warning("catalog index went backwards (Consul restarted or restored): re-reading everything")
-            self._report_rejected(update.data)
             self.data = TemplateData(update.data, self.data.kv)
         elif update.source == "kv" and update.data is not None:
             self.data = TemplateData(self.data.catalog, update.data)
         self.quiescence.changed(self.clock())
-
-    def _report_rejected(self, catalog) -> None:
-        current = {str(r) for r in catalog.rejected}
-        for text in sorted(current - self.rejected_seen):
-            log.warning("skipped %s", text)
-        self.rejected_seen = current
 
     def _reload_settings(self) -> bool:
         if self.rebuild_settings is None:

@@ -52,6 +52,8 @@ class RenderPass:
         self.applier = applier
         self.states: dict[Path, _TemplateState] = {}
         self.removed: list[TemplateSpec] = []
+        self.rejected_seen: set[str] = set()
+        self.last_catalog = None
         self.set_specs(specs)
 
     def set_specs(self, specs: list[TemplateSpec]) -> None:
@@ -73,8 +75,10 @@ class RenderPass:
 
     def run(self, data: TemplateData, force: bool = False) -> PassOutcome:
         outcome = PassOutcome()
+        if data.catalog is not None and data.catalog is not self.last_catalog:
+            self._report_rejected(data.catalog)
         changes = [FileChange(spec.destination, None, str(spec.source)) for spec in self.removed
-                   if read_current(spec.destination) is not None]
+                   if spec.destination.exists()]
         self.removed = []
         by_destination = {}
         for state in self.states.values():
@@ -115,12 +119,27 @@ class RenderPass:
                 log.warning("template %s: %s", spec.source, warning)
         state.warnings = rendered.warnings
         content = rendered.text.encode()
-        if content == read_current(spec.destination):
+        try:
+            current = read_current(spec.destination)
+        except OSError as error:
+            state.used = None
+            self._failed(state, f"cannot read {spec.destination} rendered from {spec.source}: "
+                                f"{error.strerror}; left as it was", outcome)
+            return None
+        if content == current:
             return None
         digest = hashlib.sha256(content).digest()
         if digest == state.rejected_digest:
             return None  # nginx already refused these exact bytes; logged then
         return FileChange(spec.destination, content, str(spec.source))
+
+    def _report_rejected(self, catalog) -> None:
+        """One warning per hostile or broken instance, when it first appears."""
+        self.last_catalog = catalog
+        current = {str(rejected) for rejected in catalog.rejected}
+        for text in sorted(current - self.rejected_seen):
+            log.warning("skipped %s", text)
+        self.rejected_seen = current
 
     def _failed(self, state: _TemplateState, message: str, outcome: PassOutcome) -> None:
         outcome.failed.append(message)

@@ -1,0 +1,89 @@
+"""Fixtures for renderer tests: a test's own services, backends and output files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.backends import HttpBackend, TcpEcho
+from tests.support.renderer_process import RendererDaemon
+
+ROOT = Path(__file__).resolve().parents[2]
+HTTP_TEMPLATE = ROOT / "templates" / "http" / "services.conf.j2"
+STREAM_TEMPLATE = ROOT / "templates" / "stream" / "services.conf.j2"
+
+
+class Scene:
+    """What one test registers, starts and renders; all of it undone at teardown."""
+
+    def __init__(self, consul, nginx, unique):
+        self.consul, self.nginx, self.unique = consul, nginx, unique
+        self.domain = f"{unique}.test"
+        self.service_ids: list[str] = []
+        self.closers = []
+        self.outputs: list[Path] = []
+
+    def http_backend(self, name: str) -> HttpBackend:
+        backend = HttpBackend(name)
+        self.closers.append(backend.close)
+        return backend
+
+    def tcp_echo(self) -> TcpEcho:
+        echo = TcpEcho()
+        self.closers.append(echo.close)
+        return echo
+
+    def register(self, name: str, port: int, *, service_id: str | None = None, **kwargs) -> str:
+        service_id = service_id or f"{name}-{port}"
+        self.consul.register(name, service_id, port, **kwargs)
+        self.service_ids.append(service_id)
+        return service_id
+
+    def output(self, kind: str, name: str = "") -> Path:
+        directory = self.nginx.conf_d if kind == "http" else self.nginx.stream_d
+        path = directory / f"{self.unique}{name}.conf"
+        self.outputs.append(path)
+        return path
+
+    def common_args(self, *, wait: str | None = None) -> list[str]:
+        args = ["--consul-addr", self.consul.address, "--var", f"domain={self.domain}",
+                "--var", f"http_port={self.nginx.http_port}", "--var", "listen_address=127.0.0.1",
+                "--check-command", self.nginx.check_command, "--reload-command", self.nginx.reload_command]
+        return args + (["--wait", wait] if wait else [])
+
+    def default_templates(self) -> list[str]:
+        return ["--template", f"{HTTP_TEMPLATE}:{self.output('http')}",
+                "--template", f"{STREAM_TEMPLATE}:{self.output('stream')}"]
+
+    def daemon(self, *args: str) -> RendererDaemon:
+        daemon = RendererDaemon(*args)
+        self.closers.append(daemon.stop)
+        return daemon
+
+    def get(self, name: str, path: str = "/"):
+        return self.nginx.get(f"{name}.{self.domain}", path)
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            close()
+        for service_id in self.service_ids:
+            try:
+                self.consul.deregister(service_id)
+            except Exception:
+                pass
+        removed = False
+        for path in self.outputs:
+            if path.exists():
+                path.unlink()
+                removed = True
+        if removed:
+            self.nginx.reload()
+
+
+@pytest.fixture
+def scene(consul_agent, nginx, unique):
+    scene = Scene(consul_agent, nginx, unique)
+    yield scene
+    scene.close()
+    assert nginx.config_is_valid(), "nginx -t must pass on disk after every test"

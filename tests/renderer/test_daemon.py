@@ -1,0 +1,120 @@
+"""`renderer run`: follows the catalog, the template directories and signals."""
+
+import signal
+import time
+
+from tests.support.waiting import wait_until
+
+from .conftest import HTTP_TEMPLATE
+
+
+def bodies(scene, name, count=8):
+    return {scene.get(name).text.strip() for _ in range(count)}
+
+
+def test_daemon_follows_registration_and_deregistration(scene):
+    first = scene.http_backend("live-1")
+    scene.register("live", first.port, tags=["http"])
+    daemon = scene.daemon(*scene.common_args(), *scene.default_templates())
+    wait_until(lambda: bodies(scene, "live") == {"live-1"}, timeout=10, what="first instance served")
+
+    second = scene.http_backend("live-2")
+    second_id = scene.register("live", second.port, tags=["http"])
+    wait_until(lambda: bodies(scene, "live") == {"live-1", "live-2"}, timeout=5, what="new instance served")
+
+    scene.consul.deregister(second_id)
+    wait_until(lambda: bodies(scene, "live") == {"live-1"}, timeout=5, what="deregistered instance gone")
+
+    # A check turning critical takes the instance out too.
+    scene.consul.put("/v1/agent/check/register", {"Name": "gate", "ID": f"{scene.unique}-gate",
+                                                  "ServiceID": f"live-{first.port}", "TTL": "600s",
+                                                  "Status": "critical"})
+    wait_until(lambda: scene.get("live").status_code == 503, timeout=5, what="503 once no instance passes")
+    scene.consul.put(f"/v1/agent/check/deregister/{scene.unique}-gate")
+    assert "nginx reload ok" in daemon.log
+    assert daemon.stop() == 0
+
+
+def test_unrelated_change_does_not_rewrite_or_reload(scene):
+    backend = scene.http_backend("calm")
+    scene.register("calm", backend.port, tags=["http"])
+    # Only this one template, which only reads its own service.
+    template = scene.nginx.prefix / f"{scene.unique}-calm.j2"
+    template.write_text("# {% for i in service('calm') %}{{ i.port }} {% endfor %}\n")
+    output = scene.output("http", "-calm")
+    daemon = scene.daemon(*scene.common_args(), "--template", f"{template}:{output}")
+    daemon.wait_for_log("nginx reload ok")
+    reloads = daemon.log.count("nginx reload ok")
+    scene.register(f"{scene.unique}-other", 1, tags=["http"])
+    time.sleep(1.0)
+    assert daemon.log.count("nginx reload ok") == reloads
+    template.unlink()
+
+
+def test_template_directory_is_watched(scene, tmp_path):
+    source_dir = tmp_path / "templates"
+    source_dir.mkdir()
+    dest_dir = scene.nginx.conf_d
+    daemon = scene.daemon(*scene.common_args(), "--template-dir", f"{source_dir}:{dest_dir}")
+    daemon.wait_for_log("watching 0 template(s)")
+    name = f"{scene.unique}-dir.conf"
+    output = dest_dir / name
+    scene.outputs.append(output)
+
+    (source_dir / f"{name}.j2").write_text(
+        "server { listen 127.0.0.1:{{ http_port }}; server_name dir.{{ domain }}; return 200 'v1'; }\n")
+    wait_until(lambda: scene.get("dir").text == "v1", timeout=5, what="added template served")
+
+    (source_dir / f"{name}.j2").write_text(
+        "server { listen 127.0.0.1:{{ http_port }}; server_name dir.{{ domain }}; return 200 'v2'; }\n")
+    wait_until(lambda: scene.get("dir").text == "v2", timeout=5, what="changed template served")
+
+    (source_dir / f"{name}.j2").unlink()
+    wait_until(lambda: not output.exists(), timeout=5, what="output removed with its template")
+    wait_until(lambda: scene.get("dir").status_code == 404, timeout=5, what="removed site gone from nginx")
+    assert f"removed {output}" in daemon.log
+
+
+def test_sighup_rereads_the_config_file(scene, tmp_path):
+    backend = scene.http_backend("hup")
+    scene.register("hup", backend.port, tags=["http"])
+    output = scene.output("http")
+    config = tmp_path / "renderer.toml"
+
+    def write_config(domain):
+        config.write_text(f'template = ["{HTTP_TEMPLATE}:{output}"]\n'
+                          f'[var]\ndomain = "{domain}"\nhttp_port = "{scene.nginx.http_port}"\n'
+                          f'listen_address = "127.0.0.1"\n')
+
+    write_config("before.test")
+    args = ["--consul-addr", scene.consul.address, "--config", str(config),
+            "--check-command", scene.nginx.check_command, "--reload-command", scene.nginx.reload_command]
+    daemon = scene.daemon(*args)
+    wait_until(lambda: scene.nginx.get("hup.before.test").text.strip() == "hup", timeout=10, what="served")
+    write_config("after.test")
+    daemon.signal(signal.SIGHUP)
+    wait_until(lambda: scene.nginx.get("hup.after.test").text.strip() == "hup", timeout=5, what="new domain")
+    assert "SIGHUP: settings and templates re-read" in daemon.log
+
+
+def test_sigterm_stops_promptly(scene):
+    daemon = scene.daemon(*scene.common_args(), *scene.default_templates())
+    daemon.wait_for_log("watching 2 template(s)")
+    wait_until(lambda: scene.outputs[0].exists(), timeout=10, what="first render")
+    started = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - started < 3
+    assert "stopping" in daemon.log
+
+
+def test_wait_coalesces_a_burst_into_one_reload(scene):
+    daemon = scene.daemon(*scene.common_args(wait="300ms:2s"), *scene.default_templates())
+    daemon.wait_for_log("nginx reload ok")
+    reloads = daemon.log.count("nginx reload ok")
+    backend = scene.http_backend("burst")
+    for port in range(40000, 40010):
+        scene.register("burst", backend.port, service_id=f"{scene.unique}-burst-{port}", tags=["http"],
+                       meta={"n": str(port)})
+    wait_until(lambda: scene.get("burst").text.strip() == "burst", timeout=5, what="burst served")
+    time.sleep(0.5)
+    assert daemon.log.count("nginx reload ok") == reloads + 1
