@@ -19,6 +19,7 @@ import docker
 import docker.errors
 
 BUSYBOX_IMAGE = "nginx-sync-test/busybox:1"
+PID_FILE = Path("/var/run/docker.pid")
 BUSYBOX_APPLETS = ("sh", "httpd", "nc", "sleep", "echo", "cat", "hostname", "ls", "wget", "true", "false", "env")
 
 
@@ -40,6 +41,14 @@ class DockerEngine:
     def start(self, timeout: float = 60.0) -> "DockerEngine":
         if self._ping():
             return self
+        owner = _pid_file_owner()
+        if owner:  # another dockerd is starting (or restarting): wait for it rather than race
+            deadline = time.monotonic() + timeout
+            while _alive(owner) and time.monotonic() < deadline:
+                if self._ping():
+                    return self
+                time.sleep(0.2)
+        PID_FILE.unlink(missing_ok=True)  # stale: its dockerd is gone
         dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
         self.log = open(self.dir / "dockerd.log", "ab")
         self.process = subprocess.Popen([dockerd], stdout=self.log, stderr=subprocess.STDOUT,
@@ -78,6 +87,23 @@ class DockerEngine:
             self.client.images.client.api.import_image_from_data(
                 busybox_rootfs(), repository=BUSYBOX_IMAGE.split(":")[0], tag=BUSYBOX_IMAGE.split(":")[1])
         return BUSYBOX_IMAGE
+
+
+def _pid_file_owner() -> int | None:
+    try:
+        return int(PID_FILE.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 def busybox_rootfs() -> bytes:
