@@ -4,8 +4,11 @@ Consul's rules (its docs, and consul-template's ``watch/view.go``): send the
 last index; a response with the same index is a timeout, not a change; an
 index that goes *backwards* means the server's state was reset (a restarted
 dev agent, a snapshot restore), so start again from 0 and say so; back off on
-errors and reset the backoff on success. Identical data wakes nobody: the
-receiver compares values, the loop only filters unchanged indexes.
+errors and reset the backoff on success. After an error the next query is
+not blocking (index 0): a Consul that came back with a lower index would
+otherwise hold a query carrying the old, higher index for the whole wait.
+Identical data wakes nobody: the receiver compares values, the loop only
+filters unchanged indexes.
 """
 
 from __future__ import annotations
@@ -53,20 +56,24 @@ class BlockingWatch:
             self.thread.join(timeout)
 
     def _loop(self) -> None:
+        resync = False
         while not self.stop_event.is_set():
             try:
-                index, data = self.fetch(self.index, self.wait)
+                index, data = self.fetch(0 if resync else self.index, self.wait)
             except AgentError as error:
                 delay = self.backoff.next()
                 if self.backoff.failures == 1:
                     log.warning("%s watch: %s; keeping the last good config, retrying", self.source, error)
                 self.deliver(Update(self.source, error=str(error)))
+                resync = True
                 self.stop_event.wait(delay)
                 continue
             except Exception:  # a bug must not silently end the watch
                 log.exception("%s watch: unexpected error", self.source)
+                resync = True
                 self.stop_event.wait(self.backoff.next())
                 continue
+            resync = False
             if self.backoff.failures:
                 log.info("%s watch: Consul answers again", self.source)
                 self.backoff.reset()

@@ -55,3 +55,8 @@ def test_backoff_is_capped_and_resets():
     assert [backoff.next() for _ in range(5)] == [1, 2, 4, 4, 4]
     backoff.reset()
     assert backoff.next() == 1
+
+
+def test_after_an_error_the_next_query_does_not_block():
+    _, asked = run_script([(40, "a"), ConsulUnavailable("down"), (3, "restarted empty"), (4, "b")])
+    assert asked[:4] == [0, 40, 0, 3]
