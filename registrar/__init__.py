@@ -1,1 +1,17 @@
-"""Registers Docker containers as Consul services."""
+"""Registers Docker containers as Consul services (issue 3), as a reconciler.
+
+The data path reads off the module names, in order:
+
+* :mod:`registrar.docker_source` -- Docker edge: container listing, inspect, the
+  event stream (reconnect with backoff, then a full reconciliation);
+* :mod:`registrar.labels` -- pure: one inspect payload -> the services it wants,
+  by registrator's conventions, plus warnings for refused settings;
+* :mod:`registrar.model` -- the plain values: Service, Check, ownership marks;
+* :mod:`registrar.desired` -- pure: every container's state -> the desired services;
+* :mod:`registrar.reconcile` -- pure: desired vs this host's services in Consul
+  -> the registrations and deregistrations that differ, nothing more;
+* :mod:`registrar.consul_sink` -- Consul edge: agent register/deregister, TTL
+  updates, listing this host's services;
+* :mod:`registrar.daemon` -- the loop: events, resync, Consul restart detection,
+  backoff; :mod:`registrar.config` and :mod:`registrar.cli` -- the operator's edge.
+"""

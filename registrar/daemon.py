@@ -65,7 +65,9 @@ class Registrar:
         """Rebuild every container's state from Docker; on failure nothing changes."""
         states: dict[str, ContainerState] = {}
         for summary in self.docker.containers():
-            if summary.get("State") == "running":
+            # Inspect whatever may be running: a paused container still reports Running in its
+            # inspect, as its unpause event will, so both paths must agree or services flap.
+            if summary.get("State") in ("running", "paused", "restarting"):
                 info = self.docker.inspect(summary["Id"])
                 if info is None:
                     continue  # removed between the listing and the inspect
