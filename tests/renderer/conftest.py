@@ -56,8 +56,8 @@ class Scene:
         return ["--template", f"{HTTP_TEMPLATE}:{self.output('http')}",
                 "--template", f"{STREAM_TEMPLATE}:{self.output('stream')}"]
 
-    def daemon(self, *args: str) -> RendererDaemon:
-        daemon = RendererDaemon(*args)
+    def daemon(self, *args: str, env: dict | None = None) -> RendererDaemon:
+        daemon = RendererDaemon(*args, env=env)
         self.closers.append(daemon.stop)
         return daemon
 

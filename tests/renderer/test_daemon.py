@@ -118,3 +118,19 @@ def test_wait_coalesces_a_burst_into_one_reload(scene):
     wait_until(lambda: scene.get("burst").text.strip() == "burst", timeout=5, what="burst served")
     time.sleep(0.5)
     assert daemon.log.count("nginx reload ok") == reloads + 1
+
+
+def test_systemd_is_told_ready_after_the_first_render_and_stopping(scene, tmp_path):
+    import socket
+    address = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(address)
+    listener.settimeout(10)
+    try:
+        daemon = scene.daemon(*scene.common_args(), *scene.default_templates(), env={"NOTIFY_SOCKET": address})
+        assert listener.recv(256) == b"READY=1"
+        assert scene.outputs[0].exists(), "READY only once the first render is done"
+        daemon.stop()
+        assert listener.recv(256) == b"STOPPING=1"
+    finally:
+        listener.close()

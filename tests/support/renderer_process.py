@@ -19,11 +19,11 @@ def run_once(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 class RendererDaemon:
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, env: dict | None = None):
         self.log_path = Path(tempfile.mkstemp(prefix="renderer-", suffix=".log")[1])
         self.log_file = open(self.log_path, "w")
         self.process = subprocess.Popen([RENDERER, "run", *args], stdout=self.log_file, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
     @property
     def log(self) -> str:
