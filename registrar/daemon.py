@@ -192,11 +192,17 @@ class Registrar:
 
 
 class Daemon:
-    def __init__(self, registrar: Registrar, config: Config, clock=time.monotonic, poll_interval=POLL_INTERVAL):
+    def __init__(self, registrar: Registrar, config: Config, clock=time.monotonic, poll_interval=POLL_INTERVAL,
+                 events_factory=EventStream, consul_backoff: Backoff | None = None,
+                 docker_backoff: Backoff | None = None):
         self.registrar = registrar
         self.config = config
         self.clock = clock
         self.poll_interval = poll_interval
+        self.events_factory = events_factory
+        # Consul is the local agent: retry it often (cap 2s) so a restart is noticed within seconds.
+        self.consul_backoff = consul_backoff or Backoff(0.2, 2.0)
+        self.docker_backoff = docker_backoff or Backoff(0.5, 10.0)
         self.queue: queue.Queue = queue.Queue()
         self.stop_event = threading.Event()
 
@@ -212,7 +218,7 @@ class Daemon:
                             (actor.get("Attributes") or {}).get("name", "")))
 
     def run(self) -> None:
-        events = EventStream(self.config.docker_url, self._on_event,
+        events = self.events_factory(self.config.docker_url, self._on_event,
                              lambda: self.queue.put(("resync", "Docker event stream reconnected")))
         events.start()
         # Subscribe before the first full reconciliation, so nothing falls between them.
@@ -227,8 +233,7 @@ class Daemon:
     def _loop(self) -> None:
         now = self.clock()
         full_due, poll_due, health_due = now, now + self.poll_interval, now + HEALTH_HEARTBEAT
-        # Consul is the local agent: retry it often (cap 2s) so a restart is noticed within seconds.
-        consul_backoff, docker_backoff = Backoff(0.2, 2.0), Backoff(0.5, 10.0)
+        consul_backoff, docker_backoff = self.consul_backoff, self.docker_backoff
         consul_down = docker_down = False
         registrar = self.registrar
         while not self.stop_event.is_set():

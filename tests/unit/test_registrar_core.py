@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+
 import pytest
 
 from agentkit.errors import ConfigError
 from registrar import config as config_module
 from registrar.backoff import Backoff
-from registrar.daemon import Registrar, connect
+from registrar.daemon import Daemon, Registrar, connect
 from registrar.errors import ConsulDenied, ConsulUnavailable
 from registrar.labels import MappingSettings
 from registrar.reconcile import Actual
@@ -176,3 +179,78 @@ def test_config_flags_beat_environment_and_bad_values_name_the_flag():
         with pytest.raises(ConfigError, match=flag):
             config_module.build(environ={}, **({"hostname": "h"} | bad))
 
+
+
+class FakeEvents:
+    """Stands in for the Docker event thread: already connected, fed by the test."""
+
+    def __init__(self, url, on_event, on_reconnect):
+        self.on_event, self.on_reconnect = on_event, on_reconnect
+        self.connected = threading.Event()
+        self.connected.set()
+        self.stopped = False
+
+    def start(self):
+        return self
+
+    def stop(self):
+        self.stopped = True
+
+    def join(self, timeout=None):
+        pass
+
+
+class ScriptedRegistrar:
+    """Records what the loop asks for; Consul fails for the first ``outages`` full syncs."""
+
+    def __init__(self, outages: int, on_success):
+        self.outages = outages
+        self.on_success = on_success
+        self.calls: list[str] = []
+        self.actual = {}
+
+    def full_sync(self, cleanup=False):
+        self.calls.append("full_sync")
+        if self.outages:
+            self.outages -= 1
+            if self.calls == ["full_sync"]:
+                self.during_outage()
+            raise ConsulUnavailable("cannot reach Consul at http://127.0.0.1:1: connection refused")
+        self.on_success()
+        return []
+
+    def observe(self, container_id, name=""):
+        self.calls.append(f"observe {container_id}")
+
+    def apply(self, cleanup=False):
+        self.calls.append("apply")
+        return []
+
+    def check_consul(self):
+        self.calls.append("check_consul")
+        return []
+
+
+def test_loop_retries_consul_with_backoff_and_follows_docker_meanwhile(caplog):
+    cfg = config_module.build(hostname="node1", consul_addr="127.0.0.1:1", environ={}, resync=0)
+    holder = {}
+
+    def succeed():
+        holder["daemon"].stop()
+
+    registrar = ScriptedRegistrar(outages=3, on_success=succeed)
+    backoff = Backoff(0.001, 0.004)
+    daemon = Daemon(registrar, cfg, events_factory=FakeEvents, consul_backoff=backoff, poll_interval=60)
+    holder["daemon"] = daemon
+    # A Docker event during the outage is observed (desired state kept current), not applied.
+    registrar.during_outage = lambda: daemon.queue.put(("event", "c" * 64, "start", "web"))
+    with caplog.at_level(logging.WARNING, logger="registrar"):
+        runner = threading.Thread(target=daemon.run)
+        runner.start()
+        runner.join(5)
+    assert not runner.is_alive()
+    assert registrar.calls.count("full_sync") == 4
+    assert f"observe {'c' * 64}" in registrar.calls and "apply" not in registrar.calls
+    assert backoff.failures == 0  # reset by the success
+    # One warning for the outage, not one per attempt.
+    assert sum("keeping the desired state" in r.message for r in caplog.records) == 1
