@@ -1,0 +1,1 @@
+"""Benchmarks against the real parts (Consul, nginx) on loopback."""
