@@ -16,5 +16,11 @@ unit: deps
 bench: deps
 	$(PY) -m bench.renderer_scale
 
+demo: deps
+	$(PY) -m examples.demo up
+
+demo-stop:
+	$(PY) -m examples.demo down
+
 clean:
 	rm -rf $(VENV) build *.egg-info

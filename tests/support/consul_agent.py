@@ -15,9 +15,10 @@ from .ports import free_port
 
 
 class ConsulAgent:
-    def __init__(self, binary: str, extra_config: dict | None = None):
+    def __init__(self, binary: str, extra_config: dict | None = None, directory: Path | None = None):
         self.binary = binary
-        self.dir = Path(tempfile.mkdtemp(prefix="consul-test-"))
+        self.dir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="consul-test-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.http_port = free_port()
         self.extra_config = extra_config or {}
         self.process: subprocess.Popen | None = None

@@ -48,9 +48,9 @@ stream {{
 
 
 class Nginx:
-    def __init__(self, binary: str):
+    def __init__(self, binary: str, prefix: Path | None = None):
         self.binary = binary
-        self.prefix = Path(tempfile.mkdtemp(prefix="nginx-test-"))
+        self.prefix = Path(prefix) if prefix else Path(tempfile.mkdtemp(prefix="nginx-test-"))
         self.http_port = free_port()
         self.conf_d = self.prefix / "conf.d"
         self.stream_d = self.prefix / "stream.d"

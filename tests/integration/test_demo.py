@@ -1,0 +1,30 @@
+"""`make demo` and `make demo-stop` work, twice in a row, and leave nothing behind."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def demo(command: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "examples.demo", command], cwd=ROOT, capture_output=True,
+                          text=True, timeout=240)
+
+
+def test_demo_shows_balancing_echo_and_removal_then_cleans_up(docker_engine, busybox_image, consul_agent, nginx):
+    for _ in range(2):
+        result = demo("up")
+        assert result.returncode == 0, result.stdout + result.stderr
+        out = result.stdout
+        for name in ("httpfront-1", "httpfront-2", "httpfront-3"):
+            assert f"    {name}:" in out and f"    {name}:  0 of 30" not in out
+        assert "HTTP 404 from nginx, not exposed" in out
+        assert "got back 'hello through nginx'" in out
+        assert "from nginx's config and reloaded" in out
+        assert "httpfront-2 x" not in out.split("Stopping httpfront-2")[1]
+    stopped = demo("down")
+    assert stopped.returncode == 0 and "demo stopped: 5 container(s) removed" in stopped.stdout
+    assert not (ROOT / "run" / "demo").exists()
+    leftovers = docker_engine.client.containers.list(all=True, filters={"label": "consul-nginx-sync-demo"})
+    assert leftovers == []
