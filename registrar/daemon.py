@@ -43,6 +43,7 @@ from .reconcile import Actual, plan
 log = logging.getLogger("registrar")
 
 POLL_INTERVAL = 1.0
+UNEXPECTED_RETRY = 5.0
 
 
 class Registrar:
@@ -71,7 +72,7 @@ class Registrar:
                 info = self.docker.inspect(summary["Id"])
                 if info is None:
                     continue  # removed between the listing and the inspect
-                state = container_state(info, self.mapping)
+                state = self._state(info)
             else:
                 state = from_summary(summary)
             states[state.id] = state
@@ -85,9 +86,19 @@ class Registrar:
     def observe(self, container_id: str, name: str = "") -> ContainerState:
         """Re-read one container after an event (level-triggered: the event says only 'look')."""
         info = self.docker.inspect(container_id)
-        state = container_state(info, self.mapping) if info is not None else removed(container_id, name)
+        state = self._state(info) if info is not None else removed(container_id, name)
         self.containers[state.id] = state
         return state
+
+    def _state(self, info: dict) -> ContainerState:
+        # One container's odd payload must not stop the others (issue 3: "never crashes the agent").
+        try:
+            return container_state(info, self.mapping)
+        except Exception as error:  # a bug or a payload shape Docker never documented
+            log.exception("container %s: cannot map its settings", info.get("Name") or info.get("Id"))
+            return ContainerState(str(info.get("Id", ""))[:12], str(info.get("Name", "")).lstrip("/"), True,
+                                  warnings=(f"container {info.get('Name')}: settings unreadable ({error!r}); "
+                                            "its services are left as they are",), unreadable=True)
 
     # Consul side -----------------------------------------------------------------
     def full_sync(self, cleanup: bool = False) -> list[AgentError]:
@@ -286,6 +297,9 @@ class Daemon:
                     log.warning("%s; keeping the last known containers, retrying (next in %.1fs)", error, delay)
                 docker_down = True
                 full_due = self.clock() + delay
+            except Exception:  # a bug must cost one pass, not the daemon; the next full pass retries
+                log.exception("unexpected error; reconciling everything again in %.0fs", UNEXPECTED_RETRY)
+                full_due = self.clock() + UNEXPECTED_RETRY
 
 
 def connect(sink: ConsulSink, attempts: int, interval: float, sleep=time.sleep) -> dict:

@@ -44,8 +44,11 @@ class ContainerState:
     services: tuple[Service, ...] = ()
     warnings: tuple[str, ...] = ()
     health: tuple[str, str] | None = None  # (Consul status, output) of a Docker HEALTHCHECK
+    unreadable: bool = False  # its settings could not be mapped: leave its services as they are
 
     def keeps_services(self, deregister: str) -> bool:
+        if self.unreadable:
+            return True
         return (deregister == "on-success" and not self.running and not self.removed
                 and self.exit_code not in (None, 0))
 

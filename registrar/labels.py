@@ -298,6 +298,8 @@ def _service(info, settings: MappingSettings, name, short_id, exposed, proto, bi
         host_ip = (binding.get("HostIp") or "").strip()
         specific = host_ip and not _unspecified(host_ip)
         address = settings.ip or (host_ip if specific else settings.host_address)
+        if not str(binding.get("HostPort", "")).isdigit():
+            raise Refused(f"published port {show(str(binding.get('HostPort')))} is not a number")
         port = int(binding["HostPort"])
 
     # Tags.

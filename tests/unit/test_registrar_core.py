@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 
@@ -254,3 +255,19 @@ def test_loop_retries_consul_with_backoff_and_follows_docker_meanwhile(caplog):
     assert backoff.failures == 0  # reset by the success
     # One warning for the outage, not one per attempt.
     assert sum("keeping the desired state" in r.message for r in caplog.records) == 1
+
+
+def test_a_payload_that_breaks_the_mapping_costs_only_that_container(caplog):
+    broken = inspect(name="broken") | {"Id": "b" * 64}
+    broken["Config"] = "not a dict"  # no Docker sends this; a bug might
+    registrar, consul = make(inspect(), broken)
+    with caplog.at_level(logging.ERROR, logger="registrar"):
+        assert registrar.full_sync() == []
+    assert consul.calls == [("register", "node1:web:80")]
+    assert "cannot map its settings" in caplog.text
+    # What it had in Consul stays: a bug must not take a live service away.
+    consul.services["kept"] = dataclasses.replace(
+        consul.services["node1:web:80"], id="kept", container_id="bbbbbbbbbbbb",
+        meta=(("registrar-container", "bbbbbbbbbbbb"), ("registrar-host", "node1")))
+    registrar.full_sync()
+    assert "kept" in consul.services

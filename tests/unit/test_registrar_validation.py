@@ -101,3 +101,13 @@ def test_non_string_or_odd_payload_parts_do_not_crash():
     info["Config"]["Env"] = ["NOEQUALS", "SERVICE_=x", "=y"]
     mapping = services_for(info, MappingSettings("node1", "10.0.0.1"))
     assert [s.name for s in mapping.services] == ["web"] and "no key after SERVICE_" in mapping.warnings[0]
+
+
+def test_published_port_that_is_not_a_number_is_refused():
+    mapping = services_for(inspect(ports={"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "80a"}]}), HOST)
+    assert mapping.services == () and "published port '80a' is not a number" in mapping.warnings[0]
+
+
+def test_exposed_port_that_is_not_a_number_is_refused():
+    mapping = services_for(inspect(ports={"http/tcp": [{"HostIp": "0.0.0.0", "HostPort": "80"}]}), HOST)
+    assert mapping.services == () and "exposed port 'http' is not a number" in mapping.warnings[0]
