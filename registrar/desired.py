@@ -12,7 +12,9 @@ Choices made here:
   away at the next reconciliation, even if its ``die`` event was missed
   (registrator's "stale services after a missed event"), except with
   ``--deregister on-success`` when it exited non-zero: then whatever it has in
-  Consul is kept as it is, neither removed nor re-registered.
+  Consul is kept as it is, neither removed nor re-registered (its Docker
+  HEALTHCHECK TTL check is no longer refreshed, so it turns critical after
+  the TTL: the container is not running).
 * A removed container leaves a tombstone (``removed=True``) so its services
   are deregistered on ``destroy`` without ``--cleanup``; tombstones are
   dropped once Consul no longer holds any of their services.

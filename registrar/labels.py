@@ -26,7 +26,8 @@ left a gap:
   ``0.0.0.0`` / ``::``), else the host's address. When Docker publishes one
   port on both IPv4 and IPv6, the first IPv4 binding is used. With
   ``--internal``: the container's IP on the alphabetically first network
-  (by network name) that gave it an IPv4 address, and the exposed port.
+  (by network name) that gave it an IPv4 address, and the exposed port
+  (``--ip`` does not apply).
   Host-network containers always register the host address (or ``--ip``).
 * Checks: each of ``SERVICE_CHECK_HTTP``, ``_HTTPS``, ``_TCP``, ``_TTL`` and
   ``_SCRIPT`` that is set adds its own check (registrator kept only the first
@@ -37,8 +38,12 @@ left a gap:
   verification because they dial an IP address that no certificate names.
   ``_SCRIPT`` runs ``/bin/sh -c`` on the Consul agent's host, with
   ``$SERVICE_IP`` / ``$SERVICE_PORT`` substituted; the agent only accepts it
-  with ``enable_script_checks``. ``SERVICE_IGNORE`` with a false-looking
-  value does not ignore.
+  with ``enable_script_checks``; an agent without it refuses that one
+  service, with a warning. ``SERVICE_IGNORE`` with a false-looking value
+  does not ignore. ``_DEREGISTER_AFTER`` lets Consul reap a long-critical
+  service, but while its container runs the registrar wants it and
+  registers it again (level-triggered): it bounds staleness after a crash of
+  the whole host, it does not hide a sick container.
 * A container with a Docker HEALTHCHECK gets one more check, a TTL check
   ``<service id>:docker-health`` whose status the registrar keeps equal to the
   container's health (healthy -> passing; starting and unhealthy -> critical,

@@ -20,6 +20,7 @@ import pytest
 import requests
 from testcontainers.core.container import DockerContainer
 
+from tests.support import require
 from tests.support.consul_agent import ConsulAgent
 from tests.support.waiting import wait_until
 
@@ -163,7 +164,6 @@ def acl_agent():
     allow because the agent helper polls the catalog anonymously to see a
     leader; tests that need a weak token make one with an explicit read rule.
     """
-    from tests.support import require
     agent = ConsulAgent(require.binary("consul"), extra_config={
         "enable_script_checks": True,
         "acl": {"enabled": True, "default_policy": "allow", "tokens": {"master": MASTER_TOKEN}},
