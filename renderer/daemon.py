@@ -24,6 +24,7 @@ from . import commands
 from .apply import Applier
 from .consul_data import DEFAULT_WAIT, Fetched, fetch_catalog, fetch_kv, fill_missing
 from .kv import common_prefix
+from .guard import CatalogGuard
 from .quiescence import Quiescence, Wait
 from .render_pass import RenderPass
 from .settings import Settings
@@ -127,6 +128,7 @@ class Daemon:
             fresh.applier.reload_pending = self.render_pass.applier.reload_pending
         self.render_pass = fresh
         self.quiescence = Quiescence(settings.wait)
+        self.guard = CatalogGuard(grace=settings.grace)
         self.template_settle = Quiescence(TEMPLATE_SETTLE)
         if self.dir_watcher:
             self.dir_watcher.stop()
@@ -162,6 +164,7 @@ class Daemon:
         while True:
             now = self.clock()
             timeouts = [t for t in (self.quiescence.due_in(now), self.template_settle.due_in(now),
+                                    self.guard.due_in(now),
                                     None if retry_at is None else max(0.0, retry_at - now)) if t is not None]
             try:
                 event = self.events.get(timeout=min(timeouts) if timeouts else None)
@@ -185,6 +188,9 @@ class Daemon:
                 elif isinstance(item, Update):
                     self._take(item)
             now = self.clock()
+            released = self.guard.release(now)
+            if released is not None:
+                self._use_catalog(released)
             if self.template_settle.due_in(now) == 0.0:
                 self.template_settle.reset()
                 self._rescan_templates()
@@ -218,11 +224,15 @@ class Daemon:
         if update.error:
             return
         if update.source == "catalog" and update.data is not None:
-            if update.reset:
-                log.warning("catalog index went backwards (Consul restarted or restored): re-reading everything")
-            self.data = TemplateData(update.data, self.data.kv)
+            accepted = self.guard.offer(self.data.catalog, update.data, update.reset, self.clock())
+            if accepted is not None:
+                self._use_catalog(accepted)
         elif update.source == "kv" and update.data is not None:
             self.data = TemplateData(self.data.catalog, update.data)
+            self.quiescence.changed(self.clock())
+
+    def _use_catalog(self, catalog) -> None:
+        self.data = TemplateData(catalog, self.data.kv)
         self.quiescence.changed(self.clock())
 
     def _reload_settings(self) -> bool:

@@ -10,6 +10,7 @@ from the same sources. TOML keys are the flags' names with underscores:
     check_command = "nginx -t"
     reload_command = "nginx -s reload"
     wait = "500ms:5s"
+    grace = "30s"
     log_level = "info"
     [var]
     domain = "example.com"
@@ -39,9 +40,10 @@ DEFAULTS = {
     "check_command": "nginx -t",
     "reload_command": "nginx -s reload",
     "log_level": "info",
+    "grace": "30s",
 }
 FILE_KEYS = {"consul_addr", "consul_token", "consul_token_file", "template", "template_dir", "var",
-             "check_command", "reload_command", "wait", "log_level"}
+             "check_command", "reload_command", "wait", "log_level", "grace"}
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 
@@ -56,6 +58,7 @@ class Settings:
     check_command: str
     reload_command: str
     wait: Wait | None
+    grace: float
     log_level: str
     config_file: Path | None
 
@@ -101,6 +104,7 @@ def build(flags: Mapping, environ: Mapping[str, str] = os.environ) -> Settings:
         check_command=pick("check_command") or DEFAULTS["check_command"],
         reload_command=pick("reload_command") or DEFAULTS["reload_command"],
         wait=parse_wait(wait_text) if wait_text else None,
+        grace=parse_duration(pick("grace") or DEFAULTS["grace"]),
         log_level=(pick("log_level") or DEFAULTS["log_level"]).lower(),
         config_file=config_file)
 
@@ -127,7 +131,7 @@ def load_file(path: Path) -> dict:
         data["var"] = parse_variables(f"{k}={v}" for k, v in data["var"].items())
     if "consul_token_file" in data:
         data["consul_token_file"] = str(_relative(base, data["consul_token_file"]))
-    for key in ("consul_addr", "consul_token", "check_command", "reload_command", "wait", "log_level"):
+    for key in ("consul_addr", "consul_token", "check_command", "reload_command", "wait", "log_level", "grace"):
         if key in data and not isinstance(data[key], str):
             raise ConfigError(f"config file {path}: {key} must be a string")
     return data

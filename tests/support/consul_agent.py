@@ -20,6 +20,8 @@ class ConsulAgent:
         self.dir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="consul-test-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.http_port = free_port()
+        # Chosen once: a restarted agent comes back on the same ports, as a real one does.
+        self.other_ports = {"serf_lan": free_port(), "serf_wan": free_port(), "server": free_port()}
         self.extra_config = extra_config or {}
         self.process: subprocess.Popen | None = None
 
@@ -35,8 +37,7 @@ class ConsulAgent:
         data_dir = self.dir / "data"
         shutil.rmtree(data_dir, ignore_errors=True)
         config = {
-            "ports": {"http": self.http_port, "dns": -1, "grpc": -1, "serf_lan": free_port(),
-                      "serf_wan": free_port(), "server": free_port()},
+            "ports": {"http": self.http_port, "dns": -1, "grpc": -1, **self.other_ports},
             "bind_addr": "127.0.0.1", "client_addr": "127.0.0.1", "data_dir": str(data_dir),
             "disable_update_check": True, "log_level": "warn",
         }
