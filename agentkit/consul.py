@@ -17,6 +17,7 @@ errors into :class:`ConsulUnavailable` messages that name the address only.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 import consul
 import consul.base
 import consul.std
+import orjson
 import requests
 
 from .errors import ConfigError, ConsulDenied, ConsulUnavailable
@@ -46,6 +48,15 @@ class ConsulAddress:
         if not match or not 0 < int(match["port"]) < 65536:
             raise ConfigError(f"invalid Consul address {text!r}: expected HOST:PORT or http(s)://HOST:PORT")
         return cls(match["scheme"] or "http", match["host"].strip("[]"), int(match["port"]))
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -90,16 +101,21 @@ class Consul(consul.std.Consul):
         self.http = self.http_connect(address.host, address.port, address.scheme, timeout=timeout)
         if token:
             self.http.session.headers["X-Consul-Token"] = token
+        if address.is_loopback:
+            # The local agent: compressing megabytes only to inflate them again costs both sides CPU.
+            self.http.session.headers["Accept-Encoding"] = "identity"
 
     def get_json(self, path: str, params: dict | None = None, timeout: float | None = None):
         """GET an endpoint python-consul2 does not wrap; returns (index, body)."""
         url = f"{self.address}{path}"
         with translate_errors(self.address):
             response = self.http.session.get(url, params=params or {}, timeout=timeout or self.http.timeout)
-            consul.base.CB._status(_as_base_response(response))
+            if response.status_code >= 400:  # decode the body only to explain a failure
+                consul.base.CB._status(_as_base_response(response))
             index = int(response.headers.get("X-Consul-Index", 0))
             # 404 is how KV says "nothing under this prefix"; the index still counts.
-            return index, (None if response.status_code == 404 else response.json())
+            # orjson: the catalog is megabytes at a few thousand services, decoded on every change.
+            return index, (None if response.status_code == 404 else orjson.loads(response.content))
 
     def close(self) -> None:
         self.http.session.close()

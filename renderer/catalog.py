@@ -74,6 +74,7 @@ class Catalog:
         ordered = sorted(instances, key=lambda i: (i.name, i.node, i.id))
         self.instances: tuple[Instance, ...] = tuple(ordered)
         self.rejected: tuple[Rejected, ...] = tuple(rejected)
+        self._memo: dict = {}  # see from_node_dump
         by_name: dict[str, list[Instance]] = {}
         for instance in ordered:
             by_name.setdefault(instance.name, []).append(instance)
@@ -133,10 +134,14 @@ def _admit(node: str, service_id: str, name, address, port, tags, meta) -> str |
 def from_node_dump(dump: list, previous: Catalog | None = None) -> Catalog:
     """Build a catalog from ``/v1/internal/ui/nodes``.
 
-    ``previous`` lets unchanged instances be the very same objects, so the
-    per-dependency comparisons after a wake-up are mostly identity checks.
+    With ``previous``, an instance whose Consul ``ModifyIndex`` (and node
+    address) did not move is not parsed and checked again: the previous
+    object is reused, with a new status only if its checks changed. That
+    keeps a wake-up in a large catalog cheap, and makes the per-dependency
+    comparisons after it mostly identity checks.
     """
-    known = {(i.node, i.id): i for i in previous.instances} if previous else {}
+    memo = previous._memo if previous is not None else {}
+    new_memo: dict = {}
     nodes, instances, rejected = [], [], []
     for entry in dump or ():
         node_name, node_address = entry.get("Node"), entry.get("Address")
@@ -153,18 +158,33 @@ def from_node_dump(dump: list, previous: Catalog | None = None) -> Catalog:
                 node_checks.append(check.get("Status"))
         for service in entry.get("Services") or ():
             service_id = service.get("ID")
-            address = service.get("Address") or node_address
-            tags, meta = service.get("Tags") or [], service.get("Meta") or {}
-            problem = _admit(node_name, service_id, service.get("Service"), address, service.get("Port"), tags, meta)
-            if problem:
-                rejected.append(Rejected(node_name, str(service_id), problem))
+            key = (node_name, service_id)
+            version = (service.get("ModifyIndex"), node_address)
+            known = memo.get(key)
+            if known is not None and known[0] == version and version[0] is not None:
+                built = known[1]
+            else:
+                built = _instance(node_name, node_address, service)
+            new_memo[key] = (version, built)
+            if isinstance(built, Rejected):
+                rejected.append(built)
                 continue
             status = aggregate_status(node_checks + service_checks.get(service_id, []))
-            instance = Instance(service_id, service["Service"], address, service["Port"], tuple(tags),
-                                _frozen_meta(meta), node_name, status)
-            old = known.get((node_name, service_id))
-            instances.append(old if old == instance else instance)
-    return Catalog(nodes, instances, rejected)
+            instances.append(built if built.status == status else dataclasses.replace(built, status=status))
+    built_catalog = Catalog(nodes, instances, rejected)
+    built_catalog._memo = new_memo
+    return built_catalog
+
+
+def _instance(node_name: str, node_address: str, service: Mapping) -> Instance | Rejected:
+    service_id = service.get("ID")
+    address = service.get("Address") or node_address
+    tags, meta = service.get("Tags") or [], service.get("Meta") or {}
+    problem = _admit(node_name, service_id, service.get("Service"), address, service.get("Port"), tags, meta)
+    if problem:
+        return Rejected(node_name, str(service_id), problem)
+    return Instance(service_id, service["Service"], address, service["Port"], tuple(tags), _frozen_meta(meta),
+                    node_name, PASSING)
 
 
 def _safe_meta(meta) -> dict:

@@ -11,6 +11,7 @@ instances keep serving.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -35,7 +36,14 @@ def node_name_problem(name: object) -> str | None:
 
 
 def address_problem(address: object) -> str | None:
-    if not isinstance(address, str) or not address:
+    if not isinstance(address, str):
+        return f"address {_show(address)} is empty"
+    return _address_problem(address)
+
+
+@functools.lru_cache(maxsize=4096)  # a fleet has few addresses and many instances on each
+def _address_problem(address: str) -> str | None:
+    if not address:
         return f"address {_show(address)} is empty"
     try:
         ipaddress.ip_address(address)

@@ -11,8 +11,9 @@ def node_dump(services, checks=(), node="n1", address="10.1.1.1"):
     return [{"Node": node, "Address": address, "Meta": {}, "Services": list(services), "Checks": list(checks)}]
 
 
-def svc(service_id, name="web", port=80, address="", tags=("http",), meta=None):
-    return {"ID": service_id, "Service": name, "Port": port, "Address": address, "Tags": list(tags), "Meta": meta}
+def svc(service_id, name="web", port=80, address="", tags=("http",), meta=None, index=1):
+    return {"ID": service_id, "Service": name, "Port": port, "Address": address, "Tags": list(tags), "Meta": meta,
+            "ModifyIndex": index}
 
 
 def test_worst_check_wins_and_no_check_is_passing():
@@ -61,7 +62,7 @@ def test_unsafe_node_is_rejected_whole():
 
 def test_unchanged_instances_are_reused_by_identity():
     first = catalog.from_node_dump(node_dump([svc("a"), svc("b")]))
-    second = catalog.from_node_dump(node_dump([svc("a"), svc("b", port=81)]), previous=first)
+    second = catalog.from_node_dump(node_dump([svc("a"), svc("b", port=81, index=2)]), previous=first)
     assert second.instances[0] is first.instances[0]
     assert second.instances[1] is not first.instances[1]
     assert first != second
@@ -104,3 +105,21 @@ def test_snapshot_applies_the_same_rules(tmp_path):
     loaded, _ = snapshot.load(path)
     assert [i.name for i in loaded.instances] == ["ok"]
     assert "sleepy" in loaded.rejected[0].reason
+
+
+def test_unchanged_modify_index_reuses_the_instance_and_follows_its_status():
+    first = catalog.from_node_dump(node_dump([{**svc("a"), "ModifyIndex": 5}]))
+    checks = [{"ServiceID": "a", "Status": "critical"}]
+    second = catalog.from_node_dump(node_dump([{**svc("a"), "ModifyIndex": 5}], checks), previous=first)
+    assert second.instances[0].status == CRITICAL and second.instances[0].port == first.instances[0].port
+    third = catalog.from_node_dump(node_dump([{**svc("a"), "ModifyIndex": 5}]), previous=second)
+    assert third.instances[0].status == PASSING
+
+
+def test_a_new_modify_index_is_parsed_and_checked_again():
+    first = catalog.from_node_dump(node_dump([{**svc("a"), "ModifyIndex": 5}]))
+    hostile = {**svc("a", tags=["x;y"]), "ModifyIndex": 6}
+    second = catalog.from_node_dump(node_dump([hostile]), previous=first)
+    assert second.instances == () and second.rejected[0].service_id == "a"
+    again = catalog.from_node_dump(node_dump([hostile]), previous=second)
+    assert again.rejected[0].service_id == "a", "a memoised rejection is still reported"
