@@ -145,11 +145,11 @@ def from_node_dump(dump: list, previous: Catalog | None = None) -> Catalog:
     nodes, instances, rejected = [], [], []
     for entry in dump or ():
         node_name, node_address = entry.get("Node"), entry.get("Address")
-        problem = untrusted.node_name_problem(node_name) or untrusted.address_problem(node_address)
-        if problem:
-            rejected.append(Rejected(str(node_name), "", problem))
+        node = _node(node_name, node_address, entry.get("Meta"))
+        if isinstance(node, Rejected):
+            rejected.append(node)
             continue
-        nodes.append(Node(node_name, node_address, _frozen_meta(_safe_meta(entry.get("Meta")))))
+        nodes.append(node)
         node_checks, service_checks = [], {}
         for check in entry.get("Checks") or ():
             if check.get("ServiceID"):
@@ -174,6 +174,14 @@ def from_node_dump(dump: list, previous: Catalog | None = None) -> Catalog:
     built_catalog = Catalog(nodes, instances, rejected)
     built_catalog._memo = new_memo
     return built_catalog
+
+
+def _node(name, address, meta) -> Node | Rejected:
+    """A node is left out whole when its name or address is unsafe; unsafe meta pairs are dropped."""
+    problem = untrusted.node_name_problem(name) or untrusted.address_problem(address)
+    if problem:
+        return Rejected(str(name), "", problem)
+    return Node(name, address, _frozen_meta(_safe_meta(meta)))
 
 
 def _instance(node_name: str, node_address: str, service: Mapping) -> Instance | Rejected:
@@ -206,13 +214,12 @@ def from_snapshot(data: Mapping) -> Catalog:
     nodes, rejected = [], []
     addresses = {}
     for raw in data.get("nodes") or ():
-        name, address = raw.get("name"), raw.get("address")
-        problem = untrusted.node_name_problem(name) or untrusted.address_problem(address)
-        if problem:
-            rejected.append(Rejected(str(name), "", problem))
+        node = _node(raw.get("name"), raw.get("address"), raw.get("meta"))
+        if isinstance(node, Rejected):
+            rejected.append(node)
             continue
-        nodes.append(Node(name, address, _frozen_meta(_safe_meta(raw.get("meta")))))
-        addresses[name] = address
+        nodes.append(node)
+        addresses[node.name] = node.address
     instances = []
     for raw in data.get("instances") or ():
         node = raw.get("node", "")
