@@ -102,8 +102,10 @@ class Registrar:
 
     # Consul side -----------------------------------------------------------------
     def full_sync(self, cleanup: bool = False) -> list[AgentError]:
+        # Consul first: while it is down this fails fast, before inspecting every container.
+        actual = self.consul.owned_services()
+        self.actual = actual
         self.read_docker()
-        self.actual = self.consul.owned_services()
         return self.apply(cleanup=cleanup)
 
     def check_consul(self) -> list[AgentError]:
@@ -230,7 +232,7 @@ class Daemon:
 
     def run(self) -> None:
         events = self.events_factory(self.config.docker_url, self._on_event,
-                             lambda: self.queue.put(("resync", "Docker event stream reconnected")))
+                                     lambda: self.queue.put(("resync", "Docker event stream reconnected")))
         events.start()
         # Subscribe before the first full reconciliation, so nothing falls between them.
         events.connected.wait(10)

@@ -137,9 +137,11 @@ def test_host_network_container_registers_exposed_port_on_host_address(registrar
 
 def test_deregister_on_success_keeps_services_of_crashed_containers(registrar, containers, unique):
     daemon = registrar("--deregister", "on-success")
-    containers("crash", command="sh -c 'sleep 2; exit 3'", labels={"SERVICE_NAME": "crash"})
+    crash = containers("crash", command="sh -c 'sleep 2; exit 3'", labels={"SERVICE_NAME": "crash"})
     containers("clean", command="sh -c 'sleep 2; exit 0'", labels={"SERVICE_NAME": "clean"})
     daemon.wait_for(lambda s: len(s) == 2, "both registered while running")
     daemon.wait_for(lambda s: [x["Service"] for x in s.values()] == ["crash"], "clean exit deregistered", timeout=15)
     time.sleep(2.5)  # a resync later, the crashed container's service is still kept
     assert [x["Service"] for x in daemon.services().values()] == ["crash"]
+    crash.get_wrapped_container().remove()  # destroy cleans whatever is left
+    daemon.wait_for(lambda s: not s, "crashed container's service gone after remove")
