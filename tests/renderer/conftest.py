@@ -8,6 +8,7 @@ import pytest
 
 from tests.support.backends import HttpBackend, TcpEcho
 from tests.support.renderer_process import RendererDaemon
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 HTTP_TEMPLATE = ROOT / "templates" / "http" / "services.conf.j2"
@@ -63,6 +64,15 @@ class Scene:
 
     def get(self, name: str, path: str = "/"):
         return self.nginx.get(f"{name}.{self.domain}", path)
+
+    def settle(self, name: str, status: int = 200) -> None:
+        """Wait until nginx answers for ``name`` with the new config only.
+
+        `nginx -s reload` returns once the signal is sent; old workers may
+        answer with the previous config for a moment after that.
+        """
+        wait_until(lambda: all(self.get(name).status_code == status for _ in range(10)), timeout=5,
+                   what=f"nginx settled on {name}.{self.domain}")
 
     def close(self) -> None:
         for close in reversed(self.closers):
