@@ -4,8 +4,10 @@ The applier gets the set of files a render pass changed and makes them the
 live config only if the check command accepts the whole set:
 
 1. each file is written atomically (temp file in the same directory, fsync,
-   the previous mode kept, rename, directory fsync) after its previous bytes
-   are kept in memory;
+   the previous mode kept, rename, directory fsync) after its previous
+   version is kept aside as a hard link ``.NAME.renderer-previous`` (or an
+   empty ``.NAME.renderer-absent`` marker for a new file): no bytes are
+   copied, and the previous version survives the process;
 2. the check command runs once for the whole set;
 3. if it fails and nginx names one of our files, that file alone is put back
    and the check runs again, so one bad template does not hold back the
@@ -13,8 +15,12 @@ live config only if the check command accepts the whole set:
 4. if anything changed, the reload command runs once.
 
 A failed reload leaves the (valid) files in place and is retried on the next
-pass, so the daemon converges once nginx can reload again. A crash between 1
-and 3 leaves every destination either old or new, never torn.
+pass, so the daemon converges once nginx can reload again.
+
+A crash (SIGKILL, power loss) can leave a destination new but unvalidated;
+each destination is always either old or new, never torn. The kept-aside
+versions are the journal: ``recover()`` runs before the first pass and puts
+every interrupted destination back, so what is on disk was validated.
 """
 
 from __future__ import annotations
@@ -97,11 +103,49 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
+PREVIOUS, ABSENT = ".renderer-previous", ".renderer-absent"
+
+
+def _aside(path: Path, suffix: str) -> Path:
+    return path.with_name(f".{path.name}{suffix}")
+
+
+def recover(directories) -> list[Path]:
+    """Undo passes interrupted by a crash in these directories; return the destinations put back."""
+    restored = []
+    for directory in sorted({Path(d) for d in directories}):
+        if not directory.is_dir():
+            continue
+        for entry in sorted(directory.iterdir()):
+            name = entry.name
+            if name.startswith(".") and name.endswith(".tmp"):
+                entry.unlink(missing_ok=True)  # a write that never got renamed
+                continue
+            for suffix in (PREVIOUS, ABSENT):
+                if name.startswith(".") and name.endswith(suffix):
+                    destination = directory / name[1:-len(suffix)]
+                    if suffix == PREVIOUS:
+                        os.replace(entry, destination)
+                    else:
+                        destination.unlink(missing_ok=True)
+                        entry.unlink()
+                    restored.append(destination)
+        if restored:
+            _fsync_directory(directory)
+    return restored
+
+
 @dataclasses.dataclass
 class _Staged:
     change: FileChange
-    previous: bytes | None
-    mode: int | None
+    existed: bool
+
+    @property
+    def aside(self) -> Path:
+        return _aside(self.change.destination, PREVIOUS if self.existed else ABSENT)
+
+    def forget(self) -> None:
+        self.aside.unlink(missing_ok=True)
 
 
 class Applier:
@@ -121,6 +165,8 @@ class Applier:
                 result.unwritable.append((change, error.strerror or str(error)))
         if staged:
             staged = self._validate(staged, result)
+        for item in staged:
+            item.forget()
         result.applied = [s.change for s in staged]
         if result.applied or self.reload_pending:
             self._reload(result)
@@ -128,13 +174,23 @@ class Applier:
 
     def _stage(self, change: FileChange) -> _Staged:
         path = change.destination
-        previous = read_current(path)
-        mode = path.stat().st_mode & 0o7777 if previous is not None else None
-        if change.content is None:
-            remove(path)
+        existed = path.exists()
+        staged = _Staged(change, existed)
+        aside = staged.aside
+        aside.unlink(missing_ok=True)
+        if existed:
+            os.link(path, aside)  # the previous inode, kept: atomic rename leaves it untouched
         else:
-            write_atomically(path, change.content, mode)
-        return _Staged(change, previous, mode)
+            aside.touch()
+        try:
+            if change.content is None:
+                remove(path)
+            else:
+                write_atomically(path, change.content)
+        except OSError:
+            staged.forget()
+            raise
+        return staged
 
     def _validate(self, staged: list[_Staged], result: ApplyResult) -> list[_Staged]:
         """Check the staged set; unstage culprits until it passes or nothing is left."""
@@ -154,10 +210,12 @@ class Applier:
     def _restore(self, staged: _Staged) -> None:
         path = staged.change.destination
         try:
-            if staged.previous is None:
-                remove(path)
+            if staged.existed:
+                os.replace(staged.aside, path)
             else:
-                write_atomically(path, staged.previous, staged.mode)
+                remove(path)
+                staged.forget()
+            _fsync_directory(path.parent)
         except OSError as error:
             raise WriteFailed(f"cannot restore {path}: {error.strerror}") from None
 

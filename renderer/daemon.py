@@ -21,7 +21,7 @@ from agentkit.errors import AgentError, ConsulUnavailable
 from agentkit.notify import notify
 
 from . import commands
-from .apply import Applier
+from .apply import Applier, recover
 from .consul_data import DEFAULT_WAIT, Fetched, fetch_catalog, fetch_kv, fill_missing
 from .kv import common_prefix
 from .guard import CatalogGuard
@@ -44,9 +44,14 @@ TEMPLATE_SETTLE = Wait(0.25, 2.0)
 
 
 def make_pass(settings: Settings) -> RenderPass:
+    """The render pass for these settings, after undoing any pass a crash interrupted."""
+    specs = settings.template_specs()
+    for destination in recover({spec.destination.parent for spec in specs}
+                               | {dest for _, dest in settings.template_dirs}):
+        log.warning("put %s back as it was before an interrupted pass", destination)
     applier = Applier(check=lambda: commands.run("nginx config check", settings.check_command),
                       reload=lambda: commands.run("nginx reload", settings.reload_command))
-    return RenderPass(TemplateLoader(settings.variables), applier, settings.template_specs())
+    return RenderPass(TemplateLoader(settings.variables), applier, specs)
 
 
 def connect(settings: Settings, timeout: float = DEFAULT_WAIT + 20) -> Consul:

@@ -101,3 +101,46 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
     write_atomically(target, b"x")
     write_atomically(target, b"y")
     assert [p.name for p in tmp_path.iterdir()] == ["t.conf"] and target.read_bytes() == b"y"
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL arriving while the check runs."""
+
+
+def crash_during_check(tmp_path, changes):
+    def check():
+        raise Killed()
+    try:
+        Applier(check, lambda: None).apply(changes)
+    except Killed:
+        pass
+
+
+def test_a_crash_mid_pass_is_undone_by_recover(tmp_path):
+    from renderer.apply import recover
+    old, new = tmp_path / "old.conf", tmp_path / "new.conf"
+    old.write_bytes(b"validated")
+    os.chmod(old, 0o640)
+    crash_during_check(tmp_path, [FileChange(old, b"unvalidated", "a.j2"), FileChange(new, b"fresh", "b.j2")])
+    assert old.read_bytes() == b"unvalidated" and new.exists(), "the crash left unvalidated files"
+    assert sorted(recover([tmp_path])) == [new, old]
+    assert old.read_bytes() == b"validated" and (old.stat().st_mode & 0o777) == 0o640
+    assert not new.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["old.conf"], "no journal or temp file left"
+    assert recover([tmp_path]) == []
+
+
+def test_a_completed_pass_leaves_no_journal(tmp_path):
+    a, b = tmp_path / "a.conf", tmp_path / "b.conf"
+    a.write_bytes(b"A")
+    nginx = Nginx([a, b])
+    Applier(nginx.check, nginx.reload).apply([FileChange(a, b"B", "a.j2"), FileChange(b, b"BAD", "b.j2")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.conf"]
+
+
+def test_recover_removes_stray_temporary_files(tmp_path):
+    from renderer.apply import recover
+    (tmp_path / ".x.conf.abc123.tmp").write_bytes(b"half")
+    (tmp_path / "x.conf").write_bytes(b"whole")
+    recover([tmp_path])
+    assert [p.name for p in tmp_path.iterdir()] == ["x.conf"]
