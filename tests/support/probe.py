@@ -1,0 +1,45 @@
+"""A probe through nginx every 100 ms, counting failures: how fault tests measure 'no route lost'."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import requests
+
+
+class Probe:
+    def __init__(self, port: int, host: str, expect: str | None = None, interval: float = 0.1):
+        self.url, self.host, self.expect, self.interval = f"http://127.0.0.1:{port}/", host, expect, interval
+        self.sent = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Probe":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        session = requests.Session()
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.sent += 1
+            try:
+                response = session.get(self.url, headers={"Host": self.host}, timeout=2)
+                body = response.text.strip()
+                if response.status_code != 200 or (self.expect and not body.startswith(self.expect)):
+                    self.failures.append(f"{time.strftime('%X')} HTTP {response.status_code} {body[:60]!r}")
+            except requests.RequestException as error:
+                self.failures.append(f"{time.strftime('%X')} {type(error).__name__}")
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def report(self) -> str:
+        return f"{len(self.failures)} of {self.sent} probes failed: {self.failures[:5]}"
