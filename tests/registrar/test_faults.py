@@ -91,11 +91,16 @@ def test_dockerd_restart_is_survived(registrar, containers, docker_engine, uniqu
     daemon.wait_for(lambda s: len(s) == 2, "both registered")
 
     docker_engine.restart()  # stops every container; only "always" comes back, on a new port
-    services = daemon.wait_for(lambda s: [x["Service"] for x in s.values()] == ["always"],
-                               "only the restarted container", timeout=30)
-    container = docker_engine.client.containers.get(f"{unique}-always")
-    port = int(container.attrs["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"])
-    assert next(iter(services.values()))["Port"] == port
+
+    def current_port() -> int | None:
+        container = docker_engine.client.containers.get(f"{unique}-always")
+        bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get("80/tcp") or []
+        return int(bindings[0]["HostPort"]) if container.status == "running" and bindings else None
+
+    # Intermediate states pass by (one container's die handled before the other's), so wait
+    # for the end state: only "always", registered at the port it has now.
+    daemon.wait_for(lambda s: [(x["Service"], x["Port"]) for x in s.values()] == [("always", current_port())],
+                    "only the restarted container, at its new port", timeout=30)
     assert daemon.alive()
     assert "reconnecting" in daemon.log() and "reconciling everything" in daemon.log()
 
