@@ -10,10 +10,12 @@ Two threads, each with one stop event and joined on shutdown:
 
 Timers in that loop: a full reconciliation at start, every ``--resync``
 seconds, after the event stream reconnects, and after Consul or Docker
-failures (capped backoff); a poll of ``/v1/agent/services`` every
+failures (capped backoff, agentkit's); a poll of ``/v1/agent/services`` every
 ``POLL_INTERVAL`` (Consul 1.8 has no blocking query on that endpoint) that
 notices an agent which restarted empty and restores this host's services
 within seconds; a heartbeat for the Docker HEALTHCHECK TTL checks.
+Under systemd (``Type=notify``) READY=1 is sent after the first full
+reconciliation and STOPPING=1 on shutdown.
 
 When Consul is unreachable the desired state is kept and still follows
 Docker; nothing is written until Consul answers again, then everything is
@@ -30,7 +32,9 @@ import time
 
 import tenacity
 
-from .backoff import Backoff
+from agentkit.backoff import Backoff
+from agentkit.notify import notify
+
 from .config import Config
 from .consul_sink import ConsulSink
 from .desired import ContainerState, container_state, desired_state, from_summary, removed
@@ -239,6 +243,7 @@ class Daemon:
         try:
             self._loop()
         finally:
+            notify("STOPPING=1")
             events.stop()
             events.join()
             log.info("stopped")
@@ -247,7 +252,7 @@ class Daemon:
         now = self.clock()
         full_due, poll_due, health_due = now, now + self.poll_interval, now + HEALTH_HEARTBEAT
         consul_backoff, docker_backoff = self.consul_backoff, self.docker_backoff
-        consul_down = docker_down = False
+        consul_down = docker_down = ready = False
         registrar = self.registrar
         while not self.stop_event.is_set():
             timeout = max(0.0, min(full_due, poll_due, health_due) - self.clock())
@@ -271,6 +276,10 @@ class Daemon:
                 if now >= full_due:
                     registrar.full_sync(cleanup=self.config.cleanup)
                     full_due = now + self.config.resync if self.config.resync else math.inf
+                    if not ready:
+                        # systemd (Type=notify): started once the first full reconciliation is done.
+                        notify("READY=1")
+                        ready = True
                     if consul_down:
                         log.info("Consul at %s answers again; reconciled", self.config.consul_address)
                     if docker_down:
@@ -289,7 +298,7 @@ class Daemon:
             except (ConsulUnavailable, ConsulDenied) as error:
                 registrar.actual = None
                 delay = consul_backoff.next()
-                if not consul_down or delay >= consul_backoff.cap and consul_backoff.failures % 6 == 0:
+                if not consul_down or consul_backoff.failures % 10 == 0:  # once, then every 10th try
                     log.warning("%s; keeping the desired state, retrying (next in %.1fs)", error, delay)
                 consul_down = True
                 full_due = self.clock() + delay

@@ -16,7 +16,8 @@ import docker
 import docker.errors
 import requests
 
-from .backoff import Backoff
+from agentkit.backoff import Backoff
+
 from .errors import DockerUnavailable
 
 log = logging.getLogger("registrar.docker")
@@ -126,7 +127,7 @@ class EventStream:
                     api.close()
             self.connected.clear()
             delay = self.backoff.next()
-            if not broken or delay >= self.backoff.cap:
+            if not broken or self.backoff.failures % 10 == 0:  # once, then every 10th try
                 log.warning("Docker event stream at %s %s; reconnecting (next try in %.1fs)",
                             self.url, problem, delay)
             broken = True

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
 import subprocess
+import tempfile
 import time
 
 from tests.registrar.conftest import MASTER_TOKEN, REGISTRAR, acl_request
@@ -71,3 +75,21 @@ def test_token_without_write_rights_names_the_missing_permission(run_sync, conta
     assert result.returncode == 0, result.stderr
     assert MASTER_TOKEN not in result.stderr
     acl_request(acl_agent, "PUT", f"/v1/agent/service/deregister/{unique}:{unique}-web:80")
+
+
+def test_systemd_is_told_ready_after_the_first_reconciliation_and_stopping(registrar, containers, unique):
+    containers("web", labels={"SERVICE_NAME": "web"})
+    directory = tempfile.mkdtemp(prefix="notify-")  # AF_UNIX paths are short; pytest's tmp_path may not be
+    address = os.path.join(directory, "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(address)
+    listener.settimeout(10)
+    try:
+        daemon = registrar(env={"NOTIFY_SOCKET": address})
+        assert listener.recv(256) == b"READY=1"
+        assert [s["Service"] for s in daemon.services().values()] == ["web"], "READY only after the first pass"
+        assert daemon.stop() == 0
+        assert listener.recv(256) == b"STOPPING=1"
+    finally:
+        listener.close()
+        shutil.rmtree(directory, ignore_errors=True)

@@ -10,7 +10,7 @@ import pytest
 
 from agentkit.errors import ConfigError
 from registrar import config as config_module
-from registrar.backoff import Backoff
+from agentkit.backoff import Backoff
 from registrar.daemon import Daemon, Registrar, connect
 from registrar.errors import ConsulDenied, ConsulUnavailable
 from registrar.labels import MappingSettings
@@ -162,13 +162,6 @@ def test_start_up_retries_only_unavailability_and_as_often_as_told():
     assert sleeps == []
 
 
-def test_backoff_doubles_up_to_its_cap_and_resets():
-    backoff = Backoff(0.5, 4.0)
-    assert [backoff.next() for _ in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
-    backoff.reset()
-    assert backoff.next() == 0.5
-
-
 def test_config_flags_beat_environment_and_bad_values_name_the_flag():
     env = {"CONSUL_HTTP_ADDR": "10.1.1.1:8500", "CONSUL_HTTP_TOKEN": "s3cret", "DOCKER_HOST": "tcp://d:2375"}
     cfg = config_module.build(consul_addr="127.0.0.1:9", hostname="h", environ=env, tags="a, b", retry_interval=500)
@@ -240,7 +233,7 @@ def test_loop_retries_consul_with_backoff_and_follows_docker_meanwhile(caplog):
         holder["daemon"].stop()
 
     registrar = ScriptedRegistrar(outages=3, on_success=succeed)
-    backoff = Backoff(0.001, 0.004)
+    backoff = Backoff(0.001, 0.004, jitter=0)
     daemon = Daemon(registrar, cfg, events_factory=FakeEvents, consul_backoff=backoff, poll_interval=60)
     holder["daemon"] = daemon
     # A Docker event during the outage is observed (desired state kept current), not applied.
