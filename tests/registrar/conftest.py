@@ -9,9 +9,7 @@ and so is every service that carries this test's host mark.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,9 +20,10 @@ from testcontainers.core.container import DockerContainer
 
 from tests.support import require
 from tests.support.consul_agent import ConsulAgent
+from tests.support.daemon_process import BIN, DaemonProcess
 from tests.support.waiting import wait_until
 
-REGISTRAR = str(Path(sys.executable).parent / "registrar")
+REGISTRAR = str(BIN / "registrar")
 MASTER_TOKEN = "root-token-for-tests"
 HTTPD = "httpd -f -p 80 -h /www"
 
@@ -33,47 +32,22 @@ def owned(agent, hostname: str) -> dict:
     return {sid: s for sid, s in agent.services().items() if (s.get("Meta") or {}).get("registrar-host") == hostname}
 
 
-class RegistrarProcess:
+class RegistrarProcess(DaemonProcess):
     def __init__(self, agent, hostname: str, args, log_path: Path, env: dict | None = None):
         self.agent = agent
         self.hostname = hostname
-        self.args = list(args)
-        self.log_path = log_path
-        self.env = env
-        self.process: subprocess.Popen | None = None
+        super().__init__([REGISTRAR, "run", "--consul-addr", agent.address, "--hostname", hostname,
+                          "--resync", "2", "--log-level", "debug", *args], log_path, env)
 
     def start(self) -> "RegistrarProcess":
-        command = [REGISTRAR, "run", "--consul-addr", self.agent.address, "--hostname", self.hostname,
-                   "--resync", "2", "--log-level", "debug", *self.args]
-        self.log_file = open(self.log_path, "ab")
-        self.process = subprocess.Popen(command, stdout=self.log_file, stderr=subprocess.STDOUT,
-                                        env={**os.environ, **(self.env or {})})
         # Up once it has subscribed to Docker and reconciled: the first "started" line is
         # followed by the first full pass, which a poll of Consul cannot see when it has
         # nothing to register; waiting for the log is the honest signal.
-        wait_until(lambda: "started for host" in self.log() or self.process.poll() is not None, 15,
+        wait_until(lambda: "started for host" in self.log or self.process.poll() is not None, 15,
                    what="registrar start")
-        assert self.process.poll() is None, self.log()
+        assert self.process.poll() is None, self.log
         time.sleep(0.3)
         return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self, timeout: float = 15) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise AssertionError(f"registrar ignored SIGTERM for {timeout}s:\n{self.log()[-3000:]}")
-        self.log_file.close()
-        return self.process.returncode
 
     def services(self) -> dict:
         return owned(self.agent, self.hostname)
@@ -87,7 +61,7 @@ class RegistrarProcess:
             return wait_until(check, timeout, what=what)[0]
         except TimeoutError:
             raise AssertionError(f"{what}: not within {timeout}s; services={self.services()}\n"
-                                 f"--- registrar log ---\n{self.log()[-4000:]}") from None
+                                 f"--- registrar log ---\n{self.log[-4000:]}") from None
 
 
 @pytest.fixture
@@ -106,7 +80,7 @@ def registrar(consul_agent, docker_engine, unique, tmp_path):
     for agent in {id(p.agent): p.agent for p in started}.values():
         _forget(agent, unique)
     for code, process in codes:
-        assert code == 0, f"registrar exited {code} on SIGTERM:\n{process.log()[-3000:]}"
+        assert code == 0, f"registrar exited {code} on SIGTERM:\n{process.log[-3000:]}"
 
 
 def _forget(agent, hostname: str) -> None:

@@ -63,7 +63,7 @@ def test_script_checks_on_an_agent_that_enables_them(registrar, containers, acl_
     daemon.wait_for(lambda s: len(s) == 2, "both services")
     assert wait_check(acl_agent, f"{unique}:{unique}-ok:80:script", "passing")["Type"] == "script"
     wait_check(acl_agent, f"{unique}:{unique}-bad:80:script", "critical")
-    assert MASTER_TOKEN not in daemon.log()
+    assert MASTER_TOKEN not in daemon.log
 
 
 def test_script_check_refused_by_the_agent_costs_only_that_service(registrar, containers, unique):
@@ -72,7 +72,7 @@ def test_script_check_refused_by_the_agent_costs_only_that_service(registrar, co
     containers("plain", labels={"SERVICE_NAME": "plain"})
     services = daemon.wait_for(lambda s: s, "the plain service")
     assert [s["Service"] for s in services.values()] == ["plain"]
-    wait_until(lambda: "Scripts are disabled" in daemon.log(), 5, what="refusal logged")
+    wait_until(lambda: "Scripts are disabled" in daemon.log, 5, what="refusal logged")
     assert daemon.alive()
 
 
@@ -89,4 +89,4 @@ def test_docker_healthcheck_is_mirrored_as_a_ttl_check(registrar, containers, co
     wait_check(consul_agent, check_id, "passing", timeout=10)
     container.exec_run(["sh", "-c", "echo > /tmp/x; cat /tmp/x > /tmp/healthy; mv /tmp/healthy /tmp/gone"])
     wait_check(consul_agent, check_id, "critical", timeout=10)
-    assert daemon.log().count("registered health") == 1  # health changes are TTL updates, not re-registrations
+    assert daemon.log.count("registered health") == 1  # health changes are TTL updates, not re-registrations

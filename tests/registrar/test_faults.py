@@ -20,7 +20,7 @@ def test_consul_agent_restart_is_noticed_and_services_restored(registrar, contai
     elapsed = time.monotonic() - back
     assert elapsed < 5, f"restored only after {elapsed:.1f}s"
     # The log line follows the registration it reports; give it a moment to be written.
-    wait_until(lambda: "answers again" in daemon.log() or "Consul lost 1 of this host's services" in daemon.log(),
+    wait_until(lambda: "answers again" in daemon.log or "Consul lost 1 of this host's services" in daemon.log,
                2, what="the restart reported")
 
 
@@ -41,7 +41,7 @@ def test_consul_outage_keeps_following_docker(registrar, containers, consul_agen
     assert time.monotonic() - back < 5
     assert sorted(s["Service"] for s in services.values()) == ["late", "web"]
     assert daemon.alive()
-    wait_until(lambda: "keeping the desired state" in daemon.log(), 2, what="the outage reported")
+    wait_until(lambda: "keeping the desired state" in daemon.log, 2, what="the outage reported")
 
 
 def test_cleanup_removes_services_whose_container_vanished_while_down(run_sync, containers, consul_agent, unique):
@@ -102,7 +102,7 @@ def test_dockerd_restart_is_survived(registrar, containers, docker_engine, uniqu
     daemon.wait_for(lambda s: [(x["Service"], x["Port"]) for x in s.values()] == [("always", current_port())],
                     "only the restarted container, at its new port", timeout=30)
     assert daemon.alive()
-    assert "reconnecting" in daemon.log() and "reconciling everything" in daemon.log()
+    assert "reconnecting" in daemon.log and "reconciling everything" in daemon.log
 
     # And events flow again on the new stream.
     containers("after", labels={"SERVICE_NAME": "after"})
@@ -122,7 +122,7 @@ def test_hostile_labels_are_refused_with_a_warning_and_the_daemon_goes_on(regist
     assert sorted(s["Service"] for s in services.values()) == ["good", "spoof"]
     spoof = next(s for s in services.values() if s["Service"] == "spoof")
     assert spoof["Meta"]["registrar-host"] == unique  # the ownership mark cannot be overridden
-    log = daemon.log()
+    log = daemon.log
     assert f"container {unique}-evil1" in log and "label SERVICE_NAME='x;} server { listen 80'" in log
     assert "label SERVICE_TAGS='a\\nb'" in log
     assert "SERVICE_ID='../../../v1/agent/leave'" in log

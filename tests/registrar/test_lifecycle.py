@@ -28,8 +28,8 @@ def test_containers_running_before_start_up_are_registered_once(registrar, conta
     index = consul_agent.get(f"/v1/catalog/service/{unique}-web")[0]["ModifyIndex"]
     time.sleep(4.5)
     assert consul_agent.get(f"/v1/catalog/service/{unique}-web")[0]["ModifyIndex"] == index
-    assert daemon.log().count("registered ") == 1, daemon.log()
-    assert f"registered {unique}-web ({unique}:{unique}-web:80) at 127.0.0.1:{host_port}" in daemon.log()
+    assert daemon.log.count("registered ") == 1, daemon.log
+    assert f"registered {unique}-web ({unique}:{unique}-web:80) at 127.0.0.1:{host_port}" in daemon.log
 
 
 def test_start_stop_kill_remove(registrar, containers, unique):
@@ -49,7 +49,7 @@ def test_start_stop_kill_remove(registrar, containers, unique):
     daemon.wait_for(lambda s: service_id in s, "registered again")
     container.remove(force=True)
     daemon.wait_for(lambda s: not s, "deregistered on remove")
-    assert "deregistered busybox" in daemon.log()
+    assert "deregistered busybox" in daemon.log
 
 
 def test_two_published_ports_make_two_services(registrar, containers, unique):

@@ -1,6 +1,5 @@
 """A render pass over real template files and a stand-in nginx: what is rendered, written, kept."""
 
-from pathlib import Path
 
 from renderer.apply import Applier
 from renderer.catalog import Catalog, Instance

@@ -26,7 +26,7 @@ def test_file_then_environment_then_flags(tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text("file-token\n")
     config = tmp_path / "renderer.toml"
-    config.write_text(f'''
+    config.write_text('''
 consul_addr = "10.0.0.1:8500"
 consul_token_file = "token"
 template = ["t/a.j2:out/a.conf"]
