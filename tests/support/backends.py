@@ -51,10 +51,17 @@ class TcpEcho:
 
 
 def tcp_roundtrip(port: int, payload: bytes, timeout: float = 2.0) -> bytes:
+    """Send ``payload`` and read until as many bytes came back.
+
+    No half-close: nginx's stream proxy (proxy_half_close off) ends the
+    whole session when the client shuts its write side.
+    """
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := sock.recv(4096):
-            chunks.append(chunk)
-    return b"".join(chunks)
+        received = b""
+        while len(received) < len(payload):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+    return received
