@@ -99,7 +99,6 @@ class Daemon:
         self.kv_prefix: str | None = None
         self.dir_watcher: TemplateDirWatcher | None = None
         self.render_pass: RenderPass | None = None
-        self.ready = threading.Event()
 
     # For signal handlers: hand the event to a helper thread, so a handler
     # never waits on the queue's lock while the interrupted loop holds it.
@@ -116,7 +115,6 @@ class Daemon:
         try:
             if not self._first_pass():
                 return
-            self.ready.set()
             notify("READY=1")
             self._loop()
         finally:
@@ -146,17 +144,31 @@ class Daemon:
                  if directories else "")
 
     def _first_pass(self) -> bool:
-        """Render everything once, retrying Consul forever; False if asked to stop meanwhile."""
+        """Render everything once, retrying Consul forever; False if asked to stop meanwhile.
+
+        Between attempts it still obeys SIGHUP (a corrected Consul address is
+        the usual fix for a first pass that cannot reach Consul) and SIGTERM.
+        """
         backoff = Backoff(initial=0.5, cap=30)
-        while not self.stopping.is_set():
+        while True:
             try:
                 self._pass(force=True)
                 return True
             except ConsulUnavailable as error:
                 delay = backoff.next()
                 log.warning("%s; keeping the current files, retrying in %.1fs", error, delay)
-                self.stopping.wait(delay)
-        return False
+            deadline = self.clock() + delay
+            while (remaining := deadline - self.clock()) > 0:
+                try:
+                    event = self.events.get(timeout=remaining)
+                except queue.Empty:
+                    break
+                if event == STOP:
+                    return False
+                if event == RELOAD_SETTINGS and self._reload_settings():
+                    break
+                if event == TEMPLATES_CHANGED:
+                    self._rescan_templates()
 
     def _pass(self, force: bool = False) -> None:
         self.data, outcome = complete_pass(self.render_pass, self.data, self.client, self.fetched, force)
@@ -207,7 +219,7 @@ class Daemon:
                 self._pass(force=force)
                 retry_at = None
                 retry_backoff.reset()
-            except ConsulUnavailable as error:
+            except AgentError as error:  # Consul unreachable, or a token that lost a right
                 delay = retry_backoff.next()
                 retry_at = self.clock() + delay
                 log.warning("%s; keeping the current files, retrying in %.1fs", error, delay)
@@ -248,9 +260,19 @@ class Daemon:
         except AgentError as error:
             log.error("SIGHUP: keeping the current settings: %s", error)
             return False
+        if (settings.consul_address, settings.consul_token) != (self.settings.consul_address,
+                                                                self.settings.consul_token):
+            self._reconnect(settings)
         self._configure(settings)
         log.info("SIGHUP: settings and templates re-read")
         return True
+
+    def _reconnect(self, settings: Settings) -> None:
+        """A new Consul address or token: drop the watches and the data they fed, start over."""
+        self._stop_watches()
+        self.client.close()
+        self.client = connect(settings, timeout=30)
+        self.data, self.fetched = TemplateData(), Fetched()
 
     def _adjust_watches(self) -> None:
         if self.render_pass.uses_catalog():
@@ -276,9 +298,14 @@ class Daemon:
                 self.kv_watch = BlockingWatch("kv", lambda index, wait: fetch_kv(client, prefix, index, wait),
                                               self.events.put, self.watch_wait, start_index=start).start()
 
-    def _stop_threads(self) -> None:
+    def _stop_watches(self) -> None:
         for watch in (self.catalog_watch, self.kv_watch):
             if watch is not None:
                 watch.stop()
+        self.catalog_watch = self.kv_watch = None
+        self.kv_prefix = None
+
+    def _stop_threads(self) -> None:
+        self._stop_watches()
         if self.dir_watcher:
             self.dir_watcher.stop()

@@ -134,3 +134,19 @@ def test_systemd_is_told_ready_after_the_first_render_and_stopping(scene, tmp_pa
         assert listener.recv(256) == b"STOPPING=1"
     finally:
         listener.close()
+
+
+def test_sighup_with_a_corrected_consul_address_reconnects(scene, tmp_path):
+    from tests.support.ports import free_port
+    backend = scene.http_backend("moved")
+    scene.register("moved", backend.port, tags=["http"])
+    config = tmp_path / "renderer.toml"
+    config.write_text(f'consul_addr = "127.0.0.1:{free_port()}"\n')
+    args = scene.common_args()
+    at = args.index("--consul-addr")
+    del args[at:at + 2]
+    daemon = scene.daemon("--config", str(config), *args, *scene.default_templates())
+    daemon.wait_for_log("cannot reach Consul at", timeout=10)
+    config.write_text(f'consul_addr = "{scene.consul.address}"\n')
+    daemon.signal(signal.SIGHUP)
+    wait_until(lambda: scene.get("moved").text.strip() == "moved", timeout=10, what="rendered after SIGHUP")
