@@ -12,11 +12,15 @@ from pathlib import Path
 import requests
 
 from .ports import free_port
+from .waiting import terminate
 
 
 class ConsulAgent:
-    def __init__(self, binary: str, extra_config: dict | None = None, directory: Path | None = None):
+    def __init__(self, binary: str, extra_config: dict | None = None, directory: Path | None = None,
+                 token: str | None = None):
         self.binary = binary
+        # With ACLs on and default_policy deny, even the readiness poll needs a token.
+        self.headers = {"X-Consul-Token": token} if token else {}
         self.dir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="consul-test-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.http_port = free_port()
@@ -56,8 +60,8 @@ class ConsulAgent:
             if self.process.poll() is not None:
                 raise RuntimeError(f"consul exited: {(self.dir / 'consul.log').read_text()[-2000:]}")
             try:
-                leader = requests.get(f"{self.url}/v1/status/leader", timeout=1).json()
-                nodes = requests.get(f"{self.url}/v1/catalog/nodes", timeout=1)
+                leader = requests.get(f"{self.url}/v1/status/leader", timeout=1, headers=self.headers).json()
+                nodes = requests.get(f"{self.url}/v1/catalog/nodes", timeout=1, headers=self.headers)
                 if leader and nodes.status_code == 200 and nodes.json():
                     return
             except (requests.RequestException, ValueError):
@@ -66,13 +70,7 @@ class ConsulAgent:
         raise TimeoutError("consul elected no leader")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 10)
         self.process = None
 
     def restart(self, pause: float = 0.0) -> None:
@@ -87,12 +85,12 @@ class ConsulAgent:
 
     # Small helpers for tests: raw HTTP, so the code under test is not testing itself.
     def put(self, path: str, body=None, **params) -> requests.Response:
-        response = requests.put(f"{self.url}{path}", json=body, params=params, timeout=10)
+        response = requests.put(f"{self.url}{path}", json=body, params=params, timeout=10, headers=self.headers)
         response.raise_for_status()
         return response
 
     def get(self, path: str, **params):
-        response = requests.get(f"{self.url}{path}", params=params, timeout=10)
+        response = requests.get(f"{self.url}{path}", params=params, timeout=10, headers=self.headers)
         response.raise_for_status()
         return response.json()
 

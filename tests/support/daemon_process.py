@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from .waiting import wait_until
+from .waiting import terminate, wait_until
 
 BIN = Path(sys.executable).parent
 
@@ -44,13 +43,8 @@ class DaemonProcess:
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM; raises if the daemon ignores it."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise AssertionError(f"{self.argv[0]} ignored SIGTERM for {timeout}s:\n{self.log[-3000:]}")
+        stopped = terminate(self.process, timeout)
         self.log_file.close()
+        if not stopped:
+            raise AssertionError(f"{self.argv[0]} ignored SIGTERM for {timeout}s:\n{self.log[-3000:]}")
         return self.process.returncode

@@ -18,6 +18,8 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from .waiting import terminate
+
 BUSYBOX_IMAGE = "nginx-sync-test/busybox:1"
 PID_FILE = Path("/var/run/docker.pid")
 BUSYBOX_APPLETS = ("sh", "httpd", "nc", "sleep", "echo", "cat", "hostname", "ls", "wget", "true", "false", "env")
@@ -71,13 +73,7 @@ class DockerEngine:
         self.start()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 30)
         self.process = None
 
     def busybox_image(self) -> str:

@@ -1,0 +1,62 @@
+"""Real web containers for the whole loop: busybox httpd answering its own name, published on loopback.
+
+Started with the Docker SDK (the registrar reads what ``docker run`` makes,
+nothing test-specific), each named ``<prefix>-<suffix>``, all force-removed
+by :meth:`WebContainers.close`. The shell traps SIGTERM so ``docker stop`` and
+a dockerd shutdown end it at once instead of waiting 10 s for a SIGKILL.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+import docker.errors
+import requests
+
+WEB_COMMAND = "trap 'exit 0' TERM; echo {body} > /www/index.html; httpd -f -p 80 -h /www & wait"
+
+
+class WebContainers:
+    def __init__(self, engine, image: str, prefix: str):
+        self.engine, self.image, self.prefix = engine, image, prefix
+        self.names: list[str] = []
+
+    @property
+    def client(self):
+        return self.engine.client  # replaced when the engine restarts
+
+    def start(self, suffix: str, service: str | None = None, body: str | None = None, labels: dict | None = None,
+              restart: bool = False, tags: str = "http"):
+        """``docker run -d -p 127.0.0.1::80 -l SERVICE_NAME=service -l SERVICE_TAGS=tags ... sh -c WEB_COMMAND``."""
+        name = f"{self.prefix}-{suffix}"
+        all_labels = {"SERVICE_TAGS": tags, **({"SERVICE_NAME": service} if service else {}), **(labels or {})}
+        self.names.append(name)
+        return self.client.containers.run(
+            self.image, ["sh", "-c", WEB_COMMAND.format(body=shlex.quote(body or service or suffix))],
+            name=name, detach=True, labels=all_labels, ports={"80/tcp": ("127.0.0.1", None)},
+            restart_policy={"Name": "always"} if restart else None)
+
+    def get(self, suffix: str):
+        return self.client.containers.get(f"{self.prefix}-{suffix}")
+
+    def port(self, suffix: str) -> int | None:
+        """The host port of a running container, else None."""
+        try:
+            container = self.get(suffix)
+        except docker.errors.NotFound:
+            return None
+        bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get("80/tcp") or []
+        return int(bindings[0]["HostPort"]) if container.status == "running" and bindings else None
+
+    def running(self) -> list[str]:
+        return [c.name for c in self.client.containers.list(filters={"name": f"^{self.prefix}-"})]
+
+    def remove(self, suffix: str) -> None:
+        self.get(suffix).remove(force=True)
+
+    def close(self) -> None:
+        for name in self.names:
+            try:
+                self.client.containers.get(name).remove(force=True)
+            except (docker.errors.NotFound, docker.errors.APIError, requests.RequestException):
+                pass
