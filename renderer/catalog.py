@@ -14,6 +14,7 @@ ones are listed in ``Catalog.rejected`` with the reason, for one warning each.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
@@ -81,6 +82,11 @@ class Catalog:
         self._by_name = {name: tuple(group) for name, group in by_name.items()}
         self._services = tuple(
             (name, tuple(sorted({tag for i in group for tag in i.tags}))) for name, group in self._by_name.items())
+
+    @functools.cached_property
+    def routes(self) -> frozenset[tuple[str, str, int]]:
+        """(name, address, port) of every instance: what nginx could route to."""
+        return frozenset((i.name, i.address, i.port) for i in self.instances)
 
     def services(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
         """(name, union of tags) for every service, sorted by name."""

@@ -25,8 +25,8 @@ from .catalog import Catalog
 log = logging.getLogger("renderer")
 
 
-def _routes(catalog: Catalog) -> set[tuple[str, str, int]]:
-    return {(i.name, i.address, i.port) for i in catalog.instances}
+def _routes(catalog: Catalog) -> frozenset[tuple[str, str, int]]:
+    return catalog.routes
 
 
 class CatalogGuard:
