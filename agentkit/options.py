@@ -11,8 +11,8 @@ def consul_options(command):
     command = click.option("--consul-token-file", default=None, metavar="FILE",
                            help="File holding the ACL token (default: CONSUL_HTTP_TOKEN_FILE).")(command)
     command = click.option("--consul-token", default=None, metavar="TOKEN",
-                           help="ACL token (default: CONSUL_HTTP_TOKEN). Prefer a token file: "
-                                "arguments are visible in ps.")(command)
+                           help="ACL token (default: CONSUL_HTTP_TOKEN). Daemons move it out of their "
+                                "process arguments at start; a token file is still preferred.")(command)
     command = click.option("--consul-addr", default=None, metavar="HOST:PORT",
                            help="Consul HTTP address, HOST:PORT or http(s)://HOST:PORT "
                                 "(default: CONSUL_HTTP_ADDR, else 127.0.0.1:8500).")(command)

@@ -14,6 +14,7 @@ import sys
 import click
 
 from agentkit import logs
+from agentkit.argv import hide_token_from_ps
 from agentkit.consul import Consul
 from agentkit.errors import AgentError
 from agentkit.options import consul_options, log_level_option
@@ -80,6 +81,7 @@ def main():
 @operator_errors
 def run(**options):
     """Keep Consul in step with Docker until SIGTERM or SIGINT."""
+    hide_token_from_ps()
     registrar, config = _build(options)
     daemon = Daemon(registrar, config)
 

@@ -11,6 +11,7 @@ import click
 import tenacity
 
 from agentkit import logs
+from agentkit.argv import hide_token_from_ps
 from agentkit.consul import Consul
 from agentkit.errors import AgentError, ConsulUnavailable
 from agentkit.options import consul_options, log_level_option
@@ -75,6 +76,7 @@ def main():
                    "instances gone at once) is held back while the last good config stays (default 30s; 0: off).")
 def run(**flags):
     """Watch Consul and keep the rendered files and nginx current (daemon)."""
+    hide_token_from_ps()
     settings = _settings(flags)
     if not settings.template_specs() and not settings.template_dirs:
         _fail("no templates: give --template SRC:DEST or --template-dir SRCDIR:DESTDIR", 2)

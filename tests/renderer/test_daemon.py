@@ -150,3 +150,12 @@ def test_sighup_with_a_corrected_consul_address_reconnects(scene, tmp_path):
     config.write_text(f'consul_addr = "{scene.consul.address}"\n')
     daemon.signal(signal.SIGHUP)
     wait_until(lambda: scene.get("moved").text.strip() == "moved", timeout=10, what="rendered after SIGHUP")
+
+
+def test_a_token_flag_does_not_stay_in_the_process_arguments(scene):
+    daemon = scene.daemon(*scene.common_args(), *scene.default_templates(), "--consul-token", "s3cr3t-flag-token")
+    daemon.wait_for_log("watching 2 template(s)")
+    cmdline = open(f"/proc/{daemon.process.pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+    assert "s3cr3t-flag-token" not in cmdline and "--consul-token-file /dev/fd/" in cmdline
+    wait_until(lambda: scene.outputs[0].exists(), timeout=10, what="rendered with the hidden token")
+    assert "s3cr3t-flag-token" not in daemon.log
