@@ -14,7 +14,7 @@ unit: deps
 	$(PY) -m pytest tests/unit -q
 
 bench: deps
-	$(PY) -m bench.renderer_scale
+	$(PY) -m bench $(BENCH_ARGS)
 
 demo: deps
 	$(PY) -m examples.demo up

@@ -111,3 +111,49 @@ def print_checks(title: str, rows: list[dict], out=sys.stdout) -> None:
 
 def emit_json(payload: dict) -> None:
     print("BENCH_JSON " + json.dumps(payload, separators=(",", ":")), flush=True)
+
+
+# ---------------------------------------------------------------- a shared dockerd
+
+# dockerd on this machine is shared: other sessions' test runs start one when
+# none answers and stop it when they end, possibly under a running bench.
+_DOCKER_GONE = ("Cannot connect to the Docker daemon", "connection refused", "Is the docker daemon running")
+
+
+class DockerGone(RuntimeError):
+    """dockerd stopped answering (most likely stopped by another session)."""
+
+
+def docker(*args: str, timeout: float = 120) -> str:
+    """Run the docker CLI; stdout. DockerGone when no engine answers, RuntimeError otherwise."""
+    done = subprocess.run([docker_cli(), *args], capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        if any(marker in done.stderr for marker in _DOCKER_GONE):
+            raise DockerGone(f"docker {args[0]}: {done.stderr.strip()[-300:]}")
+        raise RuntimeError(f"docker {' '.join(args[:3])} ... exited {done.returncode}: {done.stderr.strip()[-500:]}")
+    return done.stdout
+
+
+class Engines:
+    """DockerEngine, started again when it vanishes; stops only the engines it started, at the end."""
+
+    def __init__(self):
+        from tests.support.docker_engine import DockerEngine
+        self._factory = DockerEngine
+        self.engines = [DockerEngine().start()]
+        self.restarts = 0
+
+    @property
+    def current(self):
+        return self.engines[-1]
+
+    def again(self):
+        say("[bench] dockerd went away (shared with other sessions); starting or waiting for one")
+        self.restarts += 1
+        self.engines.append(self._factory().start())
+        return self.current
+
+    def stop(self) -> None:
+        for engine in self.engines:
+            engine.stop()
+            shutil.rmtree(engine.dir, ignore_errors=True)

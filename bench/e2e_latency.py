@@ -38,12 +38,11 @@ from pathlib import Path
 
 import requests
 
-from bench.common import (LABEL, REGISTRAR, RENDERER, ROOT, check, docker_cli, emit_json, loadavg, log_times,
-                          print_checks, remove_labelled, say, summarize)
+from bench.common import (LABEL, REGISTRAR, RENDERER, ROOT, DockerGone, Engines, check, docker, emit_json, loadavg,
+                          log_times, print_checks, remove_labelled, say, summarize)
 from bench.renderer_scale import CONSUL_BINARY, NGINX_BINARY, count_log, nginx_body
 from tests.support.consul_agent import ConsulAgent
 from tests.support.daemon_process import DaemonProcess
-from tests.support.docker_engine import DockerEngine
 from tests.support.nginx_server import Nginx
 
 DOMAIN = "bench.test"
@@ -135,18 +134,18 @@ def floor_check(nginx: Nginx, samples: int) -> list[float]:
 
 # ---------------------------------------------------------------- the runs
 
-def one_run(cli: str, image: str, run_id: str, name: str, nginx: Nginx, output: Path) -> dict:
+def one_run(image: str, run_id: str, name: str, nginx: Nginx, output: Path) -> dict:
     body = f"{name}-{os.urandom(4).hex()}"
     host = f"{name}.{DOMAIN}"
     # busybox httpd serves /tmp/index.html, which holds this run's own body.
-    command = [cli, "run", "-d", "--name", name, "-l", f"{LABEL}={run_id}", "-l", f"SERVICE_NAME={name}",
+    command = ["run", "-d", "--name", name, "-l", f"{LABEL}={run_id}", "-l", f"SERVICE_NAME={name}",
                "-l", "SERVICE_TAGS=http", "--expose", "80", "-P", image,
                "sh", "-c", f"echo {body} > /tmp/index.html && exec httpd -f -p 80 -h /tmp"]
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    docker(*command)
     returned, returned_wall = time.perf_counter(), time.time()
     routed = poll(lambda: nginx_body(nginx.http_port, host) == f"{body}\n".encode(), f"{name} routed")
-    ports = subprocess.run([cli, "port", name, "80/tcp"], check=True, capture_output=True, text=True).stdout
+    ports = docker("port", name, "80/tcp")
     port = int(ports.split()[0].rsplit(":", 1)[1])
     marker = f"server 127.0.0.1:{port} "
     if marker not in output.read_text():
@@ -154,7 +153,7 @@ def one_run(cli: str, image: str, run_id: str, name: str, nginx: Nginx, output: 
     time.sleep(0.3)  # let the pass settle before the removal
 
     rm_started = time.perf_counter()
-    subprocess.run([cli, "rm", "-f", name], check=True, capture_output=True)
+    docker("rm", "-f", name)
     rm_returned, rm_returned_wall = time.perf_counter(), time.time()
     file_gone = poll(lambda: marker not in output.read_text(), f"{name} out of the file")
     # The reloaded config has no vhost for this name: the default server answers.
@@ -194,7 +193,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="record both daemons with py-spy during the runs (raw collapsed stacks in DIR)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
-    cli = docker_cli()
     load_start = loadavg()
     run_id = f"e2e{uuid.uuid4().hex[:6]}"
     workdir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
@@ -202,9 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"bench": "e2e_latency", "run_id": run_id, "load_start": load_start, "notes": []}
     with contextlib.ExitStack() as stack:
         stack.callback(lambda: None if args.keep_logs else subprocess.run(["rm", "-rf", str(workdir)]))
-        engine = DockerEngine().start()
-        stack.callback(engine.stop)  # stops dockerd only if this bench started it
-        image = engine.busybox_image()
+        engines = Engines()
+        stack.callback(engines.stop)  # stops dockerd only if this bench started it
+        image = engines.current.busybox_image()
         agent = ConsulAgent(CONSUL_BINARY).start()
         stack.callback(agent.close)
         nginx = Nginx(NGINX_BINARY).start()
@@ -242,13 +240,27 @@ def main(argv: list[str] | None = None) -> int:
                 stack.callback(lambda p=profiler: p.poll() is None and (p.kill(), p.wait()))
             time.sleep(1.0)
 
-        for n in range(args.runs + 1):  # run 0 warms caches and is not counted
-            row = one_run(cli, image, run_id, f"{run_id}-{n}", nginx, output)
+        n, attempt = 0, 0
+        while n <= args.runs:  # run 0 warms caches and is not counted
+            attempt += 1
+            try:
+                row = one_run(image, run_id, f"{run_id}-{attempt}", nginx, output)
+            except DockerGone as error:
+                if engines.restarts >= 3:
+                    raise
+                result["notes"].append(f"run {n}: {error}; run again once dockerd answered and the registrar reconnected")
+                before = registrar.log.count("reconnected")
+                engines.again()
+                with contextlib.suppress(TimeoutError):
+                    poll(lambda: registrar.log.count("reconnected") > before, "registrar reconnect", 60, 0.05)
+                time.sleep(1.0)
+                continue
             if n:
                 rows.append(row)
             say(f"[e2e] run {n}: docker run {row['docker_run_ms']:.0f} ms, ->routed {row['run_to_routed_ms']:.0f} ms; "
                 f"rm -f {row['docker_rm_ms']:.0f} ms, ->unrouted {row['rm_to_unrouted_ms']:.0f} ms")
             time.sleep(0.3)
+            n += 1
         for profiler in profilers:
             profiler.send_signal(2)
             profiler.wait(30)
