@@ -1,3 +1,105 @@
-"""The fault-injection suite reuses the renderer tests' scene (services, backends, outputs)."""
+"""The fault-injection suite: the renderer tests' scene, and the whole loop (both daemons, real containers)."""
+
+from __future__ import annotations
+
+import pytest
+import requests
 
 from tests.renderer.conftest import scene  # noqa: F401  (fixture)
+from tests.support import require
+from tests.support.consul_agent import ConsulAgent
+from tests.support.registrar_process import RegistrarProcess, owned
+from tests.support.waiting import wait_until
+from tests.support.web_containers import WebContainers
+
+ACL_MASTER_TOKEN = "master-token-of-the-faults-suite"
+
+
+class Loop:
+    """Containers -> registrar -> Consul -> renderer -> the shared nginx, for one test; undone at teardown.
+
+    The registrar registers ``--ip 127.0.0.1`` (containers publish on
+    loopback) under the test's own ``--hostname``; the renderer renders the
+    default templates into the test's own files in the shared nginx.
+    """
+
+    def __init__(self, scene, docker_engine, busybox_image, tmp_path):
+        self.scene, self.nginx, self.unique = scene, scene.nginx, scene.unique
+        self.engine, self.tmp_path = docker_engine, tmp_path
+        self.web = WebContainers(docker_engine, busybox_image, scene.unique)
+        self.registrars: list[RegistrarProcess] = []
+        self.templates = scene.default_templates()
+
+    def start_registrar(self, *args: str, agent=None, hostname: str | None = None,
+                        env: dict | None = None) -> RegistrarProcess:
+        process = RegistrarProcess(agent or self.scene.consul, hostname or self.unique, ["--ip", "127.0.0.1", *args],
+                                   self.tmp_path / f"registrar-{len(self.registrars)}.log", env)
+        self.registrars.append(process)
+        return process.start()
+
+    def start_renderer(self, *args: str, consul_address: str | None = None, env: dict | None = None):
+        common = self.scene.common_args()
+        if consul_address:
+            common[common.index("--consul-addr") + 1] = consul_address
+        daemon = self.scene.daemon(*common, *self.templates, *args, env=env)
+        wait_until(lambda: "watching" in daemon.log or not daemon.alive(), 10, what="renderer start")
+        assert daemon.alive(), daemon.log
+        return daemon
+
+    def host(self, service: str) -> str:
+        return f"{service}.{self.scene.domain}"
+
+    def bodies(self, service: str, count: int = 10) -> set[str]:
+        return {self.scene.get(service).text.strip() for _ in range(count)}
+
+    def serving(self, service: str, *bodies: str, timeout: float = 15.0) -> None:
+        """Wait until nginx answers for ``service`` with exactly these bodies (new config only)."""
+        try:
+            wait_until(lambda: self.bodies(service, 4 * len(bodies) + 6) == set(bodies), timeout,
+                       what=f"nginx serving {service} from {bodies}")
+        except TimeoutError as error:
+            raise AssertionError(f"{error}; answers now {self.bodies(service)}\n{self.rendered()[-3000:]}") from None
+
+    def rendered(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in dict.fromkeys(self.scene.outputs) if p.exists())
+
+    def close(self) -> list[str]:
+        problems = []
+        for process in self.registrars:
+            was_alive = process.alive()
+            code = process.stop()
+            if was_alive and code != 0:
+                problems.append(f"registrar exited {code} on SIGTERM:\n{process.log[-3000:]}")
+        self.web.close()
+        for agent in {id(p.agent): p.agent for p in self.registrars}.values():
+            for hostname in {p.hostname for p in self.registrars}:
+                try:
+                    for service_id in owned(agent, hostname):
+                        agent.deregister(service_id)
+                except requests.RequestException:
+                    pass
+        return problems
+
+
+@pytest.fixture
+def loop(scene, docker_engine, busybox_image, tmp_path):  # noqa: F811  (scene is the imported fixture)
+    loop = Loop(scene, docker_engine, busybox_image, tmp_path)
+    yield loop
+    problems = loop.close()
+    assert not problems, problems[0]
+
+
+@pytest.fixture
+def acl_deny_agent():
+    """A dev agent with ACLs on and ``default_policy = deny``: what a locked-down cluster looks like.
+
+    The agent's own token is the master token (the agent must register its
+    node); the daemons under test get only the README's policies.
+    """
+    agent = ConsulAgent(require.binary("consul"), token=ACL_MASTER_TOKEN, extra_config={
+        "acl": {"enabled": True, "default_policy": "deny", "enable_token_persistence": False,
+                "tokens": {"master": ACL_MASTER_TOKEN, "agent": ACL_MASTER_TOKEN}},
+    })
+    agent.start()
+    yield agent
+    agent.close()
