@@ -23,12 +23,12 @@ class Loop:
     default templates into the test's own files in the shared nginx.
     """
 
-    def __init__(self, scene, docker_engine, busybox_image, tmp_path):
-        self.scene, self.nginx, self.unique = scene, scene.nginx, scene.unique
+    def __init__(self, stage, docker_engine, busybox_image, tmp_path):
+        self.scene, self.nginx, self.unique = stage, stage.nginx, stage.unique
         self.engine, self.tmp_path = docker_engine, tmp_path
-        self.web = WebContainers(docker_engine, busybox_image, scene.unique)
+        self.web = WebContainers(docker_engine, busybox_image, stage.unique)
         self.registrars: list[RegistrarProcess] = []
-        self.templates = scene.default_templates()
+        self.templates = stage.default_templates()
 
     def start_registrar(self, *args: str, agent=None, hostname: str | None = None,
                         env: dict | None = None) -> RegistrarProcess:
