@@ -46,6 +46,19 @@ class Loop:
         assert daemon.alive(), daemon.log
         return daemon
 
+    def ours(self, services: dict) -> dict:
+        """Those of ``services`` that belong to this test's containers.
+
+        The registrar maps every container on the engine; a test sharing the
+        engine with others (a bench, another session) counts only its own.
+        """
+        return {sid: s for sid, s in services.items()
+                if (s.get("Meta") or {}).get("registrar-container") in self.web.ids}
+
+    def wait_for(self, registrar: RegistrarProcess, predicate, what: str, timeout: float = 10.0) -> dict:
+        """``registrar.wait_for`` on this test's own services."""
+        return self.ours(registrar.wait_for(lambda services: predicate(self.ours(services)), what, timeout))
+
     def host(self, service: str) -> str:
         return f"{service}.{self.scene.domain}"
 

@@ -20,6 +20,7 @@ class WebContainers:
     def __init__(self, engine, image: str, prefix: str):
         self.engine, self.image, self.prefix = engine, image, prefix
         self.names: list[str] = []
+        self.ids: set[str] = set()  # short IDs, as in the registrar's registrar-container meta
 
     @property
     def client(self):
@@ -31,10 +32,12 @@ class WebContainers:
         name = f"{self.prefix}-{suffix}"
         all_labels = {"SERVICE_TAGS": tags, **({"SERVICE_NAME": service} if service else {}), **(labels or {})}
         self.names.append(name)
-        return self.client.containers.run(
+        container = self.client.containers.run(
             self.image, ["sh", "-c", WEB_COMMAND.format(body=shlex.quote(body or service or suffix))],
             name=name, detach=True, labels=all_labels, ports={"80/tcp": ("127.0.0.1", None)},
             restart_policy={"Name": "always"} if restart else None)
+        self.ids.add(container.id[:12])
+        return container
 
     def get(self, suffix: str):
         return self.client.containers.get(f"{self.prefix}-{suffix}")
