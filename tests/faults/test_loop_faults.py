@@ -200,7 +200,7 @@ def test_hostile_labels_and_registrations_never_reach_nginx(loop, consul_agent):
         assert stored["Service"] == f"nb{HOSTILE}\ufffd\ufffd" and stored["Meta"]["m"] == f"\ufffd{HOSTILE}"
 
         loop.wait_for(registrar, lambda s: sorted(x["Service"] for x in s.values()) == ["dup", "good", "lmeta"],
-                           "only the acceptable containers registered")
+                      "only the acceptable containers registered")
         renderer.wait_for_log(f"skipped service instance '{u}-p7'", timeout=10)
         time.sleep(3)  # a resync of the registrar (2 s) and whatever passes follow it
         loop.serving("good", "good")
