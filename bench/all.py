@@ -25,7 +25,7 @@ from bench.common import check, emit_json, loadavg, print_checks, say
 from bench.renderer_scale import GENERAL_TARGETS, TARGETS
 from tests.support.docker_engine import DockerEngine
 
-BENCHES = ("e2e", "churn", "registrar", "renderer")
+BENCHES = ("e2e", "churn", "registrar", "renderer", "stages")
 
 
 def plan(args) -> list[tuple[str, list[str]]]:
@@ -37,12 +37,14 @@ def plan(args) -> list[tuple[str, list[str]]]:
                       "--containers", str(args.containers or (50 if args.quick else 200))],
         "renderer": ["bench.renderer_scale", "--services", args.sizes or ("100,1000" if args.quick else "100,1000,5000")]
                     + (["--quick"] if args.quick else []),
+        # No target: where a change's time goes in the renderer, the evidence for renderer's figures.
+        "stages": ["bench.renderer_stages", "--services", "1000" if args.quick else "1000,5000"],
     }
     chosen = args.only.split(",") if args.only else list(BENCHES)
     unknown = set(chosen) - set(BENCHES)
     if unknown:
         sys.exit(f"bench: unknown bench(es) {', '.join(sorted(unknown))}; choose from {', '.join(BENCHES)}")
-    return [(name, full[name] + profile(name)) for name in BENCHES if name in chosen]
+    return [(name, full[name] + (profile(name) if name != "stages" else [])) for name in BENCHES if name in chosen]
 
 
 def run_one(name: str, module_args: list[str]) -> tuple[dict | None, int, float]:
@@ -127,7 +129,16 @@ def main(argv: list[str] | None = None) -> int:
         payload = results.get(name)
         if payload is None:
             continue
-        rows.extend(renderer_checks(payload) if name == "renderer" else payload.get("checks", []))
+        if name == "renderer":
+            rows.extend(renderer_checks(payload))
+        elif name == "stages":
+            for r in payload["results"]:
+                m = r["median_ms"]
+                rows.append(check(f"stages {r['services']}x3: Consul dump / decode / build / render / nginx -t (ms)",
+                                  f"{m['consul_serves_node_dump']:.0f} / {m['orjson_decode']:.0f} / "
+                                  f"{m['from_node_dump']:.0f} / {m['render']:.0f} / {m['nginx_t']:.0f}", None, ""))
+        else:
+            rows.extend(payload.get("checks", []))
     if "e2e" in results:
         e = results["e2e"]
         rows.insert(0, check("e2e: floor (reload + Consul wake + nginx -t), median", e["floor_ms"], None))

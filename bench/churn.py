@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         # Churn: every 1/(2*rate) s alternately one registration and one deregistration.
         log_offset = len(log_path.read_bytes())
         cpu_start, children_start = cpu_seconds(daemon.pid), children_cpu_seconds(daemon.pid)
-        wall_start, started = time.time(), time.perf_counter()
+        started = time.perf_counter()
         step, ops, late = 1.0 / (2 * args.rate), 0, 0
         calls: list[float] = []  # wall-clock end of each call, to explain each reload
         total = int(args.seconds * 2 * args.rate)

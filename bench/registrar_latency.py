@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as error:
                 raise RuntimeError(f"start-up bench failed (dockerd is shared; did another session stop it?): "
                                    f"{error}") from error
-        say(f"[registrar] removing containers")
+        say("[registrar] removing containers")
     result["load_end"] = loadavg()
     checks = []
     if "latency" in result:

@@ -1,0 +1,114 @@
+"""Where one catalog change's time goes, stage by stage, at a given catalog size.
+
+    .venv/bin/python -m bench.renderer_stages [--services 1000,5000] [--changes 6]
+
+Not a target of issue 6: the evidence for the renderer's change->file and
+change->served figures (``bench.renderer_scale``). On a private Consul agent
+with N services x 3 instances (registered as ``renderer_scale`` does), each
+change moves one instance, then the renderer's own functions are timed one
+after the other, as the daemon chains them on a change:
+
+    Consul serves /v1/internal/ui/nodes -> orjson decode -> catalog.from_node_dump
+    -> template render (the default http template) -> file write -> nginx -t
+
+and ``nginx -t`` is timed again on the same vhosts without the per-upstream
+``zone`` line, which shows what nginx's own start-up spends on shared zones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import shlex
+import statistics
+import subprocess
+import time
+
+import orjson
+import requests
+
+from bench.common import emit_json, loadavg, say
+from bench.renderer_scale import (CONSUL_BINARY, DOMAIN, NGINX_BINARY, TEMPLATE, instance_id, node_name,
+                                  parse_sizes, register_catalog, service_name, txn)
+from renderer import catalog as catalog_module
+from renderer.consul_data import NODE_DUMP
+from renderer.template_api import TemplateData
+from renderer.templates import TemplateLoader
+from tests.support.consul_agent import ConsulAgent
+from tests.support.nginx_server import Nginx
+
+STAGES = ("consul_serves_node_dump", "orjson_decode", "from_node_dump", "render", "write", "nginx_t",
+          "nginx_t_without_zone_lines")
+
+
+def bench_size(services: int, changes: int) -> dict:
+    times: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    with contextlib.ExitStack() as stack:
+        agent = ConsulAgent(CONSUL_BINARY).start()
+        stack.callback(agent.close)
+        nginx = Nginx(NGINX_BINARY).start()
+        stack.callback(nginx.close)
+        register_catalog(agent, services, 3)
+        session = stack.enter_context(requests.Session())
+        session.headers["Accept-Encoding"] = "identity"  # as the renderer asks its local agent
+        loader = TemplateLoader({"domain": DOMAIN, "http_port": str(nginx.http_port), "listen_address": "127.0.0.1"})
+        output = nginx.conf_d / "bench.conf"
+        check = shlex.split(nginx.check_command)
+        previous, size = None, 0
+        for k in range(changes + 1):  # change 0 warms up (no previous catalog to reuse) and is not counted
+            txn(session, agent, [{"Service": {"Verb": "set", "Node": node_name(1), "Service": {
+                "ID": instance_id(1, 1), "Service": service_name(1), "Tags": ["http"],
+                "Address": "127.0.0.1", "Port": 30000 + k}}}])
+            marks = [time.perf_counter()]
+            body = session.get(f"{agent.url}{NODE_DUMP}", timeout=60).content
+            marks.append(time.perf_counter())
+            dump = orjson.loads(body)
+            marks.append(time.perf_counter())
+            catalog = catalog_module.from_node_dump(dump, previous)
+            previous = catalog
+            marks.append(time.perf_counter())
+            text = loader.render(TEMPLATE, TemplateData(catalog, None)).text
+            marks.append(time.perf_counter())
+            output.write_text(text)
+            marks.append(time.perf_counter())
+            subprocess.run(check, capture_output=True)
+            marks.append(time.perf_counter())
+            output.write_text(re.sub(r"^\s*zone .*\n", "", text, flags=re.M))
+            started = time.perf_counter()
+            subprocess.run(check, capture_output=True)
+            marks.append(time.perf_counter() - started + marks[-1])
+            size = len(body)
+            if k:
+                for stage, (a, b) in zip(STAGES, zip(marks, marks[1:])):
+                    times[stage].append((b - a) * 1000)
+    medians = {stage: round(statistics.median(values), 1) for stage, values in times.items()}
+    return {"services": services, "instances": 3, "node_dump_mb": round(size / 1e6, 2), "median_ms": medians}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--services", type=parse_sizes, default=[1000, 5000])
+    parser.add_argument("--changes", type=int, default=6)
+    args = parser.parse_args(argv)
+    load_start = loadavg()
+    results = []
+    for size in args.services:
+        say(f"[stages] {size}x3")
+        results.append(bench_size(size, args.changes))
+    load_end = loadavg()
+    print(f"\nload average at start {load_start}, at end {load_end}")
+    print(f"{'stage (median ms)':<28}" + "".join(f"{r['services']:>10}x3" for r in results))
+    for stage in STAGES:
+        print(f"{stage:<28}" + "".join(f"{r['median_ms'][stage]:>12.1f}" for r in results))
+    renderer_part = ("orjson_decode", "from_node_dump", "render", "write")
+    print(f"{'renderer itself (sum)':<28}" + "".join(
+        f"{sum(r['median_ms'][s] for s in renderer_part):>12.1f}" for r in results))
+    print(f"{'node dump size (MB)':<28}" + "".join(f"{r['node_dump_mb']:>12.1f}" for r in results))
+    emit_json({"bench": "renderer_stages", "load_start": load_start, "load_end": load_end, "results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
