@@ -30,9 +30,11 @@ class Loop:
         self.registrars: list[RegistrarProcess] = []
         self.templates = stage.default_templates()
 
-    def start_registrar(self, *args: str, agent=None, hostname: str | None = None,
-                        env: dict | None = None) -> RegistrarProcess:
-        process = RegistrarProcess(agent or self.scene.consul, hostname or self.unique, ["--ip", "127.0.0.1", *args],
+    def start_registrar(self, *args: str, agent=None, hostname: str | None = None, env: dict | None = None,
+                        ip: bool = True) -> RegistrarProcess:
+        """``registrar run --ip 127.0.0.1`` (without ``ip``: the agent's own address, read from Consul)."""
+        process = RegistrarProcess(agent or self.scene.consul, hostname or self.unique,
+                                   [*(["--ip", "127.0.0.1"] if ip else []), *args],
                                    self.tmp_path / f"registrar-{len(self.registrars)}.log", env)
         self.registrars.append(process)
         return process.start()

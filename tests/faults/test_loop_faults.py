@@ -264,7 +264,8 @@ def test_least_privilege_tokens_work_end_to_end_and_never_show(acl_deny_agent, l
 
     renderer = loop.start_renderer("--log-level", "debug", consul_address=agent.address,
                                    env={"CONSUL_HTTP_TOKEN_FILE": str(renderer_file)})
-    registrar = loop.start_registrar("--consul-token-file", str(registrar_file), agent=agent)
+    # No --ip: the registrar reads the agent's address, which the README's agent_prefix rule allows.
+    registrar = loop.start_registrar("--consul-token-file", str(registrar_file), agent=agent, ip=False)
     loop.web.start("web", "secure", body="secure-1")
     loop.wait_for(registrar, lambda s: len(s) == 1, "registered with the registrar's token")
     loop.serving("secure", "secure-1")
