@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if engine is not None:
             engine.stop()  # only if started here
+            shutil.rmtree(engine.dir, ignore_errors=True)
     load_end = loadavg()
 
     rows: list[dict] = []

@@ -69,12 +69,9 @@ def docker_cli() -> str:
 
 def remove_labelled(run_id: str) -> int:
     """Remove every container this run labelled; returns how many."""
-    cli = docker_cli()
-    listed = subprocess.run([cli, "ps", "-aq", "--filter", f"label={LABEL}={run_id}"],
-                            capture_output=True, text=True)
-    ids = listed.stdout.split()
+    ids = docker("ps", "-aq", "--filter", f"label={LABEL}={run_id}").split()
     for start in range(0, len(ids), 50):
-        subprocess.run([cli, "rm", "-f", *ids[start:start + 50]], capture_output=True, timeout=300)
+        docker("rm", "-f", *ids[start:start + 50], timeout=300)
     return len(ids)
 
 
@@ -152,6 +149,15 @@ class Engines:
         self.restarts += 1
         self.engines.append(self._factory().start())
         return self.current
+
+    def remove_labelled(self, run_id: str) -> int:
+        """remove_labelled, even when dockerd went away meanwhile: its containers come back (exited)
+        with the next dockerd, so wait for (or start) one and remove them then."""
+        try:
+            return remove_labelled(run_id)
+        except DockerGone:
+            self.again()
+            return remove_labelled(run_id)
 
     def stop(self) -> None:
         for engine in self.engines:

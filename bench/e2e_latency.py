@@ -39,7 +39,7 @@ from pathlib import Path
 import requests
 
 from bench.common import (LABEL, REGISTRAR, RENDERER, ROOT, DockerGone, Engines, check, docker, emit_json, loadavg,
-                          log_times, print_checks, remove_labelled, say, summarize)
+                          log_times, print_checks, say, summarize)
 from bench.renderer_scale import CONSUL_BINARY, NGINX_BINARY, count_log, nginx_body
 from tests.support.consul_agent import ConsulAgent
 from tests.support.daemon_process import DaemonProcess
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(agent.close)
         nginx = Nginx(NGINX_BINARY).start()
         stack.callback(nginx.close)
-        stack.callback(remove_labelled, run_id)
+        stack.callback(engines.remove_labelled, run_id)
         output = nginx.conf_d / "services.conf"
 
         registrar = DaemonProcess([REGISTRAR, "run", "--consul-addr", agent.address, "--hostname", run_id,

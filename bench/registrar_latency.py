@@ -39,7 +39,7 @@ from pathlib import Path
 import requests
 
 from bench.common import (LABEL, REGISTRAR, DockerGone, Engines, check, docker, emit_json, loadavg, print_checks,
-                          remove_labelled, say)
+                          say)
 from bench.renderer_scale import CONSUL_BINARY, percentile
 from tests.support.consul_agent import ConsulAgent
 
@@ -261,10 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         image = engines.current.busybox_image()
         agent = ConsulAgent(CONSUL_BINARY).start()
         stack.callback(agent.close)
-        stack.callback(remove_labelled, run_id)
+        stack.callback(engines.remove_labelled, run_id)
         if not args.skip_latency:
             result["latency"] = bench_latency(engines, image, agent, run_id, args.runs, workdir, result["notes"])
-            remove_labelled(run_id)
+            engines.remove_labelled(run_id)
         if not args.skip_startup:
             try:
                 result["startup"] = bench_startup(engines.current, image, agent, run_id, args.containers, workdir,
