@@ -19,7 +19,7 @@ from agentkit.options import consul_options, log_level_option
 from . import consul_data, snapshot
 from . import settings as settings_module
 from .consul_data import Fetched
-from .daemon import Daemon, complete_pass, connect, make_pass
+from .daemon import Daemon, complete_pass, connect, make_pass, tune_garbage_collector
 from .template_api import TemplateData
 from .templates import TemplateLoader
 
@@ -95,6 +95,7 @@ def run(**flags):
 def once(**flags):
     """Render, validate, apply and reload once if anything changed; then exit."""
     settings = _settings(flags)
+    tune_garbage_collector()
     specs = settings.template_specs()
     if not specs:
         _fail("no templates: give --template SRC:DEST or --template-dir SRCDIR:DESTDIR", 2)

@@ -9,6 +9,7 @@ pass and at most one reload; ``--wait`` adds quiescence on top.
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
@@ -41,6 +42,18 @@ MAX_FILL_ROUNDS = 4  # a template may reveal new keys only once it has the previ
 # the half-written file could apply an empty, valid config. Template events
 # therefore settle this long before the template set is re-read.
 TEMPLATE_SETTLE = Wait(0.25, 2.0)
+
+
+def tune_garbage_collector() -> None:
+    """Collect cycles rarely: the catalog is acyclic data, rebuilt on every change.
+
+    Decoding and building a large catalog allocates hundreds of thousands of
+    containers, and with Python's default thresholds (700 allocations) the
+    cyclic collector runs over and over and scans everything alive. Measured
+    at 1,000 services x 3: fetch and build 54 -> 34 ms; at 5,000: 361 -> 241
+    ms (bench/renderer_stages.py). Cycles are still collected, less often.
+    """
+    gc.set_threshold(100_000, 50, 1000)
 
 
 def make_pass(settings: Settings) -> RenderPass:
@@ -110,6 +123,7 @@ class Daemon:
         self.post(STOP)
 
     def run(self) -> None:
+        tune_garbage_collector()
         self.client = connect(self.settings, timeout=30)
         self._configure(self.settings)
         try:
