@@ -36,6 +36,12 @@ def test_consul_restarted_empty_loses_no_request(loop, consul_agent):
     reaches the new agent first is a race, and the renderer's hold would be
     exercised only sometimes. Paused, the registrar is simply a slow host,
     and the renderer must keep the last good config until it catches up.
+
+    The registrar maps every container on the engine; if containers that are
+    not this test's (a bench sharing dockerd) go away during the outage, their
+    services never come back and the hold lasts the whole grace period. That
+    is the documented behaviour, so then the grace release is accepted; with
+    only this test's containers changing, the renderer must recover early.
     """
     renderer = loop.start_renderer("--grace", "20s")
     registrar = loop.start_registrar("--resync", "600")  # a resync must not be what saves us
@@ -44,6 +50,7 @@ def test_consul_restarted_empty_loses_no_request(loop, consul_agent):
     before = loop.rendered()
 
     with Probe(loop.nginx.http_port, loop.host("web"), "web-1") as probe:
+        foreign = loop.web.foreign()
         consul_agent.stop()
         try:
             renderer.wait_for_log("catalog watch: cannot reach Consul", timeout=10)
@@ -57,14 +64,16 @@ def test_consul_restarted_empty_loses_no_request(loop, consul_agent):
         finally:
             registrar.signal(signal.SIGCONT)
         loop.wait_for(registrar, lambda s: [x["Service"] for x in s.values()] == ["web"], "service restored")
-        renderer.wait_for_log("catalog recovered after", timeout=10)
+        wait_until(lambda: "catalog recovered after" in renderer.log or "accepting it" in renderer.log, 25,
+                   what="the renderer took the restored catalog")
+        if "catalog recovered after" not in renderer.log:
+            assert loop.web.foreign() != foreign, "held for the whole grace period though every service came back"
         wait_until(lambda: "Consul lost 1 of this host's services" in registrar.log
                    or "answers again" in registrar.log, 5, what="the registrar reported the restart")
         loop.serving("web", "web-1")
         time.sleep(1)  # and a few more probes on the recovered config
     assert probe.sent > 80
     assert not probe.failures, probe.report()
-    assert "accepting it" not in renderer.log, "recovered, not released by the grace period"
     assert renderer.alive() and registrar.alive()
 
 

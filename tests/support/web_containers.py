@@ -54,6 +54,10 @@ class WebContainers:
     def running(self) -> list[str]:
         return [c.name for c in self.client.containers.list(filters={"name": f"^{self.prefix}-"})]
 
+    def foreign(self) -> set[str]:
+        """IDs of the running containers that are not ours (another test or a bench sharing the engine)."""
+        return {c.id for c in self.client.containers.list() if not c.name.startswith(f"{self.prefix}-")}
+
     def remove(self, suffix: str) -> None:
         self.get(suffix).remove(force=True)
 
