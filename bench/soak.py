@@ -171,7 +171,9 @@ def main() -> None:
         daemons = {"registrar": registrar, "renderer": renderer}
         anchor_service = churn.service(SERVICES[0])
         churn.start(SERVICES[0], "anchor")
-        wait_until(lambda: nginx.get(f"{anchor_service}.{domain}").status_code == 200, 30, what="anchor routed")
+        # Ten answers in a row: after `nginx -s reload` old workers answer with the old config for a moment.
+        wait_until(lambda: all(nginx.get(f"{anchor_service}.{domain}").status_code == 200 for _ in range(10)), 30,
+                   what="anchor routed")
         say(f"soak {run_id}: {args.minutes} min, at most {args.containers} containers, seed {seed}, logs in "
             f"{workdir} and {renderer.log_path}")
 
