@@ -174,6 +174,7 @@ def main() -> None:
         # Ten answers in a row: after `nginx -s reload` old workers answer with the old config for a moment.
         wait_until(lambda: all(nginx.get(f"{anchor_service}.{domain}").status_code == 200 for _ in range(10)), 30,
                    what="anchor routed")
+        time.sleep(1)  # and an old worker may still take a new connection with the old config for a moment
         say(f"soak {run_id}: {args.minutes} min, at most {args.containers} containers, seed {seed}, logs in "
             f"{workdir} and {renderer.log_path}")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import requests
 
@@ -69,9 +71,15 @@ class Loop:
 
     def serving(self, service: str, *bodies: str, timeout: float = 15.0) -> None:
         """Wait until nginx answers for ``service`` with exactly these bodies (new config only)."""
+        def settled() -> bool:
+            if self.bodies(service, 4 * len(bodies) + 6) != set(bodies):
+                return False
+            # After `nginx -s reload` an old worker may still answer a new connection with the
+            # previous config for a moment (a probe started at once saw a 404): ask again later.
+            time.sleep(0.5)
+            return self.bodies(service, 4 * len(bodies) + 6) == set(bodies)
         try:
-            wait_until(lambda: self.bodies(service, 4 * len(bodies) + 6) == set(bodies), timeout,
-                       what=f"nginx serving {service} from {bodies}")
+            wait_until(settled, timeout, what=f"nginx serving {service} from {bodies}")
         except TimeoutError as error:
             raise AssertionError(f"{error}; answers now {self.bodies(service)}\n{self.rendered()[-3000:]}") from None
 
