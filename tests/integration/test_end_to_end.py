@@ -25,13 +25,16 @@ def loop(consul_agent, nginx, docker_engine, busybox_image, unique, tmp_path):
                             "--template", f"{STREAM_TEMPLATE}:{scene.output('stream')}")
     scene.registrar, scene.image = registrar, busybox_image
     yield scene
-    for container in docker_engine.client.containers.list(all=True, filters={"name": unique}):
-        container.remove(force=True)
-    assert registrar.stop() == 0, registrar.log[-3000:]
-    wait_until(lambda: not [s for s in consul_agent.services().values()
-                            if (s.get("Meta") or {}).get("registrar-host") == unique], timeout=10,
-               what="the registrar's services gone with its containers")
-    scene.close()
+    try:
+        for container in docker_engine.client.containers.list(all=True, filters={"name": unique}):
+            container.remove(force=True)
+        wait_until(lambda: not [s for s in consul_agent.services().values()
+                                if (s.get("Meta") or {}).get("registrar-host") == unique], timeout=10,
+                   what="the registrar's services gone with its containers")
+        assert registrar.stop() == 0, registrar.log[-3000:]
+    finally:
+        registrar.stop()
+        scene.close()
 
 
 def docker(*args: str, env: dict | None = None) -> str:

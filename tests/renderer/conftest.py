@@ -75,8 +75,13 @@ class Scene:
                    what=f"nginx settled on {name}.{self.domain}")
 
     def close(self) -> None:
+        """Undo everything, even past a failing step; the first failure is raised at the end."""
+        failures = []
         for close in reversed(self.closers):
-            close()
+            try:
+                close()
+            except Exception as error:  # noqa: BLE001 - keep tearing down, report after
+                failures.append(error)
         for service_id in self.service_ids:
             try:
                 self.consul.deregister(service_id)
@@ -89,6 +94,8 @@ class Scene:
                 removed = True
         if removed:
             self.nginx.reload()
+        if failures:
+            raise failures[0]
 
 
 @pytest.fixture

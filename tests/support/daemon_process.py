@@ -42,9 +42,11 @@ class DaemonProcess:
         self.process.wait()
 
     def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM; raises if the daemon ignores it."""
-        stopped = terminate(self.process, timeout)
+        """SIGTERM, SIGKILL after ``timeout``; the exit code (-9 when SIGTERM was ignored).
+
+        It never raises, so a teardown stopping several daemons stops them all;
+        callers assert the code (0 for a clean stop).
+        """
+        terminate(self.process, timeout)
         self.log_file.close()
-        if not stopped:
-            raise AssertionError(f"{self.argv[0]} ignored SIGTERM for {timeout}s:\n{self.log[-3000:]}")
         return self.process.returncode
