@@ -22,7 +22,7 @@ def loop(consul_agent, nginx, docker_engine, busybox_image, unique, tmp_path):
     registrar = DaemonProcess([str(BIN / "registrar"), "run", "--consul-addr", consul_agent.address,
                                "--hostname", unique, "--ip", "127.0.0.1", "--resync", "2"], tmp_path / "registrar.log")
     scene.daemon(*scene.common_args(), "--template", f"{HTTP_TEMPLATE}:{scene.output('http')}",
-                            "--template", f"{STREAM_TEMPLATE}:{scene.output('stream')}")
+                 "--template", f"{STREAM_TEMPLATE}:{scene.output('stream')}")
     scene.registrar, scene.image = registrar, busybox_image
     yield scene
     try:
