@@ -37,10 +37,10 @@ from pathlib import Path
 import requests
 
 from bench.common import check, emit_json, loadavg, log_times, print_checks, say, summarize
-from bench.renderer_scale import (CONSUL_BINARY, NGINX_BINARY, count_log, cpu_seconds, node_name, renderer_args,
-                                  stop_process)
+from bench.renderer_scale import CONSUL_BINARY, NGINX_BINARY, count_log, cpu_seconds, node_name, renderer_args
 from tests.support.consul_agent import ConsulAgent
 from tests.support.nginx_server import Nginx
+from tests.support.waiting import terminate
 
 UPSTREAM = re.compile(r"^upstream (\S+) \{(.*?)^\}", re.S | re.M)
 SERVER = re.compile(r"^\s*server ([0-9.]+:\d+) ", re.M)
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         daemon = subprocess.Popen(renderer_args("run", agent, nginx, output, args.log_level) + ["--wait", args.wait],
                                   stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        stack.callback(stop_process, daemon)
+        stack.callback(terminate, daemon, 10)
         deadline = time.monotonic() + 30
         while rendered_state(output) != expected or "nginx reload ok" not in log_path.read_text(errors="replace"):
             if daemon.poll() is not None or time.monotonic() > deadline:
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(daemon.pid), "--rate", "200",
                  "--format", "raw", "--threads", "--output", str(args.profile / "churn-renderer.txt")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            stack.callback(stop_process, profiler)
+            stack.callback(terminate, profiler, 10)
             time.sleep(1.0)
 
         # Churn: every 1/(2*rate) s alternately one registration and one deregistration.

@@ -26,7 +26,6 @@ import argparse
 import concurrent.futures
 import contextlib
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from bench.common import (LABEL, REGISTRAR, DockerGone, Engines, check, docker, 
                           say)
 from bench.renderer_scale import CONSUL_BINARY, percentile
 from tests.support.consul_agent import ConsulAgent
+from tests.support.waiting import terminate
 
 TARGET_AFTER_START_EVENT_MS = 30.0
 TARGET_STARTUP_S = 3.0
@@ -103,7 +103,7 @@ def bench_latency(engines: Engines, image: str, agent: ConsulAgent, run_id: str,
         stack.callback(lambda: events.close())
         daemon = subprocess.Popen([REGISTRAR, "run", "--consul-addr", agent.address, "--hostname", host,
                                    "--resync", "60", "--log-level", "info"], stdout=log, stderr=subprocess.STDOUT)
-        stack.callback(_stop, daemon)
+        stack.callback(terminate, daemon, 15)
         session = stack.enter_context(requests.Session())
         try:
             wait_for(lambda: b"started for host" in log_path.read_bytes() or daemon.poll() is not None, 30)
@@ -143,7 +143,7 @@ def bench_latency(engines: Engines, image: str, agent: ConsulAgent, run_id: str,
                              "start_event_to_agent": (in_agent + offset - events.times[name]) * 1000,
                              "start_event_to_catalog": (in_catalog + offset - events.times[name]) * 1000})
             run += 1
-        _stop(daemon)
+        terminate(daemon, 15)
     summary: dict = {"runs": len(rows)}
     keys = ("docker_run", "agent", "catalog", "start_event_to_agent", "start_event_to_catalog")
     for key in keys:
@@ -222,19 +222,9 @@ def bench_startup(engine, image: str, agent: ConsulAgent, run_id: str, count: in
             done_at = wait_for(lambda: all_in(), 120, "not all containers registered")
             result["run_all_in_s"] = round(done_at - started, 3)
         finally:
-            _stop(daemon)
+            terminate(daemon, 15)
     forget(agent, host)
     return result
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def main(argv: list[str] | None = None) -> int:

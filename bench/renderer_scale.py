@@ -45,6 +45,7 @@ from pathlib import Path
 import requests
 
 from tests.support.consul_agent import ConsulAgent
+from tests.support.waiting import terminate
 from tests.support.nginx_server import Nginx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,17 +254,6 @@ def nginx_body(port: int, host: str) -> bytes | None:
         connection.close()
 
 
-def stop_process(process: subprocess.Popen | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 # ---------------------------------------------------------------- one size
 
 def file_state(path: Path):
@@ -363,7 +353,7 @@ def bench_size(services: int, instances: int, changes: int, served: int, idle_se
         started = time.perf_counter()
         daemon = subprocess.Popen(renderer_args("run", agent, nginx, output, "info"), stdout=daemon_log,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        stack.callback(stop_process, daemon)
+        stack.callback(terminate, daemon, 10)
         last_vhost = f"server_name {service_name(services)}.{DOMAIN};"
         seen = wait_for_content(output, last_vhost, 120)
         result["daemon_first_file_s"] = seen - started
@@ -389,7 +379,7 @@ def bench_size(services: int, instances: int, changes: int, served: int, idle_se
                 [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(daemon.pid), "--rate", "500",
                  "--format", "raw", "--threads", "--output", str(profile_dir / f"daemon-{services}.txt")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            stack.callback(stop_process, profiler)
+            stack.callback(terminate, profiler, 10)
             time.sleep(1.0)
         picks = sorted({1 + (k * services) // changes for k in range(changes)})
         with requests.Session() as session:
@@ -441,7 +431,7 @@ def bench_size(services: int, instances: int, changes: int, served: int, idle_se
         say(f"[{services}x{instances}] idle CPU {result['idle_cpu_pct']:.3f}% over {wall:.0f}s, "
             f"{result['consul_conns']} connection(s) to Consul")
 
-        stop_process(daemon)
+        terminate(daemon, 10)
         result["daemon_exit"] = daemon.returncode
         daemon_text = daemon_log_path.read_text(errors="replace")
         result["daemon_log"] = count_log(daemon_text)

@@ -68,11 +68,13 @@ class Scene:
     def settle(self, name: str, status: int = 200) -> None:
         """Wait until nginx answers for ``name`` with the new config only.
 
-        `nginx -s reload` returns once the signal is sent; old workers may
-        answer with the previous config for a moment after that.
+        `nginx -s reload` returns once the signal is sent; an old worker may
+        still accept a connection and answer with the previous config until
+        it has gone, so wait for the one worker of the new config as well.
         """
-        wait_until(lambda: all(self.get(name).status_code == status for _ in range(10)), timeout=5,
-                   what=f"nginx settled on {name}.{self.domain}")
+        wait_until(lambda: self.nginx.worker_count() == 1 and all(
+            self.get(name).status_code == status for _ in range(10)), timeout=5,
+            what=f"nginx settled on {name}.{self.domain}")
 
     def close(self) -> None:
         """Undo everything, even past a failing step; the first failure is raised at the end."""

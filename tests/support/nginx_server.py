@@ -7,6 +7,7 @@ them when done, so one nginx serves the whole session.
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -80,6 +81,19 @@ class Nginx:
 
     def pid(self) -> int:
         return int((self.prefix / "nginx.pid").read_text())
+
+    def worker_count(self) -> int:
+        """nginx's worker processes, old ones still shutting down included."""
+        master, count = str(self.pid()), 0
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                if stat.rsplit(")", 1)[1].split()[1] == master:
+                    count += 1
+        return count
 
     def reload(self) -> None:
         subprocess.run(shlex.split(self.reload_command), check=True, capture_output=True)
