@@ -19,8 +19,9 @@ from agentkit.options import consul_options, log_level_option
 from . import consul_data, snapshot
 from . import settings as settings_module
 from .consul_data import Fetched
-from .daemon import Daemon, complete_pass, connect, make_pass, tune_garbage_collector
-from .template_api import TemplateData
+from .daemon import MAX_FILL_ROUNDS, Daemon, complete_pass, connect, make_pass, tune_garbage_collector
+from .kv import KvSnapshot
+from .template_api import KV_KINDS, TemplateData
 from .templates import TemplateLoader
 
 log = logging.getLogger("renderer")
@@ -142,11 +143,11 @@ def render(source, catalog_file, **flags):
             client = connect(settings, timeout=10)
             data, fetched = TemplateData(), Fetched()
             try:
-                for _ in range(4):
+                for _ in range(1 + MAX_FILL_ROUNDS):
                     rendered = loader.render(path, data)
                     if not rendered.missing:
                         break
-                    kv_paths = {d[1] for d in rendered.used if d[0] in ("key", "tree")}
+                    kv_paths = {d[1] for d in rendered.used if d[0] in KV_KINDS}
                     data = consul_data.fill_missing(client, data, set(rendered.missing), kv_paths, fetched)
             finally:
                 client.close()
@@ -179,5 +180,4 @@ def snapshot_command(kv_prefixes, **flags):
         client.close()
     for rejected in catalog.rejected:
         log.warning("skipped %s", rejected)
-    from .kv import KvSnapshot
     click.echo(snapshot.dump(catalog, KvSnapshot([""], values)), nl=False)

@@ -21,6 +21,7 @@ from . import catalog as catalog_module
 from . import kv as kv_module
 from .catalog import Catalog
 from .kv import KvSnapshot
+from .template_api import CATALOG_KINDS, TemplateData
 
 NODE_DUMP = "/v1/internal/ui/nodes"
 DEFAULT_WAIT = 50.0  # seconds; under the HTTP timeout, and Consul adds up to wait/16 jitter
@@ -61,8 +62,6 @@ def fill_missing(client: Consul, data, missing: set, kv_paths: set[str], fetched
     KV is fetched under the common prefix of every path in use plus the new
     ones, so one recursive read (and later one watch) answers them all.
     """
-    from .template_api import CATALOG_KINDS, TemplateData
-
     catalog, kv = data.catalog, data.kv
     if catalog is None and any(d[0] in CATALOG_KINDS for d in missing):
         fetched.catalog_index, catalog = fetch_catalog(client)

@@ -25,10 +25,6 @@ from .catalog import Catalog
 log = logging.getLogger("renderer")
 
 
-def _routes(catalog: Catalog) -> frozenset[tuple[str, str, int]]:
-    return catalog.routes
-
-
 class CatalogGuard:
     def __init__(self, grace: float = 30.0, min_instances: int = 10, drop_ratio: float = 0.5):
         self.grace, self.min_instances, self.drop_ratio = grace, min_instances, drop_ratio
@@ -43,8 +39,8 @@ class CatalogGuard:
         """The catalog to render now, or None to keep ``current`` in force."""
         if current is None or self.grace <= 0:
             return self._accept(new)
-        before = _routes(current)
-        lost = before - _routes(new)
+        before = current.routes
+        lost = before - new.routes
         if self.holding:
             if not lost:
                 log.info("catalog recovered after %.1fs: rendering it", now - self.since)

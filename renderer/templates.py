@@ -76,7 +76,7 @@ class TemplateLoader:
         except jinja2.TemplateSyntaxError as error:
             raise TemplateError(str(source), error.lineno, error.message) from None
         except jinja2.TemplateNotFound as error:
-            if Path(str(error)).name == source.name or str(error) == source.name:
+            if str(error) == source.name:
                 raise TemplateError(str(source), None, "file not found") from None
             raise TemplateError(str(source), None, f"included template {error} not found") from None
         except (OSError, UnicodeDecodeError) as error:
