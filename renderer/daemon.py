@@ -185,9 +185,8 @@ class Daemon:
                     self._rescan_templates()
 
     def _pass(self, force: bool = False) -> None:
-        self.data, outcome = complete_pass(self.render_pass, self.data, self.client, self.fetched, force)
+        self.data, _ = complete_pass(self.render_pass, self.data, self.client, self.fetched, force)
         self._adjust_watches()
-        return outcome
 
     def _loop(self) -> None:
         retry_backoff = Backoff(initial=0.5, cap=30)
@@ -233,15 +232,14 @@ class Daemon:
                 self._pass(force=force)
                 retry_at = None
                 retry_backoff.reset()
-            except AgentError as error:  # Consul unreachable, or a token that lost a right
+            except Exception as error:  # no failed pass may take the daemon (and routing) down
                 delay = retry_backoff.next()
                 retry_at = self.clock() + delay
-                log.warning("%s; keeping the current files, retrying in %.1fs", error, delay)
-            except Exception:  # a bug in one pass must not take the daemon (and routing) down
-                delay = retry_backoff.next()
-                retry_at = self.clock() + delay
-                log.exception("render pass failed unexpectedly; keeping the current files, retrying in %.1fs",
-                              delay)
+                if isinstance(error, AgentError):  # Consul unreachable, or a token that lost a right
+                    log.warning("%s; keeping the current files, retrying in %.1fs", error, delay)
+                else:  # a bug: the operator and we need the traceback
+                    log.exception("render pass failed unexpectedly; keeping the current files, retrying in "
+                                  "%.1fs", delay)
 
     def _rescan_templates(self) -> None:
         try:
