@@ -63,13 +63,12 @@ def read_current(path: Path) -> bytes | None:
         return None
 
 
-def write_atomically(path: Path, content: bytes, mode: int | None = None) -> None:
-    """Replace ``path`` with ``content`` so readers see old or new bytes, never a mix."""
-    if mode is None:
-        try:
-            mode = path.stat().st_mode & 0o7777
-        except FileNotFoundError:
-            mode = 0o644
+def write_atomically(path: Path, content: bytes) -> None:
+    """Replace ``path`` with ``content`` so readers see old or new bytes, never a mix; keep its mode."""
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o644
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as handle:
