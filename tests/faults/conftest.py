@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import requests
@@ -72,12 +71,10 @@ class Loop:
     def serving(self, service: str, *bodies: str, timeout: float = 15.0) -> None:
         """Wait until nginx answers for ``service`` with exactly these bodies (new config only)."""
         def settled() -> bool:
-            if self.bodies(service, 4 * len(bodies) + 6) != set(bodies):
-                return False
             # After `nginx -s reload` an old worker may still answer a new connection with the
-            # previous config for a moment (a probe started at once saw a 404): ask again later.
-            time.sleep(0.5)
-            return self.bodies(service, 4 * len(bodies) + 6) == set(bodies)
+            # previous config until it is gone (a probe started at once saw a 404).
+            return (self.scene.nginx.worker_count() == 1
+                    and self.bodies(service, 4 * len(bodies) + 6) == set(bodies))
         try:
             wait_until(settled, timeout, what=f"nginx serving {service} from {bodies}")
         except TimeoutError as error:
