@@ -52,15 +52,18 @@ def test_consul_restarted_empty_loses_no_request(loop, consul_agent):
     with Probe(loop.nginx.http_port, loop.host("web"), "web-1") as probe:
         foreign = loop.web.foreign()
         consul_agent.stop()
+        outage = probe.answered
         try:
             renderer.wait_for_log("catalog watch: cannot reach Consul", timeout=10)
             time.sleep(5)
+            probe.cover(20, since=outage)  # the outage itself was probed
             registrar.signal(signal.SIGSTOP)
         finally:
             consul_agent.start()  # the agent is shared: it runs again whatever happens
         try:
             renderer.wait_for_log("the catalog index went backwards", timeout=20)
             assert loop.rendered() == before, "the empty catalog must not be rendered"
+            probe.cover(5)  # and the hold, while the registrar is still paused
         finally:
             registrar.signal(signal.SIGCONT)
         loop.wait_for(registrar, lambda s: [x["Service"] for x in s.values()] == ["web"], "service restored")
@@ -71,8 +74,7 @@ def test_consul_restarted_empty_loses_no_request(loop, consul_agent):
         wait_until(lambda: "Consul lost 1 of this host's services" in registrar.log
                    or "answers again" in registrar.log, 5, what="the registrar reported the restart")
         loop.serving("web", "web-1")
-        time.sleep(1)  # and a few more probes on the recovered config
-    assert probe.sent > 80
+        probe.cover(10)  # and the recovered config
     assert not probe.failures, probe.report()
     assert renderer.alive() and registrar.alive()
 
@@ -214,7 +216,6 @@ def test_hostile_labels_and_registrations_never_reach_nginx(loop, consul_agent):
         time.sleep(3)  # a resync of the registrar (2 s) and whatever passes follow it
         loop.serving("good", "good")
     assert not probe.failures, probe.report() + "\n--- renderer ---\n" + renderer.log[-6000:]
-    assert not probe.failures, probe.report()
 
     text = loop.rendered()
     assert HOSTILE not in text and "evil" not in text and "\ufffd" not in text

@@ -12,7 +12,9 @@ class Probe:
     def __init__(self, port: int, host: str, expect: str | None = None, interval: float = 0.1):
         self.url, self.host, self.expect, self.interval = f"http://127.0.0.1:{port}/", host, expect, interval
         self.sent = 0
+        self.answered = 0  # probes finished, failed or not: what proves a phase was measured
         self.failures: list[str] = []
+        self._progress = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -44,7 +46,22 @@ class Probe:
                     self.failures.append(f"{time.strftime('%X')} HTTP {response.status_code} {body[:60]!r}")
             except requests.RequestException as error:
                 self.failures.append(f"{time.strftime('%X')} {type(error).__name__}")
+            with self._progress:
+                self.answered += 1
+                self._progress.notify_all()
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def cover(self, count: int, since: int | None = None, timeout: float = 10.0) -> None:
+        """Block until `count` probes have been answered since `since` (default: now).
+
+        A phase of a test is then measured, not assumed to have been.
+        """
+        with self._progress:
+            target = (self.answered if since is None else since) + count
+            if not self._progress.wait_for(lambda: self.answered >= target or not self._thread.is_alive(), timeout):
+                raise AssertionError(f"the probe answered {self.answered}, not {target}, within {timeout} s")
+            if self.answered < target:
+                raise AssertionError("the probe thread stopped")
 
     def report(self) -> str:
         return f"{len(self.failures)} of {self.sent} probes failed: {self.failures[:5]}"
