@@ -23,3 +23,14 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
+
+
+def consul_agent_backoff() -> Backoff:
+    """How both daemons retry their Consul agent: quickly, and never more than 2 s apart.
+
+    The agent is local (or at least near), a failed request costs it nothing,
+    and every second between its return and our next try is a second nginx
+    or the catalog lags behind the containers. consul-template's minute-long
+    cap suits a remote server farm, not an agent on the same host.
+    """
+    return Backoff(initial=0.25, cap=2.0)

@@ -32,7 +32,7 @@ import time
 
 import tenacity
 
-from agentkit.backoff import Backoff
+from agentkit.backoff import Backoff, consul_agent_backoff
 from agentkit.notify import notify
 
 from .config import Config
@@ -218,7 +218,7 @@ class Daemon:
         self.poll_interval = poll_interval
         self.events_factory = events_factory
         # Consul is the local agent: retry it often (cap 2s) so a restart is noticed within seconds.
-        self.consul_backoff = consul_backoff or Backoff(0.2, 2.0)
+        self.consul_backoff = consul_backoff or consul_agent_backoff()
         self.docker_backoff = docker_backoff or Backoff(0.5, 10.0)
         self.queue: queue.Queue = queue.Queue()
         self.stop_event = threading.Event()

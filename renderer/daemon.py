@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from agentkit.backoff import Backoff
+from agentkit.backoff import Backoff, consul_agent_backoff
 from agentkit.consul import Consul
 from agentkit.errors import AgentError, ConsulUnavailable
 from agentkit.notify import notify
@@ -163,7 +163,7 @@ class Daemon:
         Between attempts it still obeys SIGHUP (a corrected Consul address is
         the usual fix for a first pass that cannot reach Consul) and SIGTERM.
         """
-        backoff = Backoff(initial=0.5, cap=30)
+        backoff = consul_agent_backoff()
         while True:
             try:
                 self._pass(force=True)

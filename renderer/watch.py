@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from agentkit.backoff import Backoff
+from agentkit.backoff import Backoff, consul_agent_backoff
 from agentkit.errors import AgentError
 
 log = logging.getLogger("renderer.watch")
@@ -41,7 +41,7 @@ class BlockingWatch:
                  backoff: Backoff | None = None):
         self.source, self.fetch, self.deliver, self.wait = source, fetch, deliver, wait
         self.index = start_index
-        self.backoff = backoff or Backoff(initial=0.25, cap=10.0)
+        self.backoff = backoff or consul_agent_backoff()
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, name=f"watch-{source}", daemon=True)
 
