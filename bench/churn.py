@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.churn [--seconds 60] [--rate 50] [--wait 200ms:2s]
 
-A private Consul dev agent and nginx; ``renderer run --wait MIN:MAX`` on the
+A private one-server Consul and nginx; ``renderer run --wait MIN:MAX`` on the
 default http template. A stable base (``--services`` services x 3 instances)
 is registered first; then, for ``--seconds``, ``--rate`` registrations and
 ``--rate`` deregistrations per second go straight to Consul's catalog API
@@ -37,8 +37,7 @@ from pathlib import Path
 import requests
 
 from bench.common import check, emit_json, loadavg, log_times, print_checks, say, summarize
-from bench.renderer_scale import CONSUL_BINARY, NGINX_BINARY, count_log, cpu_seconds, node_name, renderer_args
-from tests.support.consul_agent import ConsulAgent
+from bench.renderer_scale import NGINX_BINARY, count_log, cpu_seconds, node_name, production_consul, renderer_args
 from tests.support.nginx_server import Nginx
 from tests.support.waiting import terminate
 
@@ -119,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     expected: set[tuple[str, str]] = set()
     with contextlib.ExitStack() as stack:
         stack.callback(lambda: None if args.keep_logs else subprocess.run(["rm", "-rf", str(workdir)]))
-        agent = ConsulAgent(CONSUL_BINARY).start()
+        agent = production_consul().start()
         stack.callback(agent.close)
         nginx = Nginx(NGINX_BINARY).start()
         stack.callback(nginx.close)

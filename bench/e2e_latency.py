@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.e2e_latency [--runs 20] [--floor-samples 10]
 
-Both daemons run as operators run them, on a private Consul dev agent and a
+Both daemons run as operators run them, on a private one-server Consul and a
 private nginx: ``registrar run --ip 127.0.0.1`` on the machine's dockerd, and
 ``renderer run`` on the default templates (``templates/http``, ``templates/stream``).
 
@@ -40,7 +40,7 @@ import requests
 
 from bench.common import (LABEL, REGISTRAR, RENDERER, ROOT, DockerGone, Engines, check, docker, emit_json, loadavg,
                           log_times, print_checks, say, summarize)
-from bench.renderer_scale import CONSUL_BINARY, NGINX_BINARY, count_log, nginx_body
+from bench.renderer_scale import NGINX_BINARY, count_log, nginx_body, production_consul
 from tests.support.consul_agent import ConsulAgent
 from tests.support.daemon_process import DaemonProcess
 from tests.support.nginx_server import Nginx
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         engines = Engines()
         stack.callback(engines.stop)  # stops dockerd only if this bench started it
         image = engines.current.busybox_image()
-        agent = ConsulAgent(CONSUL_BINARY).start()
+        agent = production_consul().start()
         stack.callback(agent.close)
         nginx = Nginx(NGINX_BINARY).start()
         stack.callback(nginx.close)

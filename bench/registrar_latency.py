@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.registrar_latency [--runs 20] [--containers 200] [--skip-latency] [--skip-startup]
 
-Starts its own Consul dev agent and uses the running dockerd (or starts one).
+Starts its own one-server Consul and uses the running dockerd (or starts one).
 
 1. Latency: ``registrar run`` as a subprocess; for each run a busybox
    container started with ``docker run -d -P -l SERVICE_NAME=...`` (the CLI, as
@@ -39,7 +39,7 @@ import requests
 
 from bench.common import (LABEL, REGISTRAR, DockerGone, Engines, check, docker, emit_json, loadavg, print_checks,
                           say)
-from bench.renderer_scale import CONSUL_BINARY, percentile
+from bench.renderer_scale import percentile, production_consul
 from tests.support.consul_agent import ConsulAgent
 from tests.support.waiting import terminate
 
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         engines = Engines()
         stack.callback(engines.stop)  # stops dockerd only if this bench started it
         image = engines.current.busybox_image()
-        agent = ConsulAgent(CONSUL_BINARY).start()
+        agent = production_consul().start()
         stack.callback(agent.close)
         stack.callback(engines.remove_labelled, run_id)
         if not args.skip_latency:

@@ -29,13 +29,12 @@ import orjson
 import requests
 
 from bench.common import emit_json, loadavg, say
-from bench.renderer_scale import (CONSUL_BINARY, DOMAIN, NGINX_BINARY, TEMPLATE, instance_id, node_name,
-                                  parse_sizes, register_catalog, service_name, txn)
+from bench.renderer_scale import (DOMAIN, NGINX_BINARY, TEMPLATE, instance_id, node_name,
+                                   parse_sizes, production_consul, register_catalog, service_name, txn)
 from renderer import catalog as catalog_module
 from renderer.consul_data import NODE_DUMP
 from renderer.template_api import TemplateData
 from renderer.templates import TemplateLoader
-from tests.support.consul_agent import ConsulAgent
 from tests.support.nginx_server import Nginx
 
 STAGES = ("consul_serves_node_dump", "orjson_decode", "from_node_dump", "render", "write", "nginx_t",
@@ -45,7 +44,7 @@ STAGES = ("consul_serves_node_dump", "orjson_decode", "from_node_dump", "render"
 def bench_size(services: int, changes: int) -> dict:
     times: dict[str, list[float]] = {stage: [] for stage in STAGES}
     with contextlib.ExitStack() as stack:
-        agent = ConsulAgent(CONSUL_BINARY).start()
+        agent = production_consul().start()
         stack.callback(agent.close)
         nginx = Nginx(NGINX_BINARY).start()
         stack.callback(nginx.close)

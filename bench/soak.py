@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.soak [--minutes 30] [--containers 12] [--seed N]
 
-Starts a private Consul dev agent and a private nginx (tests/support), uses the
+Starts a private one-server Consul and a private nginx (tests/support), uses the
 running dockerd (or starts one), runs ``registrar run --ip 127.0.0.1 --cleanup``
 and ``renderer run`` with the default templates as subprocesses. For the
 duration, containers (at most ``--containers`` at once, ports published on
@@ -35,7 +35,7 @@ from pathlib import Path
 import docker.errors
 import requests
 
-from tests.support.consul_agent import ConsulAgent
+from bench.renderer_scale import production_consul
 from tests.support.docker_engine import DockerEngine
 from tests.support.nginx_server import Nginx
 from tests.support.probe import Probe
@@ -152,7 +152,7 @@ def main() -> None:
 
     engine = DockerEngine().start()
     image = engine.busybox_image()
-    agent = ConsulAgent(shutil.which("consul") or "/usr/local/bin/consul").start()
+    agent = production_consul().start()
     nginx = Nginx(shutil.which("nginx") or "/usr/sbin/nginx").start()
     web = WebContainers(engine, image, run_id)
     churn = Churn(web, run_id, args.containers, rng)
