@@ -31,6 +31,10 @@ error_log {prefix}/logs/error.log warn;
 events {{ worker_connections 256; }}
 http {{
     access_log off;
+    # As examples/nginx.conf: one virtual host per service outgrows the defaults,
+    # and nginx then searches hash sizes on every check and reload (the benches' 5,000).
+    server_names_hash_max_size 16384;
+    server_names_hash_bucket_size 128;
     client_body_temp_path {prefix}/tmp/body;
     proxy_temp_path {prefix}/tmp/proxy;
     fastcgi_temp_path {prefix}/tmp/fastcgi;
