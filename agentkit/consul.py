@@ -20,12 +20,13 @@ import dataclasses
 import ipaddress
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import consul
 import consul.base
 import consul.std
-import orjson
+import msgspec
 import requests
 
 from .errors import ConfigError, ConsulDenied, ConsulUnavailable
@@ -105,8 +106,13 @@ class Consul(consul.std.Consul):
             # The local agent: compressing megabytes only to inflate them again costs both sides CPU.
             self.http.session.headers["Accept-Encoding"] = "identity"
 
-    def get_json(self, path: str, params: dict | None = None, timeout: float | None = None):
-        """GET an endpoint python-consul2 does not wrap; returns (index, body)."""
+    def get_json(self, path: str, params: dict | None = None, timeout: float | None = None,
+                 decode: Callable[[bytes], object] = msgspec.json.decode):
+        """GET an endpoint python-consul2 does not wrap; returns (index, decoded body).
+
+        ``decode`` turns the body's bytes into data; the default builds plain
+        Python objects, a typed decoder (the renderer's node dump) may build less.
+        """
         url = f"{self.address}{path}"
         with translate_errors(self.address):
             response = self.http.session.get(url, params=params or {}, timeout=timeout or self.http.timeout)
@@ -114,8 +120,7 @@ class Consul(consul.std.Consul):
                 consul.base.CB._status(_as_base_response(response))
             index = int(response.headers.get("X-Consul-Index", 0))
             # 404 is how KV says "nothing under this prefix"; the index still counts.
-            # orjson: the catalog is megabytes at a few thousand services, decoded on every change.
-            return index, (None if response.status_code == 404 else orjson.loads(response.content))
+            return index, (None if response.status_code == 404 else decode(response.content))
 
     def close(self) -> None:
         self.http.session.close()

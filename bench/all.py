@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in payload["results"]:
                 m = r["median_ms"]
                 rows.append(check(f"stages {r['services']}x3: Consul dump / decode / build / render / nginx -t (ms)",
-                                  f"{m['consul_serves_node_dump']:.0f} / {m['orjson_decode']:.0f} / "
+                                  f"{m['consul_serves_node_dump']:.0f} / {m['decode']:.0f} / "
                                   f"{m['from_node_dump']:.0f} / {m['render']:.0f} / {m['nginx_t']:.0f}", None, ""))
         else:
             rows.extend(payload.get("checks", []))

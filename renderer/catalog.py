@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from . import untrusted
+from .node_dump import NodeEntry, ServiceEntry
 
 PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
 _SEVERITY = {PASSING: 0, WARNING: 1, CRITICAL: 2}
@@ -136,35 +137,36 @@ def _admit(node: str, service_id: str, name, address, port, tags, meta) -> str |
     return next((p for p in problems if p), None)
 
 
-def from_node_dump(dump: list, previous: Catalog | None = None) -> Catalog:
-    """Build a catalog from ``/v1/internal/ui/nodes``.
+def from_node_dump(dump: Iterable[NodeEntry], previous: Catalog | None = None) -> Catalog:
+    """Build a catalog from ``/v1/internal/ui/nodes``, decoded by ``renderer.node_dump``.
 
     With ``previous``, an instance whose Consul ``ModifyIndex`` (and node
-    address) did not move is not parsed and checked again: the previous
-    object is reused, with a new status only if its checks changed. That
-    keeps a wake-up in a large catalog cheap, and makes the per-dependency
+    address) did not move is not checked again: the previous object is
+    reused, with a new status only if its checks changed. That keeps a
+    wake-up in a large catalog cheap, and makes the per-dependency
     comparisons after it mostly identity checks.
     """
     memo = previous._memo if previous is not None else {}
     new_memo: dict = {}
     nodes, instances, rejected = [], [], []
-    for entry in dump or ():
-        node_name, node_address = entry.get("Node"), entry.get("Address")
-        node = _node(node_name, node_address, entry.get("Meta"))
+    for entry in dump:
+        node_name, node_address = entry.Node, entry.Address
+        node = _node(node_name, node_address, entry.Meta)
         if isinstance(node, Rejected):
             rejected.append(node)
             continue
         nodes.append(node)
         node_checks, service_checks = [], {}
-        for check in entry.get("Checks") or ():
-            if check.get("ServiceID"):
-                service_checks.setdefault(check["ServiceID"], []).append(check.get("Status"))
+        for check in entry.Checks or ():
+            if check.ServiceID:
+                service_checks.setdefault(check.ServiceID, []).append(check.Status)
             else:
-                node_checks.append(check.get("Status"))
-        for service in entry.get("Services") or ():
-            service_id = service.get("ID")
+                node_checks.append(check.Status)
+        node_status = aggregate_status(node_checks)
+        for service in entry.Services or ():
+            service_id = service.ID
             key = (node_name, service_id)
-            version = (service.get("ModifyIndex"), node_address)
+            version = (service.ModifyIndex, node_address)
             known = memo.get(key)
             if known is not None and known[0] == version and version[0] is not None:
                 built = known[1]
@@ -174,7 +176,8 @@ def from_node_dump(dump: list, previous: Catalog | None = None) -> Catalog:
             if isinstance(built, Rejected):
                 rejected.append(built)
                 continue
-            status = aggregate_status(node_checks + service_checks.get(service_id, []))
+            own = service_checks.get(service_id)
+            status = aggregate_status([node_status, *own]) if own else node_status
             instances.append(built if built.status == status else dataclasses.replace(built, status=status))
     built_catalog = Catalog(nodes, instances, rejected)
     built_catalog._memo = new_memo
@@ -189,15 +192,14 @@ def _node(name, address, meta) -> Node | Rejected:
     return Node(name, address, _frozen_meta(_safe_meta(meta)))
 
 
-def _instance(node_name: str, node_address: str, service: Mapping) -> Instance | Rejected:
-    service_id = service.get("ID")
-    address = service.get("Address") or node_address
-    tags, meta = service.get("Tags") or [], service.get("Meta") or {}
-    problem = _admit(node_name, service_id, service.get("Service"), address, service.get("Port"), tags, meta)
+def _instance(node_name: str, node_address: str, service: ServiceEntry) -> Instance | Rejected:
+    service_id = service.ID
+    address = service.Address or node_address
+    tags, meta = service.Tags or (), service.Meta or {}
+    problem = _admit(node_name, service_id, service.Service, address, service.Port, tags, meta)
     if problem:
-        return Rejected(node_name, str(service_id), problem)
-    return Instance(service_id, service["Service"], address, service["Port"], tuple(tags), _frozen_meta(meta),
-                    node_name, PASSING)
+        return Rejected(node_name, service_id, problem)
+    return Instance(service_id, service.Service, address, service.Port, tags, _frozen_meta(meta), node_name, PASSING)
 
 
 def _safe_meta(meta) -> dict:

@@ -19,6 +19,7 @@ from agentkit.consul import Consul
 
 from . import catalog as catalog_module
 from . import kv as kv_module
+from . import node_dump
 from .catalog import Catalog
 from .kv import KvSnapshot
 from .template_api import CATALOG_KINDS, TemplateData
@@ -36,7 +37,7 @@ def _blocking_params(index: int, wait: float | None) -> tuple[dict, float | None
 def fetch_catalog(client: Consul, index: int = 0, wait: float | None = None,
                   previous: Catalog | None = None) -> tuple[int, Catalog]:
     params, timeout = _blocking_params(index, wait)
-    new_index, dump = client.get_json(NODE_DUMP, params, timeout)
+    new_index, dump = client.get_json(NODE_DUMP, params, timeout, decode=node_dump.decode)
     return new_index, catalog_module.from_node_dump(dump, previous)
 
 

@@ -1,14 +1,19 @@
 import json
 from pathlib import Path
 
-from renderer import catalog, snapshot
+import pytest
+
+from renderer import catalog, node_dump as node_dump_module, snapshot
 from renderer.catalog import CRITICAL, PASSING, WARNING, aggregate_status
+from renderer.errors import ConsulAnswerMalformed
 
 SEED = Path(__file__).parent / "catalogs" / "seed.json"
 
 
 def node_dump(services, checks=(), node="n1", address="10.1.1.1"):
-    return [{"Node": node, "Address": address, "Meta": {}, "Services": list(services), "Checks": list(checks)}]
+    """A one-node dump, through the same decoder as Consul's bytes."""
+    entries = [{"Node": node, "Address": address, "Meta": {}, "Services": list(services), "Checks": list(checks)}]
+    return node_dump_module.decode(json.dumps(entries).encode())
 
 
 def svc(service_id, name="web", port=80, address="", tags=("http",), meta=None, index=1):
@@ -123,3 +128,28 @@ def test_a_new_modify_index_is_parsed_and_checked_again():
     assert second.instances == () and second.rejected[0].service_id == "a"
     again = catalog.from_node_dump(node_dump([hostile]), previous=second)
     assert again.rejected[0].service_id == "a", "a memoised rejection is still reported"
+
+
+def test_the_node_dump_decoder_keeps_what_the_catalog_reads_and_allows_nulls():
+    body = json.dumps([
+        {"ID": "", "Node": "n1", "Address": "10.0.0.1", "TaggedAddresses": None, "Meta": None,
+         "Services": [{"ID": "a", "Service": "web", "Tags": None, "Address": "", "Meta": None, "Port": 80,
+                       "Weights": {"Passing": 1, "Warning": 1}, "Proxy": {"MeshGateway": {}, "Expose": {}},
+                       "Connect": {}, "CreateIndex": 7, "ModifyIndex": 9}],
+         "Checks": [{"Node": "n1", "CheckID": "serfHealth", "Status": "passing", "ServiceID": "",
+                     "Output": "x" * 1000, "Definition": {}}]},
+        {"Node": "n2", "Address": "10.0.0.2", "Services": None, "Checks": None},
+    ]).encode()
+    built = catalog.from_node_dump(node_dump_module.decode(body))
+    assert [(i.id, i.address, i.port, i.tags, dict(i.meta), i.status) for i in built.instances] == [
+        ("a", "10.0.0.1", 80, (), {}, PASSING)]
+    assert [n.name for n in built.nodes] == ["n1", "n2"]
+    assert node_dump_module.decode(b"null") == []
+
+
+def test_a_node_dump_that_breaks_consuls_types_is_refused_naming_the_field():
+    body = json.dumps([{"Node": "n1", "Address": "a", "Services": [{"ID": "a", "Port": "80"}]}]).encode()
+    with pytest.raises(ConsulAnswerMalformed, match=r"Expected `int`, got `str` - at `\$\[0\]\.Services\[0\]\.Port`"):
+        node_dump_module.decode(body)
+    with pytest.raises(ConsulAnswerMalformed, match="node dump"):
+        node_dump_module.decode(b"<html>")
