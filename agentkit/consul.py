@@ -107,20 +107,30 @@ class Consul(consul.std.Consul):
             self.http.session.headers["Accept-Encoding"] = "identity"
 
     def get_json(self, path: str, params: dict | None = None, timeout: float | None = None,
-                 decode: Callable[[bytes], object] = msgspec.json.decode):
+                 decode: Callable[[bytes], object] = msgspec.json.decode, absent_ok: bool = False):
         """GET an endpoint python-consul2 does not wrap; returns (index, decoded body).
 
         ``decode`` turns the body's bytes into data; the default builds plain
         Python objects, a typed decoder (the renderer's node dump) may build less.
+        With ``absent_ok``, a 404 is data (KV's "nothing under this prefix",
+        body None); anywhere else a 404 or a body that does not decode means the
+        address is not the Consul we expect, and that is an error, never an
+        empty answer: an empty catalog would empty nginx.
         """
         url = f"{self.address}{path}"
         with translate_errors(self.address):
             response = self.http.session.get(url, params=params or {}, timeout=timeout or self.http.timeout)
+            index = int(response.headers.get("X-Consul-Index", 0))
+            if response.status_code == 404 and absent_ok:
+                return index, None
+            if response.status_code == 404:
+                raise ConsulUnavailable(f"{self.address} has no {path} (HTTP 404): is it a Consul agent?")
             if response.status_code >= 400:  # decode the body only to explain a failure
                 consul.base.CB._status(_as_base_response(response))
-            index = int(response.headers.get("X-Consul-Index", 0))
-            # 404 is how KV says "nothing under this prefix"; the index still counts.
-            return index, (None if response.status_code == 404 else decode(response.content))
+        try:
+            return index, decode(response.content)
+        except msgspec.DecodeError as error:
+            raise ConsulUnavailable(f"the answer of {self.address} to {path} is not what Consul sends: {error}") from None
 
     def close(self) -> None:
         self.http.session.close()

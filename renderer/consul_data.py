@@ -44,7 +44,7 @@ def fetch_catalog(client: Consul, index: int = 0, wait: float | None = None,
 def fetch_kv(client: Consul, prefix: str, index: int = 0, wait: float | None = None) -> tuple[int, KvSnapshot]:
     params, timeout = _blocking_params(index, wait)
     params["recurse"] = "true"
-    new_index, entries = client.get_json(f"/v1/kv/{prefix}", params, timeout)
+    new_index, entries = client.get_json(f"/v1/kv/{prefix}", params, timeout, absent_ok=True)
     return new_index, kv_module.from_consul_entries(prefix, entries)
 
 

@@ -20,10 +20,6 @@ class CatalogFileError(RendererError):
     """A --catalog snapshot file is unreadable or malformed."""
 
 
-class ConsulAnswerMalformed(RendererError):
-    """Consul answered with data that does not have the shape its API promises."""
-
-
 class CommandFailed(RendererError):
     """The check or reload command failed; carries its most telling output line."""
 

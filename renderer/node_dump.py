@@ -11,17 +11,17 @@ hold strings, numbers, tuples of strings and string maps). Measured on the
 
 The types are the ones Consul's Go structs guarantee (a port is always an
 integer, tags a list of strings, meta a string map, and each may be null).
-A dump that does not fit them is refused whole with the path of the first
-misfit, and the watch keeps the last good config: that would be a Consul
-whose API changed, not a hostile registration (hostile *values* fit the
-types and are judged by ``renderer.untrusted`` one instance at a time).
+A dump that does not fit them is refused whole (``msgspec.DecodeError``
+naming the path of the first misfit, which ``Consul.get_json`` turns into
+the operator's line) and the watch keeps the last good config: that would
+be a Consul whose API changed or an address that is not Consul, not a
+hostile registration (hostile *values* fit the types and are judged by
+``renderer.untrusted`` one instance at a time).
 """
 
 from __future__ import annotations
 
 import msgspec
-
-from .errors import ConsulAnswerMalformed
 
 
 class ServiceEntry(msgspec.Struct, frozen=True, gc=False):
@@ -51,9 +51,5 @@ _DECODER = msgspec.json.Decoder(list[NodeEntry] | None)
 
 
 def decode(body: bytes) -> list[NodeEntry]:
-    """The node dump's entries; ConsulAnswerMalformed if it does not fit Consul's own types."""
-    try:
-        return _DECODER.decode(body) or []
-    except msgspec.DecodeError as error:
-        raise ConsulAnswerMalformed(f"Consul's node dump ({len(body)} bytes) is not what the renderer "
-                                    f"reads: {error}") from None
+    """The node dump's entries (msgspec.DecodeError if it does not fit Consul's own types)."""
+    return _DECODER.decode(body) or []

@@ -1,8 +1,12 @@
 """The command-line contract: render, snapshot, once against a missing Consul."""
 
+import http.server
 import json
+import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.support.ports import free_port
 from tests.support.renderer_process import RENDERER, run_once
@@ -71,3 +75,42 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path):
     result = run_once("--template", "nocolon")
     assert result.returncode == 2
     assert result.stderr.strip() == "renderer: --template 'nocolon': expected SRC:DEST"
+
+
+class NotConsul(http.server.ThreadingHTTPServer):
+    """Some other web server at the address the operator gave as Consul's."""
+
+    def __init__(self, status: int, body: bytes):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+@pytest.mark.parametrize("status, body, expected", [
+    (404, b"no such site\n", "has no /v1/internal/ui/nodes (HTTP 404): is it a Consul agent?"),
+    (200, b"<html>hello</html>", "to /v1/internal/ui/nodes is not what Consul sends: JSON is malformed"),
+    (200, b'[{"Node": "n", "Services": [{"ID": "a", "Port": "80"}]}]',
+     "is not what Consul sends: Expected `int`, got `str` - at `$[0].Services[0].Port`"),
+])
+def test_once_refuses_an_address_that_is_not_consul_and_writes_nothing(tmp_path, status, body, expected):
+    """An empty or unreadable answer is an error, never an empty catalog: that would empty nginx."""
+    server = NotConsul(status, body)
+    try:
+        result = run_once("--consul-addr", f"127.0.0.1:{server.server_port}", "--template",
+                          f"{HTTP_TEMPLATE}:{tmp_path / 'out.conf'}", "--var", "domain=x")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("renderer: ") and expected in line, line
+    assert not (tmp_path / "out.conf").exists()
