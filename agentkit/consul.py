@@ -130,7 +130,8 @@ class Consul(consul.std.Consul):
         try:
             return index, decode(response.content)
         except msgspec.DecodeError as error:
-            raise ConsulUnavailable(f"the answer of {self.address} to {path} is not what Consul sends: {error}") from None
+            raise ConsulUnavailable(
+                f"the answer of {self.address} to {path} is not what Consul sends: {error}") from None
 
     def close(self) -> None:
         self.http.session.close()

@@ -1,9 +1,10 @@
 """The catalog as plain, immutable data: nodes, service instances, health.
 
-Built from one of two sources, both pure functions of parsed JSON:
+Built from one of two sources, both pure functions of decoded JSON:
 
 * Consul's node dump (``/v1/internal/ui/nodes``: every node with its services
-  and checks, in one response; see ``renderer.consul_data`` for why), and
+  and checks, in one response; see ``renderer.consul_data`` for why), as
+  decoded by ``renderer.node_dump``, and
 * a snapshot file (``renderer snapshot`` writes it, ``--catalog`` reads it), so
   a template can be tested with no cluster.
 
