@@ -253,9 +253,7 @@ class Daemon:
         if update.error:
             return
         if update.source == "catalog" and update.data is not None:
-            accepted = self.guard.offer(self.data.catalog, update.data, update.reset, self.clock())
-            if accepted is not None:
-                self._use_catalog(accepted)
+            self._use_catalog(self.guard.offer(self.data.catalog, update.data, update.reset, self.clock()))
         elif update.source == "kv" and update.data is not None:
             self.data = TemplateData(self.data.catalog, update.data)
             self.quiescence.changed(self.clock())

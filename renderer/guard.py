@@ -10,17 +10,19 @@ lost its state"). So a new catalog is *suspicious* when
 * more than half of the instances we route to vanish at once (and there were
   at least ``min_instances``);
 
-and then the last good catalog stays in force while the new one is held, for
-at most ``grace`` seconds. A held catalog is accepted as soon as it no longer
-loses anything (the services came back), or when the grace period ends (the
-loss was real). Pure: time is passed in.
+and then the instances it lost stay in nginx while it is held, for at most
+``grace`` seconds; everything else in it (additions, new ports, health) is
+rendered at once, so a deploy during an outage still reaches nginx. The hold
+ends as soon as the new catalog no longer lacks any of them (the services
+came back), or when the grace period ends (the loss was real). Pure: time is
+passed in.
 """
 
 from __future__ import annotations
 
 import logging
 
-from .catalog import Catalog
+from .catalog import Catalog, Instance, Node
 
 log = logging.getLogger("renderer")
 
@@ -28,35 +30,40 @@ log = logging.getLogger("renderer")
 class CatalogGuard:
     def __init__(self, grace: float = 30.0, min_instances: int = 10, drop_ratio: float = 0.5):
         self.grace, self.min_instances, self.drop_ratio = grace, min_instances, drop_ratio
-        self.held: Catalog | None = None
+        self.held: Catalog | None = None        # the newest catalog as Consul has it, while holding
+        self.kept: tuple[Instance, ...] = ()    # what the hold keeps routing to
+        self.kept_nodes: dict[str, Node] = {}
         self.since: float | None = None
 
     @property
     def holding(self) -> bool:
         return self.held is not None
 
-    def offer(self, current: Catalog | None, new: Catalog, reset: bool, now: float) -> Catalog | None:
-        """The catalog to render now, or None to keep ``current`` in force."""
+    def offer(self, current: Catalog | None, new: Catalog, reset: bool, now: float) -> Catalog:
+        """The catalog to render now: ``new``, or while holding ``new`` plus the instances it lost."""
         if current is None or self.grace <= 0:
             return self._accept(new)
-        before = current.routes
-        lost = before - new.routes
         if self.holding:
-            if not lost:
+            self.held = new
+            missing = self._missing(new)
+            if not missing:
                 log.info("catalog recovered after %.1fs: rendering it", now - self.since)
                 return self._accept(new)
-            self.held = new
-            return None
+            return _with_instances(new, missing, self.kept_nodes)
+        before = current.routes
+        lost = before - new.routes
         if reset and lost:
             reason = "the catalog index went backwards (Consul restarted or restored)"
         elif len(before) >= self.min_instances and len(lost) > self.drop_ratio * len(before):
             reason = f"{len(lost)} of {len(before)} instances vanished at once"
         else:
             return self._accept(new)
-        log.warning("%s: keeping the last good config for up to %gs unless the services come back",
-                    reason, self.grace)
+        log.warning("%s: keeping its %d lost instance(s) in nginx for up to %gs unless they come back; "
+                    "other changes are rendered meanwhile", reason, len(lost), self.grace)
+        self.kept = tuple(i for i in current.instances if (i.name, i.address, i.port) in lost)
+        self.kept_nodes = {node.name: node for node in current.nodes}
         self.held, self.since = new, now
-        return None
+        return _with_instances(new, self.kept, self.kept_nodes)
 
     def due_in(self, now: float) -> float | None:
         if not self.holding:
@@ -64,12 +71,27 @@ class CatalogGuard:
         return max(0.0, self.since + self.grace - now)
 
     def release(self, now: float) -> Catalog | None:
-        """The held catalog once its grace period is over, else None."""
+        """The newest catalog once the grace period is over (the loss was real), else None."""
         if not self.holding or now < self.since + self.grace:
             return None
-        log.warning("the catalog stayed without %s for %gs: accepting it", "the missing instances", self.grace)
+        log.warning("the catalog stayed without %d of the kept instance(s) for %gs: accepting it",
+                    len(self._missing(self.held)), self.grace)
         return self._accept(self.held)
+
+    def _missing(self, catalog: Catalog) -> tuple[Instance, ...]:
+        routes = catalog.routes
+        return tuple(i for i in self.kept if (i.name, i.address, i.port) not in routes)
 
     def _accept(self, catalog: Catalog) -> Catalog:
         self.held = self.since = None
+        self.kept, self.kept_nodes = (), {}
         return catalog
+
+
+def _with_instances(catalog: Catalog, extra: tuple[Instance, ...], nodes: dict[str, Node]) -> Catalog:
+    """``catalog`` plus ``extra`` instances (and the nodes they live on, if it lost those too)."""
+    present = {node.name for node in catalog.nodes}
+    extra_nodes = [nodes[name] for name in sorted({i.node for i in extra} - present) if name in nodes]
+    merged = Catalog([*catalog.nodes, *extra_nodes], [*catalog.instances, *extra], catalog.rejected)
+    merged._memo = catalog._memo  # the next dump is compared with what Consul had, not with the kept extras
+    return merged

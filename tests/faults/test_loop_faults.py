@@ -29,7 +29,7 @@ def catalog_entry(agent, name: str) -> list[dict]:
 
 
 def test_consul_restarted_empty_loses_no_request(loop, consul_agent):
-    """Case 1: the agent stops for 5 s and comes back empty; not one probe fails.
+    """Case 1: the agent stops for 5 s and comes back empty; not one probe fails, and a deploy meanwhile is served.
 
     The registrar is paused (SIGSTOP) from just before Consul starts again
     until the renderer has seen the empty catalog: otherwise which of the two
@@ -64,6 +64,11 @@ def test_consul_restarted_empty_loses_no_request(loop, consul_agent):
             renderer.wait_for_log("the catalog index went backwards", timeout=20)
             assert loop.rendered() == before, "the empty catalog must not be rendered"
             probe.cover(5)  # and the hold, while the registrar is still paused
+            # Only the losses wait: a deploy during the hold reaches nginx at once.
+            deploy = loop.scene.http_backend("deploy")
+            loop.scene.register("deploy", deploy.port, tags=["http"])
+            loop.serving("deploy", "deploy")
+            assert "catalog recovered" not in renderer.log and "accepting it" not in renderer.log
         finally:
             registrar.signal(signal.SIGCONT)
         loop.wait_for(registrar, lambda s: [x["Service"] for x in s.values()] == ["web"], "service restored")
