@@ -47,11 +47,11 @@ TEMPLATE_SETTLE = Wait(0.25, 2.0)
 def tune_garbage_collector() -> None:
     """Collect cycles rarely: the catalog is acyclic data, rebuilt on every change.
 
-    Decoding and building a large catalog allocates hundreds of thousands of
-    containers, and with Python's default thresholds (700 allocations) the
-    cyclic collector runs over and over and scans everything alive. Measured
-    at 1,000 services x 3: fetch and build 54 -> 34 ms; at 5,000: 361 -> 241
-    ms (bench/renderer_stages.py). Cycles are still collected, less often.
+    Building a large catalog allocates tens of thousands of objects, and with
+    Python's default thresholds (700 allocations) the cyclic collector runs
+    over and over and scans everything alive. Measured on the 5,000 x 3 node
+    dump: catalog build 42 -> 14 ms (the decoded dump itself is not tracked,
+    see renderer.node_dump). Cycles are still collected, less often.
     """
     gc.set_threshold(100_000, 50, 1000)
 
