@@ -50,6 +50,11 @@ class Instance:
     node: str
     status: str
 
+    @property
+    def route(self) -> tuple[str, str, int]:
+        """(name, address, port): what nginx routes to for this instance."""
+        return self.name, self.address, self.port
+
     def as_json(self) -> dict:
         return {"id": self.id, "name": self.name, "address": self.address, "port": self.port,
                 "tags": list(self.tags), "meta": dict(self.meta), "node": self.node, "status": self.status}
@@ -88,7 +93,7 @@ class Catalog:
     @functools.cached_property
     def routes(self) -> frozenset[tuple[str, str, int]]:
         """(name, address, port) of every instance: what nginx could route to."""
-        return frozenset((i.name, i.address, i.port) for i in self.instances)
+        return frozenset(i.route for i in self.instances)
 
     def services(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
         """(name, union of tags) for every service, sorted by name."""

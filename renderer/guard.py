@@ -60,7 +60,7 @@ class CatalogGuard:
             return self._accept(new)
         log.warning("%s: keeping its %d lost instance(s) in nginx for up to %gs unless they come back; "
                     "other changes are rendered meanwhile", reason, len(lost), self.grace)
-        self.kept = tuple(i for i in current.instances if (i.name, i.address, i.port) in lost)
+        self.kept = tuple(i for i in current.instances if i.route in lost)
         self.kept_nodes = {node.name: node for node in current.nodes}
         self.held, self.since = new, now
         return _with_instances(new, self.kept, self.kept_nodes)
@@ -80,7 +80,7 @@ class CatalogGuard:
 
     def _missing(self, catalog: Catalog) -> tuple[Instance, ...]:
         routes = catalog.routes
-        return tuple(i for i in self.kept if (i.name, i.address, i.port) not in routes)
+        return tuple(i for i in self.kept if i.route not in routes)
 
     def _accept(self, catalog: Catalog) -> Catalog:
         self.held = self.since = None
