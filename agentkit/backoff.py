@@ -34,3 +34,39 @@ def consul_agent_backoff() -> Backoff:
     cap suits a remote server farm, not an agent on the same host.
     """
     return Backoff(initial=0.25, cap=2.0)
+
+
+def failure_backoff() -> Backoff:
+    """How a failed template, destination or reload is retried: soon at first, then every 30 s.
+
+    Level-triggered: whatever made it fail (a key written again, a directory
+    made writable, a certificate that appeared, nginx restarted) is noticed
+    by trying again, not by waiting for an unrelated change. The cap keeps a
+    permanent failure cheap: one render, or one ``nginx -t``, per 30 s.
+    """
+    return Backoff(initial=1.0, cap=30.0)
+
+
+class Retry:
+    """Something that failed, and when to try it again."""
+
+    def __init__(self, backoff: Backoff | None = None):
+        self.backoff = backoff or failure_backoff()
+        self.at: float | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.at is not None
+
+    def failed(self, now: float) -> float:
+        """Count one more failure; return the delay until the next try."""
+        delay = self.backoff.next()
+        self.at = now + delay
+        return delay
+
+    def succeeded(self) -> None:
+        self.backoff.reset()
+        self.at = None
+
+    def due(self, now: float) -> bool:
+        return self.at is not None and now >= self.at

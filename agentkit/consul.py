@@ -12,6 +12,15 @@ undone because they break our contract:
 We resolve address and token ourselves (flag > environment > default), send
 the token only in the ``X-Consul-Token`` header, and translate transport
 errors into :class:`ConsulUnavailable` messages that name the address only.
+
+Consul over HTTPS takes the settings Consul's own CLI reads, from the same
+environment variables (``CONSUL_CACERT``, ``CONSUL_CAPATH``,
+``CONSUL_CLIENT_CERT``, ``CONSUL_CLIENT_KEY``, ``CONSUL_TLS_SERVER_NAME``,
+``CONSUL_HTTP_SSL_VERIFY``, ``CONSUL_HTTP_SSL``) or flags: a CA to verify
+the agent with, a client certificate for agents with ``verify_incoming``,
+and the name to verify (and send as SNI) when the address is an IP that the
+agent's certificate does not name (``consul tls cert create`` names
+``server.<dc>.consul``, ``localhost`` and ``127.0.0.1``).
 """
 
 from __future__ import annotations
@@ -22,12 +31,14 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import consul
 import consul.base
 import consul.std
 import msgspec
 import requests
+import requests.adapters
 
 from .errors import ConfigError, ConsulDenied, ConsulUnavailable
 
@@ -65,7 +76,91 @@ class ConsulAddress:
 
 
 def resolve_address(flag: str | None, environ=os.environ) -> ConsulAddress:
-    return ConsulAddress.parse(flag or environ.get("CONSUL_HTTP_ADDR") or DEFAULT_ADDRESS)
+    """Flag > CONSUL_HTTP_ADDR > default; ``CONSUL_HTTP_SSL=true`` makes a scheme-less address https."""
+    text = flag or environ.get("CONSUL_HTTP_ADDR") or DEFAULT_ADDRESS
+    address = ConsulAddress.parse(text)
+    if "://" not in text and _truthy(environ.get("CONSUL_HTTP_SSL", ""), "CONSUL_HTTP_SSL"):
+        address = dataclasses.replace(address, scheme="https")
+    return address
+
+
+TLS_ENVIRONMENT = {"ca_file": "CONSUL_CACERT", "ca_path": "CONSUL_CAPATH", "cert_file": "CONSUL_CLIENT_CERT",
+                   "key_file": "CONSUL_CLIENT_KEY", "server_name": "CONSUL_TLS_SERVER_NAME"}
+TLS_FLAGS = {"ca_file": "--consul-cacert", "ca_path": "--consul-capath", "cert_file": "--consul-client-cert",
+             "key_file": "--consul-client-key", "server_name": "--consul-tls-server-name"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsulTLS:
+    """How to verify an agent served over HTTPS, and how to prove who we are to it."""
+
+    ca_file: str | None = None
+    ca_path: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+    verify: bool = True
+
+    def configure(self, session: requests.Session) -> None:
+        if not self.verify:
+            session.verify = False
+        elif self.ca_file or self.ca_path:
+            session.verify = self.ca_file or self.ca_path
+        if self.cert_file:
+            session.cert = (self.cert_file, self.key_file) if self.key_file else self.cert_file
+        if self.server_name:
+            session.mount("https://", _ServerNameAdapter(self.server_name))
+
+
+def resolve_tls(given: dict, environ=os.environ, origin: str = "flag") -> ConsulTLS:
+    """TLS settings: ``given`` (flags, or a file's values) beat the environment, key by key.
+
+    ``given`` maps ``ca_file``, ``ca_path``, ``cert_file``, ``key_file``,
+    ``server_name`` and ``skip_verify``; None means "not given".
+    """
+    values, names = {}, {}
+    for key, variable in TLS_ENVIRONMENT.items():
+        if given.get(key):
+            values[key], names[key] = given[key], TLS_FLAGS[key] if origin == "flag" else f"{origin} {key}"
+        elif environ.get(variable):
+            values[key], names[key] = environ[variable], variable
+    verify = True
+    if given.get("skip_verify") is not None:
+        verify = not given["skip_verify"]
+    elif environ.get("CONSUL_HTTP_SSL_VERIFY"):
+        verify = _truthy(environ["CONSUL_HTTP_SSL_VERIFY"], "CONSUL_HTTP_SSL_VERIFY")
+    for key in ("ca_file", "cert_file", "key_file"):
+        if key in values and not os.access(values[key], os.R_OK):
+            raise ConfigError(f"{names[key]} {values[key]}: no such readable file")
+    if "ca_path" in values and not os.path.isdir(values["ca_path"]):
+        raise ConfigError(f"{names['ca_path']} {values['ca_path']}: no such directory")
+    if ("key_file" in values) != ("cert_file" in values):
+        given_one = names.get("cert_file") or names.get("key_file")
+        raise ConfigError(f"{given_one}: a client certificate needs both its certificate and its key "
+                          f"({TLS_FLAGS['cert_file']} and {TLS_FLAGS['key_file']})")
+    return ConsulTLS(verify=verify, **values)
+
+
+def _truthy(text: str, name: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name}={text!r}: expected true or false")
+
+
+class _ServerNameAdapter(requests.adapters.HTTPAdapter):
+    """Verify (and send as SNI) this name instead of the address's host."""
+
+    def __init__(self, server_name: str):
+        self.server_name = server_name
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["server_hostname"] = self.server_name
+        kwargs["assert_hostname"] = self.server_name
+        super().init_poolmanager(*args, **kwargs)
 
 
 def resolve_token(token: str | None, token_file: str | None, environ=os.environ) -> str | None:
@@ -91,15 +186,24 @@ def _read_token_file(path: str) -> str:
     return token
 
 
+class Answer(NamedTuple):
+    index: int
+    body: object
+    filtered_by_acls: bool = False
+
+
 class Consul(consul.std.Consul):
     """python-consul2's client with explicit address and a header-only token."""
 
-    def __init__(self, address: ConsulAddress, token: str | None = None, timeout: float = 10.0):
+    def __init__(self, address: ConsulAddress, token: str | None = None, timeout: float = 10.0,
+                 tls: ConsulTLS | None = None):
         super().__init__(host=address.host, port=address.port, scheme=address.scheme)
         self.address = address
         # Undo the environment override and keep the token out of URLs.
         self.token = None
         self.http = self.http_connect(address.host, address.port, address.scheme, timeout=timeout)
+        if address.scheme == "https":
+            (tls or ConsulTLS()).configure(self.http.session)
         if token:
             self.http.session.headers["X-Consul-Token"] = token
         if address.is_loopback:
@@ -107,8 +211,8 @@ class Consul(consul.std.Consul):
             self.http.session.headers["Accept-Encoding"] = "identity"
 
     def get_json(self, path: str, params: dict | None = None, timeout: float | None = None,
-                 decode: Callable[[bytes], object] = msgspec.json.decode, absent_ok: bool = False):
-        """GET an endpoint python-consul2 does not wrap; returns (index, decoded body).
+                 decode: Callable[[bytes], object] = msgspec.json.decode, absent_ok: bool = False) -> "Answer":
+        """GET an endpoint python-consul2 does not wrap; returns (index, decoded body, filtered by ACLs).
 
         ``decode`` turns the body's bytes into data; the default builds plain
         Python objects, a typed decoder (the renderer's node dump) may build less.
@@ -121,14 +225,16 @@ class Consul(consul.std.Consul):
         with translate_errors(self.address):
             response = self.http.session.get(url, params=params or {}, timeout=timeout or self.http.timeout)
             index = int(response.headers.get("X-Consul-Index", 0))
+            # Consul 1.11+: the token hid part of the answer.
+            filtered = response.headers.get("X-Consul-Results-Filtered-By-ACLs", "").lower() == "true"
             if response.status_code == 404 and absent_ok:
-                return index, None
+                return Answer(index, None, filtered)
             if response.status_code == 404:
                 raise ConsulUnavailable(f"{self.address} has no {path} (HTTP 404): is it a Consul agent?")
             if response.status_code >= 400:  # decode the body only to explain a failure
                 consul.base.CB._status(_as_base_response(response))
         try:
-            return index, decode(response.content)
+            return Answer(index, decode(response.content), filtered)
         except msgspec.DecodeError as error:
             raise ConsulUnavailable(
                 f"the answer of {self.address} to {path} is not what Consul sends: {error}") from None
@@ -177,6 +283,16 @@ def _reason(error: requests.RequestException) -> str:
     text = str(cause)
     if "Connection refused" in text:
         return "connection refused"
+    if isinstance(error, requests.exceptions.SSLError) or "SSL" in type(cause).__name__:
+        return "TLS handshake failed: " + _ssl_reason(text)
     if "Name or service not known" in text or "getaddrinfo" in text:
         return "unknown host"
     return type(error).__name__
+
+
+def _ssl_reason(text: str) -> str:
+    """'[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: x (_ssl.c:1006)' -> the readable part."""
+    text = re.sub(r"\(_ssl\.c:\d+\)", "", re.sub(r"\[SSL: [A-Z_]+\] ", "", text)).strip(" ()'\"")
+    match = re.search(r"(certificate verify failed[^'\")]*|tlsv1[^'\")]*|hostname[^'\")]*|wrong version number"
+                      r"|record layer failure|unknown ca)", text)
+    return (match[1] if match else text.splitlines()[0][:160]).strip()

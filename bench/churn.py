@@ -13,7 +13,7 @@ oldest churned instance, from a pool of ``--rate`` instances registered
 before the start: each lives about a second.
 
 Measured: renders and nginx reloads (the renderer's ``rendered`` and
-``nginx reload ok`` log lines), the most reloads in any quiescence window
+``nginx reload confirmed`` log lines), the most reloads in any quiescence window
 (target: one), the renderer's CPU from /proc (its own and its reaped
 children's: ``nginx -t`` and ``nginx -s reload``), and after the last call
 the lag until the rendered file holds exactly the final catalog, which must
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
         stack.callback(terminate, daemon, 10)
         deadline = time.monotonic() + 30
-        while rendered_state(output) != expected or "nginx reload ok" not in log_path.read_text(errors="replace"):
+        while rendered_state(output) != expected or "nginx reload confirmed" not in log_path.read_text(errors="replace"):
             if daemon.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"renderer did not render the base: {log_path.read_text()[-2000:]}")
             time.sleep(0.02)
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                    for name in services for s in agent.get(f"/v1/catalog/service/{name}")}
         log_text = log_path.read_bytes()[log_offset:].decode(errors="replace")
         counts = count_log(log_text)
-        reloads = log_times(log_text, "nginx reload ok")
+        reloads = log_times(log_text, "nginx reload confirmed")
         gaps = [(b - a) * 1000 for a, b in zip(reloads, reloads[1:])]
         windows = reloads_per_window(reloads, calls, wait_min, wait_max)
         result.update(

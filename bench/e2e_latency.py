@@ -19,7 +19,7 @@ config answering, (b) a Consul agent registration -> a blocking query on
 ``/v1/internal/ui/nodes`` (the renderer's) returning, (c) ``nginx -t`` on the
 rendered config. floor = a + b + c (medians).
 
-The daemons' log lines (``registered``, ``deregistered``, ``nginx reload ok``)
+The daemons' log lines (``registered``, ``deregistered``, ``nginx reload confirmed``)
 give each run's breakdown: registrar, then renderer pass, then nginx.
 """
 
@@ -170,7 +170,7 @@ def one_run(image: str, run_id: str, name: str, nginx: Nginx, output: Path) -> d
 
 def breakdown(rows: list[dict], registrar_log: str, renderer_log: str) -> None:
     """From the daemons' logs (ms resolution): when the registrar acted and nginx reloaded."""
-    reloads = log_times(renderer_log, "nginx reload ok")
+    reloads = log_times(renderer_log, "nginx reload confirmed")
     for row in rows:
         registered = log_times(registrar_log, f"registered {row['name']} ")
         deregistered = log_times(registrar_log, f"deregistered {row['name']} ")
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "--template-dir", f"{ROOT}/templates/stream:{nginx.stream_d}",
                                   "--var", f"domain={DOMAIN}", "--var", f"http_port={nginx.http_port}",
                                   "--var", "listen_address=127.0.0.1",
-                                  "--check-command", nginx.check_command, "--reload-command", nginx.reload_command,
+                                  *nginx.renderer_args,
                                   "--log-level", "info"], workdir / "renderer.log")
         stack.callback(renderer.stop)
         registrar.wait_for_log("started for host", 20)
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'figure (ms, over ' + str(len(rows)) + ' runs)':<44} {'median':>8} {'p90':>8} {'max':>8}")
     for key, label in (("docker_run_ms", "docker run -d (itself)"), ("run_to_routed_ms", "docker run returned -> routed"),
                        ("run_to_registered_ms", "  of which -> registered (registrar log)"),
-                       ("registered_to_reload_ok_ms", "  registered -> nginx reload ok (renderer log)"),
+                       ("registered_to_reload_ok_ms", "  registered -> nginx reload confirmed (renderer log)"),
                        ("docker_rm_ms", "docker rm -f (itself)"), ("rm_to_file_ms", "docker rm -f returned -> out of file"),
                        ("rm_to_unrouted_ms", "docker rm -f returned -> unrouted"),
                        ("rm_start_to_unrouted_ms", "docker rm -f started -> unrouted"),

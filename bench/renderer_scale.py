@@ -131,7 +131,7 @@ def renderer_args(command: str, agent: ConsulAgent, nginx: Nginx, output: Path, 
             "--template", f"{TEMPLATE}:{output}",
             "--var", f"domain={DOMAIN}", "--var", f"http_port={nginx.http_port}",
             "--var", "listen_address=127.0.0.1",
-            "--check-command", nginx.check_command, "--reload-command", nginx.reload_command,
+            *nginx.renderer_args,
             "--log-level", log_level]
 
 
@@ -291,7 +291,7 @@ def wait_for_content(path: Path, marker: str, timeout: float, poll: float = 0.00
 
 
 def count_log(text: str) -> dict:
-    return {"reloads": len(re.findall(r"nginx reload ok", text)),
+    return {"reloads": len(re.findall(r"nginx reload confirmed", text)),
             "rendered": len(re.findall(r" rendered /", text)),
             "warnings": len(re.findall(r" WARNING ", text)),
             "errors": len(re.findall(r" (?:ERROR|CRITICAL) |Traceback", text))}
@@ -371,7 +371,7 @@ def bench_size(services: int, instances: int, changes: int, served: int, idle_se
         # meanwhile waits for the whole pass (seconds at 5,000 services), so
         # start the timed changes once the first reload is done.
         deadline = time.perf_counter() + 120
-        while "nginx reload ok" not in daemon_log_path.read_text(errors="replace"):
+        while "nginx reload confirmed" not in daemon_log_path.read_text(errors="replace"):
             if daemon.poll() is not None or time.perf_counter() > deadline:
                 raise RuntimeError(f"renderer run did not reload nginx: {daemon_log_path.read_text()[-2000:]}")
             time.sleep(0.01)

@@ -168,8 +168,7 @@ def main() -> None:
     try:
         renderer = RendererDaemon(
             "--consul-addr", agent.address, "--var", f"domain={domain}", "--var", f"http_port={nginx.http_port}",
-            "--var", "listen_address=127.0.0.1", "--check-command", nginx.check_command,
-            "--reload-command", nginx.reload_command,
+            "--var", "listen_address=127.0.0.1", *nginx.renderer_args,
             "--template", f"{HTTP_TEMPLATE}:{nginx.conf_d / 'soak.conf'}",
             "--template", f"{STREAM_TEMPLATE}:{nginx.stream_d / 'soak.conf'}")
         registrar = RegistrarProcess(agent, run_id, ["--ip", "127.0.0.1", "--cleanup", "--resync", "10",

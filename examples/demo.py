@@ -113,7 +113,7 @@ def up() -> None:
         "--template-dir", f"{ROOT / 'templates' / 'http'}:{nginx.conf_d}",
         "--template-dir", f"{ROOT / 'templates' / 'stream'}:{nginx.stream_d}",
         "--var", f"domain={DOMAIN}", "--var", f"http_port={nginx.http_port}", "--var", "listen_address=127.0.0.1",
-        "--check-command", nginx.check_command, "--reload-command", nginx.reload_command])
+        *nginx.renderer_args])
     say(f"    registrar    pid {(RUN / 'registrar.pid').read_text().strip()}, log {RUN / 'registrar.log'}")
     say(f"    renderer     pid {(RUN / 'renderer.pid').read_text().strip()}, log {RUN / 'renderer.log'}")
 
@@ -149,14 +149,14 @@ def up() -> None:
     port = docker("port", "demo-httpfront-2", "80/tcp").splitlines()[0].rsplit(":", 1)[1]
     upstream_line = f"server 127.0.0.1:{port} "
     http_conf = nginx.conf_d / "services.conf"
-    reloads = (RUN / "renderer.log").read_text().count("nginx reload ok")
+    reloads = (RUN / "renderer.log").read_text().count("nginx reload confirmed")
     started = time.monotonic()
     docker("stop", "-t", "5", "demo-httpfront-2")
     stopped = time.monotonic()
     wait_for(lambda: not _catalog_ports(consul, port), 5, "deregistration")
     in_consul = time.monotonic()
     wait_for(lambda: upstream_line not in http_conf.read_text()
-             and (RUN / "renderer.log").read_text().count("nginx reload ok") > reloads, 5, "the reload")
+             and (RUN / "renderer.log").read_text().count("nginx reload confirmed") > reloads, 5, "the reload")
     in_nginx = time.monotonic()
     answers = collections.Counter(get(f"httpfront.{DOMAIN}").text.strip() for _ in range(20))
     say(f"    docker stop took {1000 * (stopped - started):.0f} ms")

@@ -17,7 +17,7 @@ from agentkit import logs
 from agentkit.argv import hide_token_from_ps
 from agentkit.consul import Consul
 from agentkit.errors import AgentError
-from agentkit.options import consul_options, log_level_option
+from agentkit.options import consul_options, log_level_option, version_option
 
 from . import config as config_module
 from .consul_sink import ConsulSink
@@ -71,7 +71,8 @@ def operator_errors(command):
     return wrapper
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@version_option("registrar")
 def main():
     """Register Docker containers as Consul services, registrator-compatible."""
 
@@ -119,7 +120,7 @@ def sync(**options):
 def _build(options: dict) -> tuple[Registrar, config_module.Config]:
     logs.configure(options.get("log_level") or "info", "registrar")
     config = config_module.build(**options)
-    sink = ConsulSink(Consul(config.consul_address, config.consul_token), config.hostname)
+    sink = ConsulSink(Consul(config.consul_address, config.consul_token, tls=config.consul_tls), config.hostname)
     connect(sink, config.retry_attempts, config.retry_interval)
     docker = DockerSource(config.docker_url)
     host_address = config.ip or sink.host_address()

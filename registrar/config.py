@@ -8,7 +8,7 @@ import os
 import re
 import socket
 
-from agentkit.consul import ConsulAddress, resolve_address, resolve_token
+from agentkit.consul import ConsulAddress, ConsulTLS, resolve_address, resolve_tls, resolve_token
 from agentkit.errors import ConfigError
 
 from .desired import DEREGISTER_POLICIES
@@ -24,6 +24,7 @@ _HOSTISH = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$")
 class Config:
     consul_address: ConsulAddress
     consul_token: str | None = dataclasses.field(default=None, repr=False)  # never printed
+    consul_tls: ConsulTLS = ConsulTLS()
     docker_url: str = DEFAULT_DOCKER_URL
     ip: str | None = None
     internal: bool = False
@@ -38,13 +39,18 @@ class Config:
     log_level: str = "info"
 
 
-def build(*, consul_addr=None, consul_token=None, consul_token_file=None, docker_url=None, ip=None,
+def build(*, consul_addr=None, consul_token=None, consul_token_file=None, consul_cacert=None, consul_capath=None,
+          consul_client_cert=None, consul_client_key=None, consul_tls_server_name=None,
+          consul_tls_skip_verify=None, docker_url=None, ip=None,
           internal=False, explicit=False, tags=None, resync=None, cleanup=False, deregister=None,
           hostname=None, retry_attempts=None, retry_interval=None, log_level=None,
           environ=os.environ) -> Config:
     """Flags > environment > defaults; every problem is a ConfigError naming the flag."""
     address = resolve_address(consul_addr, environ)
     token = resolve_token(consul_token, consul_token_file, environ)
+    tls = resolve_tls({"ca_file": consul_cacert, "ca_path": consul_capath, "cert_file": consul_client_cert,
+                       "key_file": consul_client_key, "server_name": consul_tls_server_name,
+                       "skip_verify": consul_tls_skip_verify}, environ)
     if ip is not None:
         ip = ip.strip()
         if not _is_ip_or_host(ip):
@@ -68,7 +74,7 @@ def build(*, consul_addr=None, consul_token=None, consul_token_file=None, docker
     retry_interval = DEFAULT_RETRY_INTERVAL_MS if retry_interval is None else int(retry_interval)
     if retry_interval < 0:
         raise ConfigError("--retry-interval must be a number of milliseconds, at least 0")
-    return Config(consul_address=address, consul_token=token,
+    return Config(consul_address=address, consul_token=token, consul_tls=tls,
                   docker_url=docker_url or environ.get("DOCKER_HOST") or DEFAULT_DOCKER_URL,
                   ip=ip or None, internal=internal, explicit=explicit, tags=tag_list, resync=resync,
                   cleanup=cleanup, deregister=deregister, hostname=hostname, retry_attempts=retry_attempts,

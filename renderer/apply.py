@@ -1,38 +1,46 @@
-"""Stage, validate, swap, reload once; on failure put every file back.
+"""Stage, validate, swap, reload once and confirm; what nginx refuses is put back.
 
 The applier gets the set of files a render pass changed and makes them the
 live config only if the check command accepts the whole set:
 
 1. each file is written atomically (temp file in the same directory, fsync,
-   the previous mode kept, rename, directory fsync) after its previous
-   version is kept aside as a hard link ``.NAME.renderer-previous`` (or an
-   empty ``.NAME.renderer-absent`` marker for a new file): no bytes are
-   copied, and the previous version survives the process;
+   the previous mode kept, rename, directory fsync) after the version nginx
+   runs is kept aside as a hard link ``.NAME.renderer-previous`` (or an
+   empty ``.NAME.renderer-absent`` marker where there was no file): no bytes
+   are copied;
 2. the check command runs once for the whole set;
-3. if it fails and nginx names one of our files, that file alone is put back
-   and the check runs again, so one bad template does not hold back the
+3. if it fails and nginx names one of our files, that file alone is put
+   back and the check runs again, so one bad template does not hold back the
    others; if nginx names none of them, every file is put back;
-4. if anything changed, the reload command runs once.
+4. the reload command runs once, and the reload counts only when nginx
+   confirms it loaded the files (see :mod:`renderer.nginx_master`). If nginx
+   refuses them and its line names one of the files, or a ``listen`` port
+   only one of them declares (``bind() to 0.0.0.0:22 failed``), that file is
+   put back and the rest reloaded; otherwise the files stay (they are
+   valid), the reload is pending and retried with capped backoff.
 
-A failed reload leaves the (valid) files in place and is retried on the next
-pass, so the daemon converges once nginx can reload again.
-
-A crash (SIGKILL, power loss) can leave a destination new but unvalidated;
-each destination is always either old or new, never torn. The kept-aside
-versions are the journal: ``recover()`` runs before the first pass and puts
-every interrupted destination back, so what is on disk was validated.
+The kept-aside versions are the journal, and they mean "what nginx last
+confirmed running": they stay until nginx confirms a reload, across passes.
+So a crash (SIGKILL, power loss) or a reload that never took leaves a
+journal, and ``recover()``, run before the first pass, puts every such
+destination back: the first pass then renders the new files again, checks
+them and reloads. Each destination is always either old or new, never torn,
+and what is on disk either runs in nginx or is about to be reloaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import CommandFailed, WriteFailed
+from agentkit.backoff import Retry
+
+from .errors import CommandFailed, ReloadNotTaken, WriteFailed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +56,11 @@ class FileChange:
 @dataclasses.dataclass
 class ApplyResult:
     applied: list[FileChange] = dataclasses.field(default_factory=list)
-    rejected: list[tuple[FileChange, str]] = dataclasses.field(default_factory=list)
+    rejected: list[tuple[FileChange, str]] = dataclasses.field(default_factory=list)    # by the check
+    refused: list[tuple[FileChange, str]] = dataclasses.field(default_factory=list)     # at the reload
     unwritable: list[tuple[FileChange, str]] = dataclasses.field(default_factory=list)
-    reloaded: bool = False
+    reloaded: bool = False   # the reload succeeded ...
+    confirmed: bool = False  # ... and nginx confirmed it runs the files (see renderer.nginx_master)
     reload_ms: float = 0.0
     reload_error: str | None = None
 
@@ -109,33 +119,40 @@ def _aside(path: Path, suffix: str) -> Path:
     return path.with_name(f".{path.name}{suffix}")
 
 
-def recover(directories) -> list[Path]:
-    """Undo passes interrupted by a crash in these directories; return the destinations put back."""
+def recover(destinations) -> list[Path]:
+    """Put back what nginx last confirmed running for these destinations; return those put back.
+
+    Only the renderer's own destinations are touched: another renderer (or a
+    hand-written file) sharing the directory keeps its files and its journal.
+    """
     restored = []
-    for directory in sorted({Path(d) for d in directories}):
+    for destination in sorted({Path(d) for d in destinations}):
+        directory = destination.parent
         if not directory.is_dir():
             continue
-        for entry in sorted(directory.iterdir()):
-            name = entry.name
-            if name.startswith(".") and name.endswith(".tmp"):
-                entry.unlink(missing_ok=True)  # a write that never got renamed
-                continue
-            for suffix in (PREVIOUS, ABSENT):
-                if name.startswith(".") and name.endswith(suffix):
-                    destination = directory / name[1:-len(suffix)]
-                    if suffix == PREVIOUS:
-                        os.replace(entry, destination)
-                    else:
-                        destination.unlink(missing_ok=True)
-                        entry.unlink()
-                    restored.append(destination)
-        if restored:
-            _fsync_directory(directory)
+        for stray in directory.glob(f".{glob_escape(destination.name)}.*.tmp"):
+            stray.unlink(missing_ok=True)  # a write that never got renamed
+        previous, absent = _aside(destination, PREVIOUS), _aside(destination, ABSENT)
+        if previous.exists():
+            os.replace(previous, destination)
+        elif absent.exists():
+            destination.unlink(missing_ok=True)
+            absent.unlink()
+        else:
+            continue
+        _fsync_directory(directory)
+        restored.append(destination)
     return restored
 
 
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
 @dataclasses.dataclass
-class _Staged:
+class _Unconfirmed:
+    """A destination whose new version nginx has not confirmed loading; its running version is aside."""
+
     change: FileChange
     existed: bool
 
@@ -147,12 +164,25 @@ class _Staged:
         self.aside.unlink(missing_ok=True)
 
 
+_BIND = re.compile(r"bind\(\) to \S*:(\d+) failed")
+
+
 class Applier:
-    def __init__(self, check: Callable[[], None], reload: Callable[[], None], clock=time.monotonic):
+    def __init__(self, check: Callable[[], None], reload: Callable[[], bool | None], clock=time.monotonic):
+        """``reload`` returns False when it could only send the signal, not confirm nginx took it."""
         self.check = check
         self.reload = reload
         self.clock = clock
-        self.reload_pending = False
+        self.unconfirmed: dict[Path, _Unconfirmed] = {}
+        self.reload_retry = Retry()
+
+    @property
+    def reload_pending(self) -> bool:
+        """Files on disk that nginx has not confirmed running."""
+        return bool(self.unconfirmed)
+
+    def reload_due(self, now: float) -> bool:
+        return self.reload_pending and (not self.reload_retry.pending or self.reload_retry.due(now))
 
     def apply(self, changes: list[FileChange]) -> ApplyResult:
         result = ApplyResult()
@@ -164,35 +194,36 @@ class Applier:
                 result.unwritable.append((change, error.strerror or str(error)))
         if staged:
             staged = self._validate(staged, result)
-        for item in staged:
-            item.forget()
-        result.applied = [s.change for s in staged]
-        if result.applied or self.reload_pending:
+        result.applied = [entry.change for entry in staged]
+        if self.unconfirmed and (result.applied or self.reload_due(self.clock())):
             self._reload(result)
         return result
 
-    def _stage(self, change: FileChange) -> _Staged:
+    def _stage(self, change: FileChange) -> _Unconfirmed:
         path = change.destination
-        existed = path.exists()
-        staged = _Staged(change, existed)
-        aside = staged.aside
-        aside.unlink(missing_ok=True)
-        if existed:
-            os.link(path, aside)  # the previous inode, kept: atomic rename leaves it untouched
-        else:
-            aside.touch()
+        known = self.unconfirmed.get(path)
+        entry = _Unconfirmed(change, known.existed if known else path.exists())
+        if known is None:  # keep what nginx runs aside; an unconfirmed one already is
+            aside = entry.aside
+            aside.unlink(missing_ok=True)
+            if entry.existed:
+                os.link(path, aside)  # the previous inode, kept: atomic rename leaves it untouched
+            else:
+                aside.touch()
         try:
             if change.content is None:
                 remove(path)
             else:
                 write_atomically(path, change.content)
         except OSError:
-            staged.forget()
+            if known is None:
+                entry.forget()
             raise
-        return staged
+        self.unconfirmed[path] = entry
+        return entry
 
-    def _validate(self, staged: list[_Staged], result: ApplyResult) -> list[_Staged]:
-        """Check the staged set; unstage culprits until it passes or nothing is left."""
+    def _validate(self, staged: list[_Unconfirmed], result: ApplyResult) -> list[_Unconfirmed]:
+        """Check the staged set; put culprits back until it passes or nothing is left."""
         while staged:
             try:
                 self.check()
@@ -200,32 +231,58 @@ class Applier:
             except CommandFailed as failure:
                 culprit = next((s for s in staged if str(s.change.destination) in failure.detail), None)
                 blamed = [culprit] if culprit else list(staged)
-                for item in blamed:
-                    self._restore(item)
-                    result.rejected.append((item.change, failure.detail))
+                for entry in blamed:
+                    self._restore(entry)
+                    result.rejected.append((entry.change, failure.detail))
                 staged = [s for s in staged if s not in blamed]
         return staged
 
-    def _restore(self, staged: _Staged) -> None:
-        path = staged.change.destination
+    def _restore(self, entry: _Unconfirmed) -> None:
+        """Put back the version nginx runs."""
+        path = entry.change.destination
+        self.unconfirmed.pop(path, None)
         try:
-            if staged.existed:
-                os.replace(staged.aside, path)
+            if entry.existed:
+                os.replace(entry.aside, path)
             else:
                 remove(path)
-                staged.forget()
+                entry.forget()
             _fsync_directory(path.parent)
         except OSError as error:
             raise WriteFailed(f"cannot restore {path}: {error.strerror}") from None
 
     def _reload(self, result: ApplyResult) -> None:
-        started = self.clock()
-        try:
-            self.reload()
-        except CommandFailed as failure:
-            self.reload_pending = True
-            result.reload_error = failure.detail
+        while self.unconfirmed:
+            started = self.clock()
+            try:
+                confirmed = self.reload()
+            except (CommandFailed, ReloadNotTaken) as failure:
+                culprit = self._reload_culprit(failure.detail)
+                if culprit is None:
+                    result.reload_error = failure.detail
+                    self.reload_retry.failed(self.clock())
+                    return
+                self._restore(culprit)
+                result.refused.append((culprit.change, failure.detail))
+                continue
+            for entry in self.unconfirmed.values():
+                entry.forget()
+            self.unconfirmed.clear()
+            self.reload_retry.succeeded()
+            result.reloaded, result.confirmed = True, confirmed is not False
+            result.reload_ms = (self.clock() - started) * 1000
             return
-        self.reload_pending = False
-        result.reloaded = True
-        result.reload_ms = (self.clock() - started) * 1000
+
+    def _reload_culprit(self, detail: str) -> _Unconfirmed | None:
+        """The one unconfirmed file nginx's refusal points at: named, or alone in listening on the port."""
+        for path, entry in self.unconfirmed.items():
+            if str(path) in detail:
+                return entry
+        bind = _BIND.search(detail)
+        if bind:
+            listen = re.compile(rf"(?:^|[{{;])\s*listen\s+(?:\S*:)?{bind[1]}\b".encode(), re.MULTILINE)
+            holders = [entry for entry in self.unconfirmed.values()
+                       if entry.change.content is not None and listen.search(entry.change.content)]
+            if len(holders) == 1:
+                return holders[0]
+        return None

@@ -49,6 +49,7 @@ class Instance:
     meta: Mapping[str, str]
     node: str
     status: str
+    kind: str = ""  # Consul's service kind: "" for a typical service, else connect-proxy, mesh-gateway ...
 
     @property
     def route(self) -> tuple[str, str, int]:
@@ -56,8 +57,11 @@ class Instance:
         return self.name, self.address, self.port
 
     def as_json(self) -> dict:
-        return {"id": self.id, "name": self.name, "address": self.address, "port": self.port,
+        data = {"id": self.id, "name": self.name, "address": self.address, "port": self.port,
                 "tags": list(self.tags), "meta": dict(self.meta), "node": self.node, "status": self.status}
+        if self.kind:
+            data["kind"] = self.kind
+        return data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +79,15 @@ class Rejected:
 
 
 class Catalog:
-    """Immutable view of the catalog with the lookups templates need, precomputed."""
+    """Immutable view of the catalog with the lookups templates need, precomputed.
+
+    ``filtered_by_acls`` says Consul hid part of the catalog from the token;
+    ``imported`` counts the nodes imported from peered clusters that were left
+    out. Neither takes part in comparisons.
+    """
+
+    filtered_by_acls: bool = False
+    imported: int = 0
 
     def __init__(self, nodes: Iterable[Node], instances: Iterable[Instance], rejected: Iterable[Rejected] = ()):
         self.nodes: tuple[Node, ...] = tuple(sorted(nodes, key=lambda n: n.name))
@@ -87,16 +99,18 @@ class Catalog:
         for instance in ordered:
             by_name.setdefault(instance.name, []).append(instance)
         self._by_name = {name: tuple(group) for name, group in by_name.items()}
+        # A service's kind is its instances' (one name is one kind in practice; a typical one wins a mix).
         self._services = tuple(
-            (name, tuple(sorted({tag for i in group for tag in i.tags}))) for name, group in self._by_name.items())
+            (name, tuple(sorted({tag for i in group for tag in i.tags})), min(i.kind for i in group))
+            for name, group in self._by_name.items())
 
     @functools.cached_property
     def routes(self) -> frozenset[tuple[str, str, int]]:
         """(name, address, port) of every instance: what nginx could route to."""
         return frozenset(i.route for i in self.instances)
 
-    def services(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
-        """(name, union of tags) for every service, sorted by name."""
+    def services(self) -> tuple[tuple[str, tuple[str, ...], str], ...]:
+        """(name, union of tags, kind) for every service, sorted by name."""
         return self._services
 
     def instances_of(self, name: str) -> tuple[Instance, ...]:
@@ -155,7 +169,11 @@ def from_node_dump(dump: Iterable[NodeEntry], previous: Catalog | None = None) -
     memo = previous._memo if previous is not None else {}
     new_memo: dict = {}
     nodes, instances, rejected = [], [], []
+    imported = 0
     for entry in dump:
+        if entry.PeerName:  # imported from a peered cluster (Consul 1.13+): not ours to route
+            imported += 1
+            continue
         node_name, node_address = entry.Node, entry.Address
         node = _node(node_name, node_address, entry.Meta)
         if isinstance(node, Rejected):
@@ -187,6 +205,7 @@ def from_node_dump(dump: Iterable[NodeEntry], previous: Catalog | None = None) -
             instances.append(built if built.status == status else dataclasses.replace(built, status=status))
     built_catalog = Catalog(nodes, instances, rejected)
     built_catalog._memo = new_memo
+    built_catalog.imported = imported
     return built_catalog
 
 
@@ -202,10 +221,12 @@ def _instance(node_name: str, node_address: str, service: ServiceEntry) -> Insta
     service_id = service.ID
     address = service.Address or node_address
     tags, meta = service.Tags or (), service.Meta or {}
-    problem = _admit(node_name, service_id, service.Service, address, service.Port, tags, meta)
+    problem = (_admit(node_name, service_id, service.Service, address, service.Port, tags, meta)
+               or (untrusted.value_problem("kind", service.Kind) if service.Kind else None))
     if problem:
         return Rejected(node_name, service_id, problem)
-    return Instance(service_id, service.Service, address, service.Port, tags, _frozen_meta(meta), node_name, PASSING)
+    return Instance(service_id, service.Service, address, service.Port, tags, _frozen_meta(meta), node_name, PASSING,
+                    service.Kind)
 
 
 def _safe_meta(meta) -> dict:
@@ -240,12 +261,15 @@ def from_snapshot(data: Mapping) -> Catalog:
         service_id = raw.get("id") or f"{name}-{port}"
         address = raw.get("address") or addresses.get(node, "")
         tags, meta = raw.get("tags") or [], raw.get("meta") or {}
-        status = raw.get("status", PASSING)
+        status, kind = raw.get("status", PASSING), raw.get("kind", "")
         problem = _admit(node, service_id, name, address, port, tags, meta)
         if not problem and status not in _SEVERITY:
             problem = f"status {status!r} is not passing, warning or critical"
+        if not problem and not isinstance(kind, str):
+            problem = f"kind {kind!r} is not a string"
         if problem:
             rejected.append(Rejected(node, str(service_id), problem))
             continue
-        instances.append(Instance(service_id, name, address, port, tuple(tags), _frozen_meta(meta), node, status))
+        instances.append(Instance(service_id, name, address, port, tuple(tags), _frozen_meta(meta), node, status,
+                                  kind))
     return Catalog(nodes, instances, rejected)

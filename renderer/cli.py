@@ -1,25 +1,36 @@
-"""``renderer``: run / once / render / snapshot. One clear line on failure."""
+"""``renderer``: run / once / render / snapshot. One clear line on failure, never a traceback.
+
+Exit status: 0 success; 1 a failure while working (Consul unreachable, a
+template or nginx refused something, a reload nginx did not take); 2 a
+configuration mistake (a flag, the config file, a template directory),
+which systemd does not restart (``RestartPreventExitStatus=2``).
+"""
 
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import click
+import jinja2
 import tenacity
 
 from agentkit import logs
 from agentkit.argv import hide_token_from_ps
 from agentkit.consul import Consul
-from agentkit.errors import AgentError, ConsulUnavailable
-from agentkit.options import consul_options, log_level_option
+from agentkit.errors import AgentError, ConfigError, ConsulUnavailable
+from agentkit.lifecycle import Lifecycle, Stopping
+from agentkit.options import consul_options, log_level_option, version_option
 
-from . import consul_data, snapshot
+from . import bounded, consul_data, snapshot
 from . import settings as settings_module
 from .consul_data import Fetched
-from .daemon import MAX_FILL_ROUNDS, Daemon, complete_pass, connect, make_pass, tune_garbage_collector
+from .daemon import (MAX_FILL_ROUNDS, RELOAD_SETTINGS, Daemon, complete_pass, connect, make_pass,
+                     recover_destinations, tune_garbage_collector)
 from .kv import KvSnapshot
 from .template_api import KV_KINDS, TemplateData
 from .templates import TemplateLoader
@@ -48,14 +59,30 @@ def template_options(command):
                      help="Validates the whole rendered set (default: nginx -t)."),
         click.option("--reload-command", default=None,
                      help="Applies it (default: nginx -s reload)."),
+        click.option("--nginx-pid-file", default=None, metavar="FILE",
+                     help="nginx's pid file, to confirm a reload took (default: /run/nginx.pid; \"\": do not "
+                          "confirm)."),
+        click.option("--nginx-error-log", default=None, metavar="FILE",
+                     help="nginx's error log, where a refused reload says why (default: /var/log/nginx/error.log)."),
+        click.option("--reload-timeout", default=None, metavar="DURATION",
+                     help="How long nginx may take to start the new workers (default: 30s)."),
+        click.option("--render-timeout", default=None, metavar="DURATION",
+                     help="Time limit of one template's render (default: 10s)."),
+        click.option("--render-max-output", default=None, metavar="SIZE",
+                     help="Largest output one template may render, e.g. 64m (default: 64m)."),
+        click.option("--consistency", type=click.Choice(settings_module.CONSISTENCY_MODES), default=None,
+                     help="Consul read consistency: stale lets any server answer (default: default)."),
     ]):
         command = decorator(command)
     return consul_options(log_level_option(command))
 
 
-def _settings(flags: dict) -> settings_module.Settings:
+def _settings(flags: dict, need_templates: bool = False) -> settings_module.Settings:
+    """Settings, or exit 2 with the one line naming the mistake."""
     try:
         settings = settings_module.build(flags)
+        if need_templates and not settings.template_specs() and not settings.template_dirs:
+            raise ConfigError("no templates: give --template SRC:DEST or --template-dir SRCDIR:DESTDIR")
     except AgentError as error:
         _fail(str(error), 2)
     logs.configure(settings.log_level, "renderer")
@@ -63,6 +90,7 @@ def _settings(flags: dict) -> settings_module.Settings:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@version_option("renderer")
 def main():
     """Render nginx configuration from the Consul catalog, validate it, reload nginx."""
 
@@ -78,13 +106,11 @@ def main():
 def run(**flags):
     """Watch Consul and keep the rendered files and nginx current (daemon)."""
     hide_token_from_ps()
-    settings = _settings(flags)
-    if not settings.template_specs() and not settings.template_dirs:
-        _fail("no templates: give --template SRC:DEST or --template-dir SRCDIR:DESTDIR", 2)
+    settings = _settings(flags, need_templates=True)
     daemon = Daemon(settings, rebuild_settings=lambda: settings_module.build(flags))
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())
-    signal.signal(signal.SIGHUP, lambda *_: daemon.post("reload-settings"))
+    signal.signal(signal.SIGHUP, lambda *_: daemon.post(RELOAD_SETTINGS))
     try:
         daemon.run()
     except AgentError as error:
@@ -94,24 +120,31 @@ def run(**flags):
 @main.command()
 @template_options
 def once(**flags):
-    """Render, validate, apply and reload once if anything changed; then exit."""
-    settings = _settings(flags)
+    """Render, validate, apply, reload if anything changed and confirm nginx took it; then exit."""
+    settings = _settings(flags, need_templates=True)
     tune_garbage_collector()
-    specs = settings.template_specs()
-    if not specs:
-        _fail("no templates: give --template SRC:DEST or --template-dir SRCDIR:DESTDIR", 2)
-    render_pass = make_pass(settings)
-    client = connect(settings, timeout=10)
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(ONCE_ATTEMPTS), wait=tenacity.wait_exponential(multiplier=0.2, max=2),
-        retry=tenacity.retry_if_exception_type(ConsulUnavailable), reraise=True,
-        before_sleep=lambda state: log.warning("%s; retrying", state.outcome.exception()))
+    lifecycle = Lifecycle()
+    signal.signal(signal.SIGTERM, lambda *_: lifecycle.request_stop())
+    bytecode_dir = tempfile.mkdtemp(prefix="renderer-bytecode-")
+    client = None
     try:
-        _, outcome = retrying(complete_pass, render_pass, TemplateData(), client, Fetched(), True)
+        recover_destinations(settings)
+        render_pass = make_pass(settings, lifecycle, jinja2.FileSystemBytecodeCache(bytecode_dir), retrying=False)
+        client = connect(settings, timeout=10)
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(ONCE_ATTEMPTS), wait=tenacity.wait_exponential(multiplier=0.2, max=2),
+            retry=tenacity.retry_if_exception_type(ConsulUnavailable), reraise=True,
+            before_sleep=lambda state: log.warning("%s; retrying", state.outcome.exception()))
+        _, outcome = retrying(complete_pass, render_pass, TemplateData(), client, Fetched(), True,
+                              settings.consistency)
     except AgentError as error:
         _fail(str(error))
+    except Stopping:
+        _fail("stopped by SIGTERM; files not yet confirmed by nginx are put back by the next run")
     finally:
-        client.close()
+        if client is not None:
+            client.close()
+        shutil.rmtree(bytecode_dir, ignore_errors=True)
     if outcome.missing:
         _fail("templates still miss data after fetching it: " + ", ".join(sorted(map(str, outcome.missing))))
     if not outcome.ok:
@@ -125,34 +158,44 @@ def once(**flags):
               help="Read this snapshot (from `renderer snapshot`) instead of Consul.")
 @click.option("--var", "var", multiple=True, metavar="KEY=VALUE", help="A variable (repeatable).")
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
-              help="TOML config; only its Consul settings and [var] are used.")
+              help="TOML config; only its Consul settings, render limits and [var] are used.")
+@click.option("--render-timeout", default=None, metavar="DURATION", help="Time limit of the render (default: 10s).")
+@click.option("--render-max-output", default=None, metavar="SIZE", help="Largest output (default: 64m).")
 @consul_options
 @log_level_option
 def render(source, catalog_file, **flags):
     """Print what SOURCE renders to; write nothing."""
     settings = _settings(flags)
-    loader = TemplateLoader(settings.variables)
     path = Path(source)
+    bytecode_dir = tempfile.mkdtemp(prefix="renderer-bytecode-")
+    loader = TemplateLoader(settings.variables, jinja2.FileSystemBytecodeCache(bytecode_dir))
     try:
         if catalog_file:
             catalog, kv = snapshot.load(Path(catalog_file))
             for rejected in catalog.rejected:
                 log.warning("skipped %s", rejected)
-            rendered = loader.render(path, TemplateData(catalog, kv))
+            rendered = bounded.render_all(loader, [path], TemplateData(catalog, kv), settings.limits)[path]
         else:
             client = connect(settings, timeout=10)
             data, fetched = TemplateData(), Fetched()
             try:
                 for _ in range(1 + MAX_FILL_ROUNDS):
-                    rendered = loader.render(path, data)
-                    if not rendered.missing:
+                    rendered = bounded.render_all(loader, [path], data, settings.limits)[path]
+                    if not rendered.missing or rendered.error:
                         break
                     kv_paths = {d[1] for d in rendered.used if d[0] in KV_KINDS}
-                    data = consul_data.fill_missing(client, data, set(rendered.missing), kv_paths, fetched)
+                    data = consul_data.fill_missing(client, data, set(rendered.missing), kv_paths, fetched,
+                                                    settings.consistency)
             finally:
                 client.close()
     except AgentError as error:
         _fail(str(error))
+    finally:
+        shutil.rmtree(bytecode_dir, ignore_errors=True)
+    if rendered.error:
+        _fail(str(rendered.error))
+    if rendered.missing:
+        _fail("the template still misses data after fetching it: " + ", ".join(sorted(map(str, rendered.missing))))
     for warning in rendered.warnings:
         log.warning("template %s: %s", source, warning)
     click.echo(rendered.text, nl=False)
@@ -170,10 +213,10 @@ def snapshot_command(kv_prefixes, **flags):
     settings = _settings(flags)
     client: Consul = connect(settings, timeout=10)
     try:
-        _, catalog = consul_data.fetch_catalog(client)
+        _, catalog = consul_data.fetch_catalog(client, consistency=settings.consistency)
         values = {}
         for prefix in kv_prefixes:
-            values.update(consul_data.fetch_kv(client, prefix)[1].values)
+            values.update(consul_data.fetch_kv(client, prefix, consistency=settings.consistency)[1].values)
     except AgentError as error:
         _fail(str(error))
     finally:

@@ -1,34 +1,68 @@
-"""Running the check and reload commands (``nginx -t``, ``nginx -s reload``)."""
+"""Running the check and reload commands (``nginx -t``, ``nginx -s reload``).
+
+A command runs without a shell, with a timeout, and is waited on in short
+slices through the daemon's :class:`agentkit.lifecycle.Lifecycle`: a SIGTERM
+arriving while ``nginx -t`` parses a large configuration stops the daemon
+at once (the command is killed; the journal puts staged files back at the
+next start).
+"""
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
+
+from agentkit.lifecycle import Lifecycle, Stopping
 
 from .errors import CommandFailed
 
 DEFAULT_TIMEOUT = 30.0
-_NGINX_SEVERITIES = ("[emerg]", "[alert]", "[crit]", "[error]")
+NGINX_SEVERITIES = ("[emerg]", "[alert]", "[crit]", "[error]")
 
 
-def run(what: str, command: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-    """Run ``command`` (no shell); raise CommandFailed with its most telling line."""
+def run(what: str, command: str, timeout: float = DEFAULT_TIMEOUT, lifecycle: Lifecycle | None = None) -> None:
+    """Run ``command``; raise CommandFailed with its most telling line."""
     try:
-        result = subprocess.run(shlex.split(command), capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(shlex.split(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
     except FileNotFoundError:
         raise CommandFailed(what, command, "command not found") from None
-    except subprocess.TimeoutExpired:
-        raise CommandFailed(what, command, f"timed out after {timeout:g}s") from None
     except (OSError, ValueError) as error:
         raise CommandFailed(what, command, str(error)) from None
-    if result.returncode != 0:
-        raise CommandFailed(what, command, telling_line(result.stderr + result.stdout, result.returncode))
+    lifecycle = lifecycle or Lifecycle()
+    deadline = lifecycle.clock() + timeout
+    try:
+        while True:
+            try:
+                stdout, stderr = process.communicate(timeout=max(0.0, min(0.1, deadline - lifecycle.clock())))
+                break
+            except subprocess.TimeoutExpired:
+                lifecycle.check()
+                if lifecycle.clock() >= deadline:
+                    raise CommandFailed(what, command, f"timed out after {timeout:g}s") from None
+    except (Stopping, CommandFailed):
+        process.kill()
+        process.communicate()
+        raise
+    if process.returncode != 0:
+        raise CommandFailed(what, command, telling_line(stderr + stdout, process.returncode))
 
 
 def telling_line(output: bytes, returncode: int) -> str:
     """nginx's own error line if there is one, else the last line printed."""
     lines = [line.strip() for line in output.decode("utf-8", errors="replace").splitlines() if line.strip()]
     for line in lines:
-        if any(severity in line for severity in _NGINX_SEVERITIES):
-            return line
+        if any(severity in line for severity in NGINX_SEVERITIES):
+            return nginx_line(line)
     return lines[-1] if lines else f"exit status {returncode}"
+
+
+# "2026/11/21 16:29:07 [emerg] 14788#14788: bind() ..." (its error log, and -t once error_log is parsed)
+_LOG_PREFIX = re.compile(r"^(?:nginx: )?\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (\[\w+\]) \d+#\d+: (?:\*\d+ )?")
+
+
+def nginx_line(line: str) -> str:
+    """An nginx message without its timestamp and process ids: ``nginx: [emerg] bind() to ... failed``."""
+    line = line.strip()
+    return _LOG_PREFIX.sub(r"nginx: \1 ", line)

@@ -11,6 +11,12 @@ watch, KV watch, one for on-demand fetches) whatever the catalog size.
 
 KV is fetched recursively under one prefix: the longest common prefix of
 every key and tree the templates read, so one watch covers them all.
+
+``consistency = "stale"`` adds ``?stale`` to every read: any server answers
+from its own state, so many renderers spread their reads over the followers
+instead of all asking the leader (data may lag the leader by a few hundred
+ms). Only the default namespace (and partition) is read: Consul Enterprise
+namespaces are not supported.
 """
 
 from __future__ import annotations
@@ -28,23 +34,27 @@ NODE_DUMP = "/v1/internal/ui/nodes"
 DEFAULT_WAIT = 50.0  # seconds; under the HTTP timeout, and Consul adds up to wait/16 jitter
 
 
-def _blocking_params(index: int, wait: float | None) -> tuple[dict, float | None]:
+def _params(index: int, wait: float | None, consistency: str) -> tuple[dict, float | None]:
+    params = {"stale": ""} if consistency == "stale" else {}
     if not index or wait is None:
-        return {}, None
-    return {"index": index, "wait": f"{int(wait)}s"}, wait + wait / 16 + 10
+        return params, None
+    return {**params, "index": index, "wait": f"{int(wait)}s"}, wait + wait / 16 + 10
 
 
 def fetch_catalog(client: Consul, index: int = 0, wait: float | None = None,
-                  previous: Catalog | None = None) -> tuple[int, Catalog]:
-    params, timeout = _blocking_params(index, wait)
-    new_index, dump = client.get_json(NODE_DUMP, params, timeout, decode=node_dump.decode)
-    return new_index, catalog_module.from_node_dump(dump, previous)
+                  previous: Catalog | None = None, consistency: str = "default") -> tuple[int, Catalog]:
+    params, timeout = _params(index, wait, consistency)
+    new_index, dump, filtered = client.get_json(NODE_DUMP, params, timeout, decode=node_dump.decode)
+    catalog = catalog_module.from_node_dump(dump, previous)
+    catalog.filtered_by_acls = filtered
+    return new_index, catalog
 
 
-def fetch_kv(client: Consul, prefix: str, index: int = 0, wait: float | None = None) -> tuple[int, KvSnapshot]:
-    params, timeout = _blocking_params(index, wait)
+def fetch_kv(client: Consul, prefix: str, index: int = 0, wait: float | None = None,
+             consistency: str = "default") -> tuple[int, KvSnapshot]:
+    params, timeout = _params(index, wait, consistency)
     params["recurse"] = "true"
-    new_index, entries = client.get_json(f"/v1/kv/{prefix}", params, timeout, absent_ok=True)
+    new_index, entries, _ = client.get_json(f"/v1/kv/{prefix}", params, timeout, absent_ok=True)
     return new_index, kv_module.from_consul_entries(prefix, entries)
 
 
@@ -57,7 +67,8 @@ class Fetched:
         self.kv_prefix: str | None = None
 
 
-def fill_missing(client: Consul, data, missing: set, kv_paths: set[str], fetched: Fetched):
+def fill_missing(client: Consul, data, missing: set, kv_paths: set[str], fetched: Fetched,
+                 consistency: str = "default"):
     """Return ``data`` completed with what ``missing`` asks for (non-blocking fetches).
 
     KV is fetched under the common prefix of every path in use plus the new
@@ -65,10 +76,10 @@ def fill_missing(client: Consul, data, missing: set, kv_paths: set[str], fetched
     """
     catalog, kv = data.catalog, data.kv
     if catalog is None and any(d[0] in CATALOG_KINDS for d in missing):
-        fetched.catalog_index, catalog = fetch_catalog(client)
+        fetched.catalog_index, catalog = fetch_catalog(client, consistency=consistency)
     missing_paths = {d[1] for d in missing if d[0] not in CATALOG_KINDS}
     if missing_paths:
         prefix = kv_module.common_prefix(kv_paths | missing_paths)
-        fetched.kv_index, kv = fetch_kv(client, prefix)
+        fetched.kv_index, kv = fetch_kv(client, prefix, consistency=consistency)
         fetched.kv_prefix = prefix
     return TemplateData(catalog, kv)

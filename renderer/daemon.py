@@ -1,10 +1,27 @@
-"""The renderer daemon: one event loop, a few watch threads, one pass at a time.
+"""The renderer daemon: one loop, whose state says what is pending.
 
 Threads: one blocking watch on the catalog (if any template reads it), one on
-KV (if any template reads keys), the template-directory observer. They only
-put events on the queue; the main thread owns all state, renders and applies.
-Events arriving together are handled as one batch, so one change makes one
-pass and at most one reload; ``--wait`` adds quiescence on top.
+KV (if any template reads keys), the template-file observer. They only put
+events on a ``queue.SimpleQueue`` (whose ``put`` is reentrant, so signal
+handlers post to it directly); the main thread owns all state, renders and
+applies. Events arriving together are handled as one batch, so one change
+makes one pass and at most one reload; ``--wait`` adds quiescence on top.
+
+Level-triggered: a pass is due when new data arrived (after ``--wait``),
+when template files changed (after they settle), when something that failed
+is due for its retry (a template, a file nginx rejected, a destination that
+could not be written, an nginx reload: see ``render_pass`` and ``apply``),
+and while a pass is incomplete (Consul unreachable, data still missing).
+Nothing that failed waits for an unrelated change.
+
+Under systemd (``Type=notify``): READY=1 once the first pass completed, or
+as soon as it finds Consul unreachable (the daemon then keeps nginx's
+current configuration and retries: a node whose Consul is down at boot must
+start, not restart-loop); STATUS= tells which; WATCHDOG=1 from the loop
+and from its bounded waits (``agentkit.lifecycle``).
+
+:meth:`Daemon.step` runs one turn of the loop, so tests drive it with fake
+watches, a fake Consul and an injected clock, without threads or sleeps.
 """
 
 from __future__ import annotations
@@ -12,31 +29,37 @@ from __future__ import annotations
 import gc
 import logging
 import queue
-import threading
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 
-from agentkit.backoff import Backoff, consul_agent_backoff
+import jinja2
+
+from agentkit.backoff import Retry, consul_agent_backoff
 from agentkit.consul import Consul
-from agentkit.errors import AgentError, ConsulUnavailable
-from agentkit.notify import notify
+from agentkit.errors import AgentError, ConfigError, ConsulDenied, ConsulUnavailable
+from agentkit.lifecycle import Lifecycle, Stopping
+from agentkit.notify import notify as systemd_notify
 
 from . import commands
 from .apply import Applier, recover
 from .consul_data import DEFAULT_WAIT, Fetched, fetch_catalog, fetch_kv, fill_missing
-from .kv import common_prefix
 from .guard import CatalogGuard
+from .kv import common_prefix
+from .loop_state import LoopState, PassRecord
+from .nginx_master import NginxMaster
 from .quiescence import Quiescence, Wait
-from .render_pass import RenderPass
+from .render_pass import PassOutcome, RenderPass
 from .settings import Settings
 from .template_api import TemplateData
-from .template_dirs import TemplateDirWatcher
+from .template_files import TemplateFiles
 from .templates import TemplateLoader
 from .watch import BlockingWatch, Update
 
 log = logging.getLogger("renderer")
 
-STOP, RELOAD_SETTINGS, TEMPLATES_CHANGED = "stop", "reload-settings", "templates-changed"
+STOP, RELOAD_SETTINGS, FILES_CHANGED = "stop", "reload-settings", "files-changed"
 MAX_FILL_ROUNDS = 4  # a template may reveal new keys only once it has the previous ones
 # An editor or `cat >` writes a template in steps (truncate, write); rendering
 # the half-written file could apply an empty, valid config. Template events
@@ -50,35 +73,53 @@ def tune_garbage_collector() -> None:
     Building a large catalog allocates tens of thousands of objects, and with
     Python's default thresholds (700 allocations) the cyclic collector runs
     over and over and scans everything alive. Measured on the 5,000 x 3 node
-    dump: catalog build 42 -> 14 ms (the decoded dump itself is not tracked,
-    see renderer.node_dump). Cycles are still collected, less often.
+    dump with the msgspec decoder: catalog build 42 -> 14 ms (the decoded
+    dump itself is not tracked, see renderer.node_dump). Cycles are still
+    collected, less often.
     """
     gc.set_threshold(100_000, 50, 1000)
 
 
-def make_pass(settings: Settings) -> RenderPass:
-    """The render pass for these settings, after undoing any pass a crash interrupted."""
-    specs = settings.template_specs()
-    for destination in recover({spec.destination.parent for spec in specs}
-                               | {dest for _, dest in settings.template_dirs}):
-        log.warning("put %s back as it was before an interrupted pass", destination)
-    applier = Applier(check=lambda: commands.run("nginx config check", settings.check_command),
-                      reload=lambda: commands.run("nginx reload", settings.reload_command))
-    return RenderPass(TemplateLoader(settings.variables), applier, specs)
+def make_pass(settings: Settings, lifecycle: Lifecycle | None = None,
+              bytecode_cache: jinja2.BytecodeCache | None = None, retrying: bool = True) -> RenderPass:
+    """The render pass for these settings: templates, limits, the nginx commands and their confirmation."""
+    lifecycle = lifecycle or Lifecycle()
+    master = (NginxMaster(settings.nginx_pid_file, settings.nginx_error_log, settings.reload_timeout, lifecycle)
+              if settings.nginx_pid_file else None)
+
+    def reload() -> bool:
+        before = master.before() if master else None
+        commands.run("nginx reload", settings.reload_command, lifecycle=lifecycle)
+        if master is None:
+            return False
+        master.confirm(before)
+        return True
+
+    applier = Applier(check=lambda: commands.run("nginx config check", settings.check_command, lifecycle=lifecycle),
+                      reload=reload, clock=lifecycle.clock)
+    return RenderPass(TemplateLoader(settings.variables, bytecode_cache), applier, settings.template_specs(), settings.limits,
+                      lifecycle, retrying)
+
+
+def recover_destinations(settings: Settings) -> None:
+    """Before the first pass of a process: put back what nginx last confirmed running."""
+    for destination in recover(spec.destination for spec in settings.template_specs()):
+        log.warning("put %s back as nginx last confirmed running it (an earlier pass was interrupted or "
+                    "its reload never confirmed); rendering it again", destination)
 
 
 def connect(settings: Settings, timeout: float = DEFAULT_WAIT + 20) -> Consul:
-    return Consul(settings.consul_address, settings.consul_token, timeout=timeout)
+    return Consul(settings.consul_address, settings.consul_token, timeout=timeout, tls=settings.consul_tls)
 
 
 def complete_pass(render_pass: RenderPass, data: TemplateData, client: Consul, fetched: Fetched,
-                  force: bool = False):
+                  force: bool = False, consistency: str = "default") -> tuple[TemplateData, PassOutcome]:
     """Run passes, fetching what templates found missing, until every template rendered."""
     outcome = render_pass.run(data, force)
     for _ in range(MAX_FILL_ROUNDS):
         if not outcome.missing:
             break
-        data = fill_missing(client, data, outcome.missing, render_pass.kv_paths(), fetched)
+        data = fill_missing(client, data, outcome.missing, render_pass.kv_paths(), fetched, consistency)
         outcome = render_pass.run(data, force)
     return data, outcome
 
@@ -86,211 +127,293 @@ def complete_pass(render_pass: RenderPass, data: TemplateData, client: Consul, f
 class _CatalogFetcher:
     """Keeps the previous catalog so unchanged instances are reused (cheap comparisons)."""
 
-    def __init__(self, client: Consul):
+    def __init__(self, client: Consul, consistency: str, previous=None):
         self.client = client
-        self.previous = None
+        self.consistency = consistency
+        self.previous = previous
 
     def __call__(self, index: int, wait: float):
-        index, catalog = fetch_catalog(self.client, index, wait, self.previous)
+        index, catalog = fetch_catalog(self.client, index, wait, self.previous, self.consistency)
         self.previous = catalog
         return index, catalog
 
 
+def blocking_watch(source: str, fetch, deliver, wait: float, start_index: int):
+    return BlockingWatch(source, fetch, deliver, wait, start_index=start_index).start()
+
+
 class Daemon:
-    def __init__(self, settings: Settings, rebuild_settings: Callable[[], Settings] | None = None,
-                 clock=time.monotonic, watch_wait: float = DEFAULT_WAIT):
+    def __init__(self, settings: Settings, rebuild_settings: Callable[[], Settings] | None = None, *,
+                 lifecycle: Lifecycle | None = None, clock=time.monotonic, watch_wait: float = DEFAULT_WAIT,
+                 connect: Callable[..., Consul] = connect, watch_factory=blocking_watch,
+                 files_factory=TemplateFiles, notify=systemd_notify, make_pass=make_pass):
         self.settings = settings
         self.rebuild_settings = rebuild_settings
-        self.clock = clock
+        self.lifecycle = lifecycle or Lifecycle(clock=clock)
+        self.clock = self.lifecycle.clock
         self.watch_wait = watch_wait
-        self.events: queue.Queue = queue.Queue()
-        self.stopping = threading.Event()
+        self.connect, self.watch_factory, self.files_factory = connect, watch_factory, files_factory
+        self.notify, self.make_pass = notify, make_pass
+        self.events: queue.SimpleQueue = queue.SimpleQueue()
+        self.lifecycle.on_stop(lambda: self.events.put(STOP))
+        self.state = LoopState()
         self.data = TemplateData()
         self.fetched = Fetched()
-        self.catalog_watch: BlockingWatch | None = None
-        self.kv_watch: BlockingWatch | None = None
+        self.client: Consul | None = None
+        self.catalog_watch = self.kv_watch = None
         self.kv_prefix: str | None = None
-        self.dir_watcher: TemplateDirWatcher | None = None
+        self.files: TemplateFiles | None = None
         self.render_pass: RenderPass | None = None
+        self.bytecode_dir: str | None = None
+        self.serial = 0
+        self.forced = True                   # the next pass renders everything (first pass, new settings)
+        self.pass_retry = Retry(consul_agent_backoff())  # an incomplete pass (Consul down, data missing)
+        self.rescan_retry = Retry()          # a template directory that could not be read
+        self.consul_down_logged = False
+        self.filtered_warned = False
 
-    # For signal handlers: hand the event to a helper thread, so a handler
-    # never waits on the queue's lock while the interrupted loop holds it.
-    def post(self, event) -> None:
-        threading.Thread(target=self.events.put, args=(event,), daemon=True).start()
-
+    # Signal handlers call these: an Event and a reentrant queue put, nothing that can deadlock.
     def stop(self) -> None:
-        self.stopping.set()
-        self.post(STOP)
+        self.lifecycle.request_stop()
 
+    def post(self, event) -> None:
+        self.events.put(event)
+
+    # The loop -------------------------------------------------------------------------------
     def run(self) -> None:
         tune_garbage_collector()
-        self.client = connect(self.settings, timeout=30)
-        self._configure(self.settings)
+        self.bytecode_dir = tempfile.mkdtemp(prefix="renderer-bytecode-")
         try:
-            if not self._first_pass():
-                return
-            notify("READY=1")
-            self._loop()
+            recover_destinations(self.settings)
+            self.client = self.connect(self.settings, timeout=30)
+            self.files = self.files_factory(lambda: self.events.put(FILES_CHANGED)).start()
+            self._configure(self.settings)
+            while self.step():
+                pass
+        except Stopping:
+            log.info("stopping")
         finally:
-            notify("STOPPING=1")
+            self.notify("STOPPING=1")
             self._stop_threads()
-            self.client.close()
+            if self.client is not None:
+                self.client.close()
+            shutil.rmtree(self.bytecode_dir, ignore_errors=True)
 
+    def step(self, block: bool = True) -> bool:
+        """One turn: wait for events or the next due time, handle them, run a pass if one is due."""
+        timeout = self._next_timeout(self.clock()) if block else 0.0
+        batch = []
+        try:
+            batch.append(self.events.get(timeout=timeout) if timeout != 0.0 else self.events.get_nowait())
+        except queue.Empty:
+            pass
+        while True:  # drain: what arrived together is handled together
+            try:
+                batch.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        force = False
+        for item in batch:
+            if item == STOP or self.lifecycle.stopping:
+                log.info("stopping")
+                return False
+            if item == RELOAD_SETTINGS:
+                force |= self._reload_settings()
+            elif item == FILES_CHANGED:
+                self.template_settle.changed(self.clock())
+            elif isinstance(item, Update):
+                self._take(item)
+        now = self.clock()
+        released = self.guard.release(now)
+        if released is not None:
+            self._use_catalog(released)
+        if self.template_settle.due_in(now) == 0.0 or self.rescan_retry.due(now):
+            self.template_settle.reset()
+            self._rescan_templates()
+        if force or self._pass_due(now):
+            self._pass()
+        self.lifecycle.watchdog.ping(self.clock())
+        return True
+
+    def _next_timeout(self, now: float) -> float | None:
+        due = [self.quiescence.due_in(now), self.template_settle.due_in(now), self.guard.due_in(now),
+               self.lifecycle.watchdog.due_in(now)]
+        for when in (self.render_pass.next_retry(), self.pass_retry.at, self.rescan_retry.at):
+            if when is not None:
+                due.append(max(0.0, when - now))
+        if self.forced and not self.pass_retry.pending:
+            due.append(0.0)
+        due = [d for d in due if d is not None]
+        return min(due) if due else None
+
+    def _pass_due(self, now: float) -> bool:
+        if self.forced and not self.pass_retry.pending:
+            return True
+        retry = self.render_pass.next_retry()
+        return (self.quiescence.due_in(now) == 0.0 or self.pass_retry.due(now)
+                or (retry is not None and now >= retry))
+
+    def _pass(self) -> None:
+        force, self.forced = self.forced, False
+        self.quiescence.reset()
+        self.serial += 1
+        started, wall = self.clock(), time.time()
+        outcome = None
+        try:
+            self.data, outcome = complete_pass(self.render_pass, self.data, self.client, self.fetched, force,
+                                               self.settings.consistency)
+        except Stopping:
+            raise
+        except (ConsulUnavailable, ConsulDenied) as error:  # Consul unreachable, or a token that lost a right
+            self._consul_failed(error, force)
+        except AgentError as error:
+            self.pass_retry.failed(self.clock())
+            log.error("render pass failed: %s; keeping the current files, retrying", error)
+        except Exception:  # a bug must cost a pass, never the daemon (and with it routing)
+            delay = self.pass_retry.failed(self.clock())
+            log.exception("render pass failed unexpectedly; keeping the current files, retrying in %.1fs", delay)
+        else:
+            self._consul_answered()
+            if outcome.missing:  # more rounds of keys than MAX_FILL_ROUNDS, or data Consul does not have
+                delay = self.pass_retry.failed(self.clock())
+                log.debug("templates still miss %s; rendering again in %.1fs", sorted(map(str, outcome.missing)), delay)
+            else:
+                self.pass_retry.succeeded()
+                if not self.state.first_pass_done:
+                    self.state.first_pass_done = True
+                    self._ready(f"rendered {len(self.render_pass.states)} template(s); following the catalog")
+        self._adjust_watches()
+        self._record(outcome, started, wall)
+
+    def _consul_failed(self, error: AgentError, forced: bool) -> None:
+        delay = self.pass_retry.failed(self.clock())
+        self.forced = forced  # what the failed pass was to render everything for still holds
+        if not self.consul_down_logged or self.pass_retry.backoff.failures % 10 == 0:
+            log.warning("%s; keeping the current files, retrying (next in %.1fs)", error, delay)
+        self.consul_down_logged = True
+        self.state.consul_reachable = False
+        self._ready(f"Consul unreachable ({error}); keeping nginx's current configuration, retrying")
+        self.notify("STATUS=Consul unreachable; keeping nginx's current configuration, retrying")
+
+    def _consul_answered(self) -> None:
+        if self.consul_down_logged:
+            log.info("Consul at %s answers again", self.settings.consul_address)
+            self.notify("STATUS=following the catalog")
+        self.consul_down_logged = False
+        self.state.consul_reachable = True
+
+    def _ready(self, status: str) -> None:
+        if not self.state.ready:
+            self.state.ready = True
+            self.notify(f"READY=1\nSTATUS={status}")
+
+    def _record(self, outcome: PassOutcome | None, started: float, wall: float) -> None:
+        result = outcome.result if outcome else None
+        self.state.catalog_index = self.fetched.catalog_index
+        self.state.record(PassRecord(
+            serial=self.serial, at=wall, seconds=self.clock() - started,
+            rendered=outcome.rendered if outcome else 0,
+            changed=tuple(str(c.destination) for c in result.applied) if result else (),
+            failures=tuple(outcome.failed) if outcome else ("incomplete: Consul unreachable",),
+            reloaded=bool(result and result.reloaded), complete=bool(outcome and not outcome.missing)),
+            self.render_pass.pending_failures())
+
+    # Settings and templates ---------------------------------------------------------------------
     def _configure(self, settings: Settings) -> None:
         self.settings = settings
-        fresh = make_pass(settings)
+        fresh = self.make_pass(settings, self.lifecycle, self._bytecode_cache())
         if self.render_pass is not None:  # SIGHUP: outputs of templates now gone get removed
             fresh.removed = [state.spec for dest, state in self.render_pass.states.items()
                              if dest not in fresh.states]
-            fresh.applier.reload_pending = self.render_pass.applier.reload_pending
+            # What nginx has not confirmed yet stays pending across new settings.
+            fresh.applier.unconfirmed = self.render_pass.applier.unconfirmed
+            fresh.applier.reload_retry = self.render_pass.applier.reload_retry
         self.render_pass = fresh
         self.quiescence = Quiescence(settings.wait)
         self.guard = CatalogGuard(grace=settings.grace)
         self.template_settle = Quiescence(TEMPLATE_SETTLE)
-        if self.dir_watcher:
-            self.dir_watcher.stop()
-            self.dir_watcher = None
-        directories = [source for source, _ in settings.template_dirs]
-        if directories:
-            self.dir_watcher = TemplateDirWatcher(directories, lambda: self.events.put(TEMPLATES_CHANGED)).start()
+        self.forced = True
+        self._watch_files()
         log.info("watching %d template(s)%s", len(fresh.states),
-                 f" in {len(directories)} watched director{'y' if len(directories) == 1 else 'ies'}"
-                 if directories else "")
+                 f" in {len(settings.template_dirs)} watched director{'y' if len(settings.template_dirs) == 1 else 'ies'}"
+                 if settings.template_dirs else "")
 
-    def _first_pass(self) -> bool:
-        """Render everything once, retrying Consul forever; False if asked to stop meanwhile.
+    def _bytecode_cache(self):
+        return jinja2.FileSystemBytecodeCache(self.bytecode_dir) if self.bytecode_dir else None
 
-        Between attempts it still obeys SIGHUP (a corrected Consul address is
-        the usual fix for a first pass that cannot reach Consul) and SIGTERM.
-        """
-        backoff = consul_agent_backoff()
-        while True:
-            try:
-                self._pass(force=True)
-                return True
-            except ConsulUnavailable as error:
-                delay = backoff.next()
-                log.warning("%s; keeping the current files, retrying in %.1fs", error, delay)
-            deadline = self.clock() + delay
-            while (remaining := deadline - self.clock()) > 0:
-                try:
-                    event = self.events.get(timeout=remaining)
-                except queue.Empty:
-                    break
-                if event == STOP:
-                    return False
-                if event == RELOAD_SETTINGS and self._reload_settings():
-                    break
-                if event == TEMPLATES_CHANGED:
-                    self._rescan_templates()
-
-    def _pass(self, force: bool = False) -> None:
-        self.data, _ = complete_pass(self.render_pass, self.data, self.client, self.fetched, force)
-        self._adjust_watches()
-
-    def _loop(self) -> None:
-        retry_backoff = Backoff(initial=0.5, cap=30)
-        retry_at: float | None = None
-        while True:
-            now = self.clock()
-            timeouts = [t for t in (self.quiescence.due_in(now), self.template_settle.due_in(now),
-                                    self.guard.due_in(now),
-                                    None if retry_at is None else max(0.0, retry_at - now)) if t is not None]
-            try:
-                event = self.events.get(timeout=min(timeouts) if timeouts else None)
-            except queue.Empty:
-                event = None
-            batch = [] if event is None else [event]
-            while True:  # drain: what arrived together is handled together
-                try:
-                    batch.append(self.events.get_nowait())
-                except queue.Empty:
-                    break
-            force = False
-            for item in batch:
-                if item == STOP:
-                    log.info("stopping")
-                    return
-                if item == RELOAD_SETTINGS:
-                    force |= self._reload_settings()
-                elif item == TEMPLATES_CHANGED:
-                    self.template_settle.changed(self.clock())
-                elif isinstance(item, Update):
-                    self._take(item)
-            now = self.clock()
-            released = self.guard.release(now)
-            if released is not None:
-                self._use_catalog(released)
-            if self.template_settle.due_in(now) == 0.0:
-                self.template_settle.reset()
-                self._rescan_templates()
-            due = force or self.quiescence.due_in(now) == 0.0 or (retry_at is not None and now >= retry_at)
-            if not due:
-                continue
-            self.quiescence.reset()
-            try:
-                self._pass(force=force)
-                retry_at = None
-                retry_backoff.reset()
-            except Exception as error:  # no failed pass may take the daemon (and routing) down
-                delay = retry_backoff.next()
-                retry_at = self.clock() + delay
-                if isinstance(error, AgentError):  # Consul unreachable, or a token that lost a right
-                    log.warning("%s; keeping the current files, retrying in %.1fs", error, delay)
-                else:  # a bug: the operator and we need the traceback
-                    log.exception("render pass failed unexpectedly; keeping the current files, retrying in "
-                                  "%.1fs", delay)
+    def _watch_files(self) -> None:
+        if self.files is not None:
+            self.files.watch([source for source, _ in self.settings.template_dirs], self.render_pass.input_files()
+                             | {str(spec.source) for spec in self.settings.templates})
 
     def _rescan_templates(self) -> None:
         try:
-            self.render_pass.set_specs(self.settings.template_specs())
-        except AgentError as error:
-            log.error("template directories: %s; keeping the previous template set", error)
+            specs = self.settings.template_specs()
+        except ConfigError as error:
+            delay = self.rescan_retry.failed(self.clock())
+            if self.rescan_retry.backoff.failures == 1:
+                log.error("%s; keeping the previous template set (and its outputs), checking again in %.0fs",
+                          error, delay)
             return
+        if self.rescan_retry.pending:
+            log.info("template directories readable again")
+        self.rescan_retry.succeeded()
+        self.render_pass.set_specs(specs)
         self.quiescence.changed(self.clock())
-
-    def _take(self, update: Update) -> None:
-        if update.error:
-            return
-        if update.source == "catalog" and update.data is not None:
-            self._use_catalog(self.guard.offer(self.data.catalog, update.data, update.reset, self.clock()))
-        elif update.source == "kv" and update.data is not None:
-            self.data = TemplateData(self.data.catalog, update.data)
-            self.quiescence.changed(self.clock())
-
-    def _use_catalog(self, catalog) -> None:
-        self.data = TemplateData(catalog, self.data.kv)
-        self.quiescence.changed(self.clock())
+        self._watch_files()
 
     def _reload_settings(self) -> bool:
         if self.rebuild_settings is None:
             return False
         try:
             settings = self.rebuild_settings()
+            settings.template_specs()  # every template directory readable, no destination named twice
         except AgentError as error:
             log.error("SIGHUP: keeping the current settings: %s", error)
             return False
-        if (settings.consul_address, settings.consul_token) != (self.settings.consul_address,
-                                                                self.settings.consul_token):
+        if (settings.consul_address, settings.consul_token, settings.consul_tls) != (
+                self.settings.consul_address, self.settings.consul_token, self.settings.consul_tls):
             self._reconnect(settings)
         self._configure(settings)
         log.info("SIGHUP: settings and templates re-read")
         return True
 
     def _reconnect(self, settings: Settings) -> None:
-        """A new Consul address or token: drop the watches and the data they fed, start over."""
+        """A new Consul address, token or TLS setting: drop the watches and the data they fed, start over."""
         self._stop_watches()
         self.client.close()
-        self.client = connect(settings, timeout=30)
+        self.client = self.connect(settings, timeout=30)
         self.data, self.fetched = TemplateData(), Fetched()
+
+    # Data ----------------------------------------------------------------------------------
+    def _take(self, update: Update) -> None:
+        if update.error:
+            return
+        if update.source == "catalog" and update.data is not None:
+            self._warn_if_filtered(update.data)
+            self._use_catalog(self.guard.offer(self.data.catalog, update.data, update.reset, self.clock()))
+        elif update.source == "kv" and update.data is not None:
+            self.data = TemplateData(self.data.catalog, update.data)
+            self.quiescence.changed(self.clock())
+
+    def _warn_if_filtered(self, catalog) -> None:
+        filtered = getattr(catalog, "filtered_by_acls", False)
+        if filtered and not self.filtered_warned:
+            log.warning("Consul filtered the catalog by ACLs (X-Consul-Results-Filtered-By-ACLs): the renderer's "
+                        "token cannot read every node or service, so nginx gets only the part it sees; grant "
+                        "node_prefix \"\" and service_prefix \"\" read (README, ACL tokens)")
+        self.filtered_warned = filtered
+
+    def _use_catalog(self, catalog) -> None:
+        self.data = TemplateData(catalog, self.data.kv)
+        self.quiescence.changed(self.clock())
 
     def _adjust_watches(self) -> None:
         if self.render_pass.uses_catalog():
             if self.catalog_watch is None:
-                fetcher = _CatalogFetcher(connect(self.settings))
-                fetcher.previous = self.data.catalog
-                self.catalog_watch = BlockingWatch("catalog", fetcher, self.events.put, self.watch_wait,
-                                                   start_index=self.fetched.catalog_index).start()
+                fetcher = _CatalogFetcher(self.connect(self.settings), self.settings.consistency, self.data.catalog)
+                self.catalog_watch = self.watch_factory("catalog", fetcher, self.events.put, self.watch_wait,
+                                                        self.fetched.catalog_index)
         elif self.catalog_watch is not None:
             self.catalog_watch.stop()
             self.catalog_watch = None
@@ -303,10 +426,12 @@ class Daemon:
                 self.kv_watch = None
             self.kv_prefix = prefix
             if prefix is not None:
-                client = connect(self.settings)
+                client, consistency = self.connect(self.settings), self.settings.consistency
                 start = self.fetched.kv_index if self.fetched.kv_prefix == prefix else 0
-                self.kv_watch = BlockingWatch("kv", lambda index, wait: fetch_kv(client, prefix, index, wait),
-                                              self.events.put, self.watch_wait, start_index=start).start()
+                self.kv_watch = self.watch_factory(
+                    "kv", lambda index, wait: fetch_kv(client, prefix, index, wait, consistency),
+                    self.events.put, self.watch_wait, start)
+        self._watch_files()
 
     def _stop_watches(self) -> None:
         for watch in (self.catalog_watch, self.kv_watch):
@@ -317,5 +442,5 @@ class Daemon:
 
     def _stop_threads(self) -> None:
         self._stop_watches()
-        if self.dir_watcher:
-            self.dir_watcher.stop()
+        if self.files:
+            self.files.stop()

@@ -15,6 +15,9 @@ class TemplateError(RendererError):
         where = f"{path}:{line}" if line else path
         super().__init__(f"template {where}: {message}")
 
+    def __reduce__(self):  # crosses from the render child to the daemon (pickle)
+        return type(self), (self.path, self.line, self.message)
+
 
 class CatalogFileError(RendererError):
     """A --catalog snapshot file is unreadable or malformed."""
@@ -30,3 +33,11 @@ class CommandFailed(RendererError):
 
 class WriteFailed(RendererError):
     """An output file could not be written or restored."""
+
+
+class ReloadNotTaken(RendererError):
+    """nginx was signalled but did not load the new configuration; carries nginx's own line."""
+
+    def __init__(self, detail: str):
+        self.detail = detail
+        super().__init__(detail)

@@ -9,6 +9,11 @@ not tracked by the cyclic garbage collector (they cannot form cycles: they
 hold strings, numbers, tuples of strings and string maps). Measured on the
 5,000 x 3 dump, against decoding it whole with orjson: 8 ms instead of 32.
 
+Consul 1.13+ appends the nodes imported from peered clusters, marked with
+``PeerName`` (their names may collide with local ones); services carry
+``Kind`` (``connect-proxy``, ``mesh-gateway`` ... ; empty for a typical
+service). Both are read; the catalog leaves imported nodes out.
+
 The types are the ones Consul's Go structs guarantee (a port is always an
 integer, tags a list of strings, meta a string map, and each may be null).
 A dump that does not fit them is refused whole (``msgspec.DecodeError``
@@ -31,6 +36,7 @@ class ServiceEntry(msgspec.Struct, frozen=True, gc=False):
     Address: str = ""
     Meta: dict[str, str] | None = None
     Port: int = 0
+    Kind: str = ""
     ModifyIndex: int | None = None
 
 
@@ -42,6 +48,7 @@ class CheckEntry(msgspec.Struct, frozen=True, gc=False):
 class NodeEntry(msgspec.Struct, frozen=True, gc=False):
     Node: str = ""
     Address: str = ""
+    PeerName: str = ""
     Meta: dict[str, str] | None = None
     Services: tuple[ServiceEntry, ...] | None = None
     Checks: tuple[CheckEntry, ...] | None = None

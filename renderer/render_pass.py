@@ -1,10 +1,21 @@
-"""One render pass: render what may have changed, compare with disk, apply.
+"""One render pass: render what is due, compare with disk, apply.
 
-Shared by ``renderer once`` and the daemon. A template is rendered again only
-when its source changed or one of the values it used changed (see
-``template_api``). Output rendered while data was still missing is never
-written: the caller fetches what ``PassOutcome.missing`` lists and runs the
-pass again.
+Shared by ``renderer once`` and the daemon. The state is what every output
+should be now; a template is rendered again when
+
+* a value it used changed (see ``template_api``), or one of the template
+  files it read (itself, its includes and imports) changed on disk;
+* its last attempt failed and its retry is due: a failed render, a file
+  nginx rejected, a destination that could not be written are all retried
+  with capped backoff (``agentkit.backoff.failure_backoff``) whatever the
+  cause, so nothing waits for an unrelated change to heal;
+* the pass is forced (first pass, settings re-read).
+
+Output rendered while data was still missing is never written: the caller
+fetches what ``PassOutcome.missing`` lists and runs the pass again. A
+template that failed, or still misses data, keeps what it read as its
+dependencies: the daemon goes on watching them, and a key written again
+renders it again at once.
 """
 
 from __future__ import annotations
@@ -14,12 +25,13 @@ import hashlib
 import logging
 from pathlib import Path
 
-import jinja2
+from agentkit.backoff import Retry
+from agentkit.lifecycle import Lifecycle
 
+from . import bounded
 from .apply import Applier, ApplyResult, FileChange, read_current
-from .errors import TemplateError
 from .template_api import CATALOG_KINDS, TemplateData, changed
-from .templates import TemplateLoader, TemplateSpec
+from .templates import Rendered, TemplateLoader, TemplateSpec, stat_key
 
 log = logging.getLogger("renderer")
 
@@ -27,11 +39,15 @@ log = logging.getLogger("renderer")
 @dataclasses.dataclass
 class _TemplateState:
     spec: TemplateSpec
-    template: jinja2.Template | None = None
-    used: dict | None = None          # dependencies of the last complete render
-    error: str | None = None          # the last failure, logged once
+    used: dict | None = None               # dependency -> value, as read by the last render
+    inputs: dict[str, tuple | None] | None = None  # template files the last render read -> stat_key
+    error: str | None = None               # the last failure, logged once
+    retry: Retry = dataclasses.field(default_factory=Retry)
     warnings: tuple[str, ...] = ()
-    rejected_digest: bytes | None = None  # content nginx refused; not tried again
+    rejected_digest: bytes | None = None   # content nginx refused: not offered again before the retry
+
+    def inputs_changed(self) -> bool:
+        return self.inputs is None or any(stat_key(path) != key for path, key in self.inputs.items())
 
 
 @dataclasses.dataclass
@@ -43,13 +59,19 @@ class PassOutcome:
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.missing
 
 
 class RenderPass:
-    def __init__(self, loader: TemplateLoader, applier: Applier, specs: list[TemplateSpec]):
+    def __init__(self, loader: TemplateLoader, applier: Applier, specs: list[TemplateSpec],
+                 limits: bounded.Limits = bounded.Limits(), lifecycle: Lifecycle | None = None,
+                 retrying: bool = True):
         self.loader = loader
         self.applier = applier
+        self.retrying = retrying  # the daemon retries; `once` leaves that to the next run
+        self.limits = limits
+        self.lifecycle = lifecycle or Lifecycle()
+        self.clock = self.lifecycle.clock
         self.states: dict[Path, _TemplateState] = {}
         self.removed: list[TemplateSpec] = []
         self.rejected_seen: set[str] = set()
@@ -64,7 +86,7 @@ class RenderPass:
                               else _TemplateState(spec)) for dest, spec in new.items()}
 
     def dependencies(self) -> set[tuple]:
-        """Everything the templates read in their last renders: what must be watched."""
+        """Everything the templates read in their last renders, failed or not: what must be watched."""
         return {dependency for state in self.states.values() if state.used for dependency in state.used}
 
     def uses_catalog(self) -> bool:
@@ -73,47 +95,67 @@ class RenderPass:
     def kv_paths(self) -> set[str]:
         return {d[1] for d in self.dependencies() if d[0] not in CATALOG_KINDS}
 
+    def input_files(self) -> set[str]:
+        """Every template file the templates read: what must be watched on disk."""
+        return {path for state in self.states.values() if state.inputs for path in state.inputs}
+
+    def next_retry(self) -> float | None:
+        """When the earliest failed template or pending reload is due again (None: nothing failed)."""
+        times = [state.retry.at for state in self.states.values() if state.retry.pending]
+        if self.applier.reload_pending and self.applier.reload_retry.pending:
+            times.append(self.applier.reload_retry.at)
+        return min(times) if times else None
+
+    def pending_failures(self) -> dict[str, str]:
+        """What is failing now, by template (and ``nginx reload``), for the status page."""
+        failing = {str(state.spec.source): state.error for state in self.states.values() if state.error}
+        if self.applier.reload_pending and self.applier.reload_retry.pending:
+            failing["nginx reload"] = "pending"
+        return failing
+
     def run(self, data: TemplateData, force: bool = False) -> PassOutcome:
         outcome = PassOutcome()
+        now = self.clock()
         if data.catalog is not None and data.catalog is not self.last_catalog:
             self._report_rejected(data.catalog)
         changes = [FileChange(spec.destination, None, str(spec.source)) for spec in self.removed
                    if spec.destination.exists()]
         self.removed = []
+        due = [state for state in self.states.values() if force or self._due(state, data, now)]
+        results = bounded.render_all(self.loader, [state.spec.source for state in due], data, self.limits,
+                                     self.lifecycle)
         by_destination = {}
-        for state in self.states.values():
-            change = self._render(state, data, force, outcome)
+        for state in due:
+            change = self._take(state, results[state.spec.source], data, now, outcome)
             if change:
                 changes.append(change)
                 by_destination[change.destination] = state
-        if changes or self.applier.reload_pending:
+        if changes or self.applier.reload_due(now):
             outcome.result = self.applier.apply(changes)
             self._report(outcome, by_destination)
+        if self.applier.reload_pending and outcome.result is None:
+            outcome.failed.append("nginx reload pending (retrying)")
         return outcome
 
-    def _render(self, state: _TemplateState, data: TemplateData, force: bool, outcome: PassOutcome):
+    def _due(self, state: _TemplateState, data: TemplateData, now: float) -> bool:
+        return (state.used is None or state.retry.due(now) or state.inputs_changed()
+                or changed(state.used, data))
+
+    def _take(self, state: _TemplateState, rendered: Rendered, data: TemplateData, now: float,
+              outcome: PassOutcome) -> FileChange | None:
+        """Record what a render read and returned; the change to apply, if any."""
         spec = state.spec
-        try:
-            template = self.loader.load(spec.source)
-        except TemplateError as error:
-            self._failed(state, str(error), outcome)
-            return None
-        if not (force or template is not state.template or state.used is None or changed(state.used, data)):
-            return None
-        try:
-            rendered = self.loader.render(spec.source, data)
-        except TemplateError as error:
-            state.template, state.used = template, None
-            self._failed(state, f"{error}; {spec.destination} left as it was", outcome)
+        if rendered.used or rendered.error is None:  # a render killed mid-way told nothing: keep the last
+            state.used = data.values(rendered.used)
+        if rendered.inputs:
+            state.inputs = dict(rendered.inputs)
+        if rendered.error is not None:
+            self._failed(state, f"{rendered.error}; {spec.destination} left as it was", outcome, now)
             return None
         if rendered.missing:
             outcome.missing |= rendered.missing
             return None
         outcome.rendered += 1
-        state.template, state.used = template, dict(rendered.used)
-        if state.error:
-            log.info("template %s renders again", spec.source)
-            state.error = None
         for warning in rendered.warnings:
             if warning not in state.warnings:
                 log.warning("template %s: %s", spec.source, warning)
@@ -122,15 +164,15 @@ class RenderPass:
         try:
             current = read_current(spec.destination)
         except OSError as error:
-            state.used = None
             self._failed(state, f"cannot read {spec.destination} rendered from {spec.source}: "
-                                f"{error.strerror}; left as it was", outcome)
-            return None
-        if content == current:
+                                f"{error.strerror}; left as it was", outcome, now)
             return None
         digest = hashlib.sha256(content).digest()
-        if digest == state.rejected_digest:
-            return None  # nginx already refused these exact bytes; logged then
+        if digest == state.rejected_digest and not state.retry.due(now):
+            return None  # nginx refused these exact bytes; logged then, offered again when the retry is due
+        if content == current:
+            self._succeeded(state)
+            return None
         return FileChange(spec.destination, content, str(spec.source))
 
     def _report_rejected(self, catalog) -> None:
@@ -141,38 +183,65 @@ class RenderPass:
             log.warning("skipped %s", text)
         self.rejected_seen = current
 
-    def _failed(self, state: _TemplateState, message: str, outcome: PassOutcome) -> None:
+    def _failed(self, state: _TemplateState, message: str, outcome: PassOutcome, now: float) -> None:
         outcome.failed.append(message)
+        delay = state.retry.failed(now)
         if message != state.error:
-            log.error("%s", message)
+            log.error("%s%s", message, f" (retrying in {delay:.0f}s, then with backoff)" if self.retrying else "")
             state.error = message
+
+    def _succeeded(self, state: _TemplateState) -> None:
+        if state.error:
+            log.info("template %s renders and applies again", state.spec.source)
+        state.error = None
+        state.rejected_digest = None
+        state.retry.succeeded()
 
     def _report(self, outcome: PassOutcome, by_destination: dict) -> None:
         result = outcome.result
+        now = self.clock()
         for change in result.applied:
             verb = "removed" if change.content is None else "rendered"
             log.info("%s %s from %s", verb, change.destination, change.template)
             state = by_destination.get(change.destination)
             if state:
-                state.rejected_digest = None
+                self._succeeded(state)
         for change, detail in result.rejected:
-            message = (f"nginx rejected {change.destination} rendered from {change.template}; "
-                       f"kept the previous file: {detail}")
-            outcome.failed.append(message)
-            log.error("%s", message)
-            state = by_destination.get(change.destination)
-            if state and change.content is not None:
-                state.rejected_digest = hashlib.sha256(change.content).digest()
+            self._refused(by_destination.get(change.destination), outcome, now, change,
+                          f"nginx rejected {change.destination} rendered from {change.template}; "
+                          f"kept the previous file: {detail}")
+        for change, detail in result.refused:
+            self._refused(self.states.get(change.destination), outcome, now, change,
+                          f"nginx refused to load {change.destination} rendered from {change.template}; "
+                          f"put back the file it runs: {detail}")
         for change, reason in result.unwritable:
             message = f"cannot write {change.destination} rendered from {change.template}: {reason}; kept the previous file"
-            outcome.failed.append(message)
-            log.error("%s", message)
             state = by_destination.get(change.destination)
             if state:
-                state.used = None  # render and try again next pass
-        if result.reloaded:
-            log.info("nginx reload ok in %.0f ms", result.reload_ms)
+                self._failed(state, message, outcome, now)
+            else:
+                outcome.failed.append(message)
+                log.error("%s", message)
+        if result.reloaded and result.confirmed:
+            log.info("nginx reload confirmed in %.0f ms: its new workers run the new configuration",
+                     result.reload_ms)
+        elif result.reloaded:
+            log.info("nginx reload command succeeded in %.0f ms (not confirmed: nginx_pid_file is empty)",
+                     result.reload_ms)
         if result.reload_error:
-            message = f"nginx reload failed: {result.reload_error}; will retry on the next pass"
+            delay = self.applier.reload_retry.at - now
+            message = (f"nginx reload failed: {result.reload_error}; "
+                       + (f"retrying in {delay:.0f}s" if self.retrying
+                          else "the files stay and the next run reloads them"))
             outcome.failed.append(message)
             log.error("%s", message)
+
+    def _refused(self, state: _TemplateState | None, outcome: PassOutcome, now: float, change: FileChange,
+                 message: str) -> None:
+        if state is None:
+            outcome.failed.append(message)
+            log.error("%s", message)
+            return
+        if change.content is not None:
+            state.rejected_digest = hashlib.sha256(change.content).digest()
+        self._failed(state, message, outcome, now)

@@ -5,10 +5,17 @@ from the same sources. TOML keys are the flags' names with underscores:
 
     consul_addr = "127.0.0.1:8500"
     consul_token_file = "/etc/renderer/consul-token"
+    consul_cacert = "/etc/consul.d/ca.pem"          # and consul_client_cert, consul_client_key, ...
+    consistency = "default"                          # or "stale"
     template = ["/etc/renderer/templates/x.conf.j2:/etc/nginx/conf.d/x.conf"]
     template_dir = ["/etc/renderer/templates/http:/etc/nginx/conf.d"]
     check_command = "nginx -t"
     reload_command = "nginx -s reload"
+    nginx_pid_file = "/run/nginx.pid"
+    nginx_error_log = "/var/log/nginx/error.log"
+    reload_timeout = "30s"
+    render_timeout = "10s"
+    render_max_output = "64m"
     wait = "500ms:5s"
     grace = "30s"
     log_level = "info"
@@ -17,6 +24,7 @@ from the same sources. TOML keys are the flags' names with underscores:
 
 Relative paths in the file are relative to the file. A list given by flags
 replaces the file's list; ``--var`` flags override the file's keys one by one.
+Every mistake is a :class:`ConfigError` whose message names the setting.
 """
 
 from __future__ import annotations
@@ -30,40 +38,68 @@ from pathlib import Path
 from types import MappingProxyType
 
 from agentkit import consul as consul_connection
-from agentkit.consul import ConsulAddress
+from agentkit.consul import ConsulAddress, ConsulTLS
 
+from .bounded import DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, Limits
 from .errors import ConfigError
+from .listen_ports import ListenPolicy
 from .quiescence import Wait
 from .templates import TemplateSpec, expand_dirs
 
 DEFAULTS = {
     "check_command": "nginx -t",
     "reload_command": "nginx -s reload",
+    "nginx_pid_file": "/run/nginx.pid",
+    "nginx_error_log": "/var/log/nginx/error.log",
+    "reload_timeout": "30s",
+    "render_timeout": f"{DEFAULT_TIMEOUT:g}s",
+    "render_max_output": str(DEFAULT_MAX_OUTPUT),
+    "consistency": "default",
     "log_level": "info",
     "grace": "30s",
 }
-FILE_KEYS = {"consul_addr", "consul_token", "consul_token_file", "template", "template_dir", "var",
-             "check_command", "reload_command", "wait", "log_level", "grace"}
+STRING_KEYS = ("consul_addr", "consul_token", "consul_token_file", "consul_cacert", "consul_capath",
+               "consul_client_cert", "consul_client_key", "consul_tls_server_name", "consistency",
+               "check_command", "reload_command", "nginx_pid_file", "nginx_error_log", "reload_timeout",
+               "render_timeout", "render_max_output", "wait", "log_level", "grace")
+PATH_KEYS = ("consul_token_file", "consul_cacert", "consul_capath", "consul_client_cert", "consul_client_key",
+             "nginx_pid_file", "nginx_error_log")
+FILE_KEYS = {*STRING_KEYS, "consul_tls_skip_verify", "template", "template_dir", "var"}
+CONSISTENCY_MODES = ("default", "stale")
+_TLS_FILE_KEYS = {"consul_cacert": "CONSUL_CACERT", "consul_capath": "CONSUL_CAPATH",
+                  "consul_client_cert": "CONSUL_CLIENT_CERT", "consul_client_key": "CONSUL_CLIENT_KEY",
+                  "consul_tls_server_name": "CONSUL_TLS_SERVER_NAME"}
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
+_SIZE = re.compile(r"^(\d+)([kmg]?)b?$", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
     consul_address: ConsulAddress
     consul_token: str | None = dataclasses.field(repr=False)
+    consul_tls: ConsulTLS
+    consistency: str
     templates: tuple[TemplateSpec, ...]
     template_dirs: tuple[tuple[Path, Path], ...]
     variables: Mapping[str, str]
     check_command: str
     reload_command: str
+    nginx_pid_file: Path | None
+    nginx_error_log: Path | None
+    reload_timeout: float
+    limits: Limits
     wait: Wait | None
     grace: float
     log_level: str
     config_file: Path | None
 
     def template_specs(self) -> list[TemplateSpec]:
-        """Explicit templates, then every *.j2 of the template directories, as of now."""
+        """Explicit templates, then every *.j2 of the template directories, as of now.
+
+        A template directory that is missing is an error (its outputs must not
+        be removed as if it were empty), and so is one destination named twice.
+        """
         specs = list(self.templates) + expand_dirs(self.template_dirs)
         seen: dict[Path, TemplateSpec] = {}
         for spec in specs:
@@ -84,29 +120,67 @@ def build(flags: Mapping, environ: Mapping[str, str] = os.environ) -> Settings:
 
     # Consul's own variables sit between the file and the flags.
     address = consul_connection.resolve_address(
-        flags.get("consul_addr") or environ.get("CONSUL_HTTP_ADDR") or file_values.get("consul_addr"), {})
+        flags.get("consul_addr") or environ.get("CONSUL_HTTP_ADDR") or file_values.get("consul_addr"), environ)
     token = None
     for source in (flags, {"consul_token": environ.get("CONSUL_HTTP_TOKEN"),
                            "consul_token_file": environ.get("CONSUL_HTTP_TOKEN_FILE")}, file_values):
         if source.get("consul_token") or source.get("consul_token_file"):
             token = consul_connection.resolve_token(source.get("consul_token"), source.get("consul_token_file"), {})
             break
+    tls = _tls(flags, file_values, environ, config_file)
 
     templates = tuple(TemplateSpec(*pair) for pair in (_pairs(flags.get("template"), "--template")
                                                        or file_values.get("template", ())))
     template_dirs = _pairs(flags.get("template_dir"), "--template-dir") or tuple(file_values.get("template_dir", ()))
     variables = dict(file_values.get("var", {}))
     variables.update(parse_variables(flags.get("var") or ()))
+    ListenPolicy.from_variables(variables)  # stream_ports, http_port, https_port: say now if they are wrong
+    consistency = (pick("consistency") or DEFAULTS["consistency"]).lower()
+    if consistency not in CONSISTENCY_MODES:
+        raise ConfigError(f"--consistency {consistency!r}: expected default or stale")
     wait_text = pick("wait")
+    pid_file, error_log = _optional_path(pick, "nginx_pid_file"), _optional_path(pick, "nginx_error_log")
     return Settings(
-        consul_address=address, consul_token=token, templates=templates, template_dirs=template_dirs,
-        variables=MappingProxyType(variables),
+        consul_address=address, consul_token=token, consul_tls=tls, consistency=consistency,
+        templates=templates, template_dirs=template_dirs, variables=MappingProxyType(variables),
         check_command=pick("check_command") or DEFAULTS["check_command"],
         reload_command=pick("reload_command") or DEFAULTS["reload_command"],
+        nginx_pid_file=pid_file, nginx_error_log=error_log,
+        reload_timeout=_positive(parse_duration(pick("reload_timeout") or DEFAULTS["reload_timeout"]),
+                                 "--reload-timeout"),
+        limits=Limits(timeout=_positive(parse_duration(pick("render_timeout") or DEFAULTS["render_timeout"]),
+                                        "--render-timeout"),
+                      max_output=parse_size(pick("render_max_output") or DEFAULTS["render_max_output"],
+                                            "--render-max-output")),
         wait=parse_wait(wait_text) if wait_text else None,
         grace=parse_duration(pick("grace") or DEFAULTS["grace"]),
         log_level=(pick("log_level") or DEFAULTS["log_level"]).lower(),
         config_file=config_file)
+
+
+def _optional_path(pick, key: str) -> Path | None:
+    """A path setting where "" means "none" (``nginx_pid_file = ""`` turns reload confirmation off)."""
+    value = pick(key)
+    value = DEFAULTS[key] if value is None else value
+    return Path(value) if value else None
+
+
+def _positive(seconds: float, what: str) -> float:
+    if seconds <= 0:
+        raise ConfigError(f"{what} must be more than 0")
+    return seconds
+
+
+def _tls(flags: Mapping, file_values: Mapping, environ: Mapping[str, str], config_file: Path | None) -> ConsulTLS:
+    """Flags > CONSUL_* environment > the file, key by key, as for the address."""
+    from_file = {variable: file_values[key] for key, variable in _TLS_FILE_KEYS.items() if file_values.get(key)}
+    if "consul_tls_skip_verify" in file_values:
+        from_file["CONSUL_HTTP_SSL_VERIFY"] = "false" if file_values["consul_tls_skip_verify"] else "true"
+    layered = {**from_file, **{k: v for k, v in environ.items() if k.startswith("CONSUL_")}}
+    given = {"ca_file": flags.get("consul_cacert"), "ca_path": flags.get("consul_capath"),
+             "cert_file": flags.get("consul_client_cert"), "key_file": flags.get("consul_client_key"),
+             "server_name": flags.get("consul_tls_server_name"), "skip_verify": flags.get("consul_tls_skip_verify")}
+    return consul_connection.resolve_tls(given, layered)
 
 
 def load_file(path: Path) -> dict:
@@ -116,6 +190,8 @@ def load_file(path: Path) -> dict:
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {path}: {error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
     unknown = sorted(set(data) - FILE_KEYS)
     if unknown:
         raise ConfigError(f"config file {path}: unknown setting {unknown[0]!r}")
@@ -128,12 +204,17 @@ def load_file(path: Path) -> dict:
     if "var" in data:
         if not isinstance(data["var"], dict):
             raise ConfigError(f"config file {path}: [var] must be a table")
+        if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in data["var"].values()):
+            raise ConfigError(f"config file {path}: [var] values must be strings or numbers")
         data["var"] = parse_variables(f"{k}={v}" for k, v in data["var"].items())
-    if "consul_token_file" in data:
-        data["consul_token_file"] = str(_relative(base, data["consul_token_file"]))
-    for key in ("consul_addr", "consul_token", "check_command", "reload_command", "wait", "log_level", "grace"):
+    for key in STRING_KEYS:
         if key in data and not isinstance(data[key], str):
             raise ConfigError(f"config file {path}: {key} must be a string")
+    if "consul_tls_skip_verify" in data and not isinstance(data["consul_tls_skip_verify"], bool):
+        raise ConfigError(f"config file {path}: consul_tls_skip_verify must be true or false")
+    for key in PATH_KEYS:
+        if data.get(key):
+            data[key] = str(_relative(base, data[key]))
     return data
 
 
@@ -171,6 +252,14 @@ def parse_duration(text: str) -> float:
         raise ConfigError(f"invalid duration {text!r}: expected e.g. 500ms, 2s, 1m or a number of seconds")
     number, unit = float(match[1]), match[2] or "s"
     return number * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
+
+
+def parse_size(text: str, what: str) -> int:
+    """``64m``, ``512k``, ``1g`` or a number of bytes."""
+    match = _SIZE.fullmatch(str(text).strip())
+    if not match or int(match[1]) == 0:
+        raise ConfigError(f"{what} {text!r}: expected a size like 64m, 512k or a number of bytes")
+    return int(match[1]) << {"": 0, "k": 10, "m": 20, "g": 30}[match[2].lower()]
 
 
 def parse_wait(text: str) -> Wait:

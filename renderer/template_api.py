@@ -25,14 +25,31 @@ KV_KINDS = frozenset({"key", "tree"})
 
 
 class TemplateData:
-    """What a render may read: the current catalog and KV snapshots, either possibly absent."""
+    """What a render may read: the current catalog and KV snapshots, either possibly absent.
+
+    Immutable, so each dependency's value is computed once per snapshot: the
+    pass that decides what changed, the render, and the record of what the
+    render used all ask for the same values.
+    """
 
     def __init__(self, catalog: Catalog | None = None, kv: KvSnapshot | None = None):
         self.catalog = catalog
         self.kv = kv
+        self._values: dict[tuple, object] = {}
 
     def evaluate(self, dependency: tuple):
         """The value ``dependency`` has in this data; ``MISSING`` when not fetched."""
+        try:
+            return self._values[dependency]
+        except KeyError:
+            value = self._values[dependency] = self._evaluate(dependency)
+            return value
+
+    def values(self, dependencies) -> dict[tuple, object]:
+        """``{dependency: value}`` for a render's recorded dependencies."""
+        return {dependency: self.evaluate(dependency) for dependency in dependencies}
+
+    def _evaluate(self, dependency: tuple):
         kind = dependency[0]
         if kind in CATALOG_KINDS:
             if self.catalog is None:
@@ -93,9 +110,10 @@ class Recorder:
         return ""
 
     def services(self, tag: str | None = None) -> list[dict]:
-        """Every service (with a tag, only those carrying it): ``[{name, tags}]`` by name."""
+        """Every service (with a tag, only those carrying it): ``[{name, tags, kind}]`` by name."""
         value = self._ask(("services", tag))
-        return [] if value is MISSING else [{"name": name, "tags": list(tags)} for name, tags in value]
+        return [] if value is MISSING else [{"name": name, "tags": list(tags), "kind": kind}
+                                            for name, tags, kind in value]
 
     def service(self, name: str, tag: str | None = None, passing: bool = True) -> list[Instance]:
         """Instances of ``name`` (with ``tag``); only passing ones unless ``passing=False``."""

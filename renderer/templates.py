@@ -5,18 +5,38 @@ One Jinja environment per template directory, so ``{% include %}`` and
 (``auto_reload``) notices an edited file. Undefined names are errors
 (``StrictUndefined``): a typo fails the render with its line instead of
 silently writing an empty directive.
+
+Templates run in Jinja's sandbox: operators write them, but nothing a
+template does should reach Python's internals (``''.__class__``) or ``os``.
+The environment records every template file a render loads (the template,
+its includes, imports and parents): those are the render's *inputs*, so an
+edit to a shared partial renders every template that used it again.
+
+Compiling is running: Jinja evaluates constant expressions while compiling
+(``{{ "x" | center(10**10) }}`` is computed then), so templates are only
+ever compiled where they render, inside the bounded child
+(:mod:`renderer.bounded`); a bytecode cache keeps that cheap.
+
+A render that raised while data it asked for was still missing is reported
+as missing, not as a failure: ``service("api")[0]`` fails on the pass before
+the catalog arrives and must simply be rendered again once it has.
+Time and memory bounds are not enforced here but around the call, by
+:mod:`renderer.bounded`; the output-size bound is, chunk by chunk.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
 
 import jinja2
+import jinja2.sandbox
 
-from .errors import TemplateError
+from .errors import ConfigError, TemplateError
+from .listen_ports import ListenPolicy
 from .template_api import Recorder, TemplateData
 
 
@@ -32,39 +52,80 @@ class TemplateSpec:
 
 
 def expand_dirs(pairs: tuple[tuple[Path, Path], ...]) -> list[TemplateSpec]:
-    """Every ``*.j2`` in each source directory renders to DEST/<name without .j2>."""
+    """Every ``*.j2`` in each source directory renders to DEST/<name without .j2>.
+
+    A source directory that is missing or unreadable is an error, never an
+    empty set: treating it as empty would remove every file it renders
+    (a vanished mount would drop every route).
+    """
     specs = []
     for source_dir, dest_dir in pairs:
-        if not source_dir.is_dir():
-            continue
-        for source in sorted(source_dir.glob("*.j2")):
+        try:
+            sources = sorted(source_dir.glob("*.j2")) if source_dir.is_dir() else None
+        except OSError as error:
+            raise ConfigError(f"template directory {source_dir}: {error.strerror}") from None
+        if sources is None:
+            raise ConfigError(f"template directory {source_dir} does not exist")
+        for source in sources:
             if source.is_file():
                 specs.append(TemplateSpec(source, dest_dir / source.name[:-3]))
     return specs
 
 
+class OutputTooLarge(Exception):
+    pass
+
+
 @dataclasses.dataclass(frozen=True)
 class Rendered:
     text: str
-    used: Mapping[tuple, object]
+    used: tuple[tuple, ...]     # every dependency the render asked for (see template_api)
     missing: frozenset
     warnings: tuple[str, ...] = ()
+    inputs: tuple[tuple[str, tuple | None], ...] = ()  # every template file the render read, with its stat_key
+    error: TemplateError | None = None  # the render failed: text is empty, the rest says what it read
+
+    @classmethod
+    def failed(cls, error: TemplateError) -> "Rendered":
+        return cls("", (), frozenset(), (), (), error)
+
+
+class _RecordingEnvironment(jinja2.sandbox.SandboxedEnvironment):
+    """A sandboxed environment that notes the file of every template it hands out."""
+
+    loaded: dict[str, tuple | None] | None = None
+
+    def _note(self, template: jinja2.Template) -> jinja2.Template:
+        if self.loaded is not None and template.filename and template.filename not in self.loaded:
+            self.loaded[template.filename] = stat_key(template.filename)
+        return template
+
+    def get_template(self, name, parent=None, globals=None):
+        return self._note(super().get_template(name, parent, globals))
+
+    def select_template(self, names, parent=None, globals=None):
+        return self._note(super().select_template(names, parent, globals))
 
 
 class TemplateLoader:
     """Compiles templates on demand and caches one environment per directory."""
 
-    def __init__(self, variables: Mapping[str, str]):
+    def __init__(self, variables: Mapping[str, str], bytecode_cache: jinja2.BytecodeCache | None = None):
         self.variables = dict(variables)
-        self._environments: dict[Path, jinja2.Environment] = {}
+        # A pure function of the variables (stream_ports, http_port, https_port): see listen_ports.
+        self.listen_policy = ListenPolicy.from_variables(self.variables)
+        self.bytecode_cache = bytecode_cache
+        self._environments: dict[Path, _RecordingEnvironment] = {}
 
-    def _environment(self, directory: Path) -> jinja2.Environment:
+    def _environment(self, directory: Path) -> _RecordingEnvironment:
         env = self._environments.get(directory)
         if env is None:
-            env = jinja2.Environment(
+            env = _RecordingEnvironment(
                 loader=jinja2.FileSystemLoader(str(directory)), undefined=jinja2.StrictUndefined,
-                keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, auto_reload=True)
+                keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, auto_reload=True,
+                bytecode_cache=self.bytecode_cache)
             env.globals.update(self.variables)
+            env.globals["listen_port_problem"] = self.listen_policy.problem
             env.filters["host_port"] = host_port
             self._environments[directory] = env
         return env
@@ -74,7 +135,7 @@ class TemplateLoader:
         try:
             return self._environment(source.parent).get_template(source.name)
         except jinja2.TemplateSyntaxError as error:
-            raise TemplateError(str(source), error.lineno, error.message) from None
+            raise TemplateError(error.filename or str(source), error.lineno, error.message) from None
         except jinja2.TemplateNotFound as error:
             if str(error) == source.name:
                 raise TemplateError(str(source), None, "file not found") from None
@@ -82,17 +143,46 @@ class TemplateLoader:
         except (OSError, UnicodeDecodeError) as error:
             raise TemplateError(str(source), None, f"cannot read: {error}") from None
 
-    def render(self, source: Path, data: TemplateData) -> Rendered:
-        template = self.load(source)
+    def render(self, source: Path, data: TemplateData, max_output: int | None = None) -> Rendered:
+        """Render ``source``; a failure is returned in ``Rendered.error``, with what was read until then."""
+        env = self._environment(source.parent)
+        env.loaded = loaded = {}
         recorder = Recorder(data)
+        text, error = "", None
         try:
-            text = template.render(recorder.functions())
-        except jinja2.TemplateSyntaxError as error:  # from an include compiled late
-            raise TemplateError(error.filename or str(source), error.lineno, error.message) from None
-        except Exception as error:  # a template may raise anything; contain it, name the line
-            filename, line = _template_frame(error, str(source))
-            raise TemplateError(filename, line, _describe(error)) from None
-        return Rendered(text, recorder.used, frozenset(recorder.missing), tuple(recorder.warnings))
+            template = self.load(source)
+            chunks, size = [], 0
+            for chunk in template.generate(recorder.functions()):
+                chunks.append(chunk)
+                size += len(chunk)
+                if max_output is not None and size > max_output:
+                    raise OutputTooLarge()
+            text = "".join(chunks)
+        except OutputTooLarge:
+            error = TemplateError(str(source), None, f"output is larger than {max_output} bytes (render_max_output)")
+        except TemplateError as failure:
+            error = failure
+        except jinja2.TemplateSyntaxError as failure:  # from an include compiled late
+            error = TemplateError(failure.filename or str(source), failure.lineno, failure.message)
+        except Exception as failure:  # a template may raise anything; contain it, name the line
+            # With data still missing (service("api")[0] before the catalog arrived) it is no verdict.
+            if not recorder.missing:
+                filename, line = _template_frame(failure, str(source))
+                error = TemplateError(filename, line, _describe(failure))
+        finally:
+            env.loaded = None
+        loaded.setdefault(str(source), stat_key(source))  # a file that failed to compile is an input too
+        return Rendered(text if error is None else "", tuple(recorder.used), frozenset(recorder.missing),
+                        tuple(recorder.warnings), tuple(loaded.items()), error)
+
+
+def stat_key(path) -> tuple | None:
+    """What tells one version of a file from the next: (mtime in ns, size, inode); None when absent."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
 
 def host_port(instance) -> str:
@@ -113,5 +203,9 @@ def _template_frame(error: BaseException, default: str) -> tuple[str, int | None
 def _describe(error: BaseException) -> str:
     if isinstance(error, KeyError) and error.args:
         return str(error.args[0])
+    if isinstance(error, MemoryError):
+        return "ran out of memory (the render's memory limit)"
+    if isinstance(error, RecursionError):
+        return "recursion too deep"
     text = str(error) or type(error).__name__
     return text.splitlines()[0][:300]

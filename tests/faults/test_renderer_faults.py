@@ -29,7 +29,7 @@ def test_reload_failure_is_reported_and_the_next_change_succeeds(scene):
             routed(scene, "late", "late")
             daemon.wait_for_log("nginx reload failed", timeout=10)
             line = next(l for l in daemon.log.splitlines() if "nginx reload failed" in l)
-            assert "nginx.pid" in line and "will retry on the next pass" in line
+            assert "nginx.pid" in line and "retrying in" in line
             assert daemon.process.poll() is None
         finally:
             pid_file.write_text(pid)
@@ -89,7 +89,7 @@ def test_sigkill_mid_apply_leaves_whole_files_and_restart_converges(scene, tmp_p
         assert any(p.name.endswith(".renderer-previous") for p in scene.nginx.conf_d.iterdir())
 
         again = scene.daemon(*args)
-        again.wait_for_log("before an interrupted pass", timeout=10)
+        again.wait_for_log("back as nginx last confirmed running it", timeout=10)
         scene.settle("fresh")
     assert not probe.failures, probe.report()
     assert not [p for p in scene.nginx.conf_d.iterdir() if p.name.startswith(".")], "journal cleared"

@@ -50,7 +50,7 @@ class Scene:
     def common_args(self, *, wait: str | None = None) -> list[str]:
         args = ["--consul-addr", self.consul.address, "--var", f"domain={self.domain}",
                 "--var", f"http_port={self.nginx.http_port}", "--var", "listen_address=127.0.0.1",
-                "--check-command", self.nginx.check_command, "--reload-command", self.nginx.reload_command]
+                *self.nginx.renderer_args]
         return args + (["--wait", wait] if wait else [])
 
     def default_templates(self) -> list[str]:
@@ -91,6 +91,8 @@ class Scene:
                 pass
         removed = False
         for path in self.outputs:
+            for journal in (".renderer-previous", ".renderer-absent"):  # a daemon stopped mid-pass
+                path.with_name(f".{path.name}{journal}").unlink(missing_ok=True)
             if path.exists():
                 path.unlink()
                 removed = True

@@ -31,7 +31,7 @@ def test_daemon_follows_registration_and_deregistration(scene):
                                                   "Status": "critical"})
     wait_until(lambda: scene.get("live").status_code == 503, timeout=5, what="503 once no instance passes")
     scene.consul.put(f"/v1/agent/check/deregister/{scene.unique}-gate")
-    assert "nginx reload ok" in daemon.log
+    assert "nginx reload confirmed" in daemon.log
     assert daemon.stop() == 0
 
 
@@ -43,11 +43,11 @@ def test_unrelated_change_does_not_rewrite_or_reload(scene):
     template.write_text("# {% for i in service('calm') %}{{ i.port }} {% endfor %}\n")
     output = scene.output("http", "-calm")
     daemon = scene.daemon(*scene.common_args(), "--template", f"{template}:{output}")
-    daemon.wait_for_log("nginx reload ok")
-    reloads = daemon.log.count("nginx reload ok")
+    daemon.wait_for_log("nginx reload confirmed")
+    reloads = daemon.log.count("nginx reload confirmed")
     scene.register(f"{scene.unique}-other", 1, tags=["http"])
     time.sleep(1.0)
-    assert daemon.log.count("nginx reload ok") == reloads
+    assert daemon.log.count("nginx reload confirmed") == reloads
     template.unlink()
 
 
@@ -72,7 +72,7 @@ def test_template_directory_is_watched(scene, tmp_path):
     (source_dir / f"{name}.j2").unlink()
     wait_until(lambda: not output.exists(), timeout=5, what="output removed with its template")
     wait_until(lambda: scene.get("dir").status_code == 404, timeout=5, what="removed site gone from nginx")
-    assert f"removed {output}" in daemon.log
+    daemon.wait_for_log(f"removed {output}")
 
 
 def test_sighup_rereads_the_config_file(scene, tmp_path):
@@ -88,7 +88,7 @@ def test_sighup_rereads_the_config_file(scene, tmp_path):
 
     write_config("before.test")
     args = ["--consul-addr", scene.consul.address, "--config", str(config),
-            "--check-command", scene.nginx.check_command, "--reload-command", scene.nginx.reload_command]
+            *scene.nginx.renderer_args]
     daemon = scene.daemon(*args)
     wait_until(lambda: scene.nginx.get("hup.before.test").text.strip() == "hup", timeout=10, what="served")
     write_config("after.test")
@@ -109,15 +109,15 @@ def test_sigterm_stops_promptly(scene):
 
 def test_wait_coalesces_a_burst_into_one_reload(scene):
     daemon = scene.daemon(*scene.common_args(wait="300ms:2s"), *scene.default_templates())
-    daemon.wait_for_log("nginx reload ok")
-    reloads = daemon.log.count("nginx reload ok")
+    daemon.wait_for_log("nginx reload confirmed")
+    reloads = daemon.log.count("nginx reload confirmed")
     backend = scene.http_backend("burst")
     for port in range(40000, 40010):
         scene.register("burst", backend.port, service_id=f"{scene.unique}-burst-{port}", tags=["http"],
                        meta={"n": str(port)})
     wait_until(lambda: scene.get("burst").text.strip() == "burst", timeout=5, what="burst served")
     time.sleep(0.5)
-    assert daemon.log.count("nginx reload ok") == reloads + 1
+    assert daemon.log.count("nginx reload confirmed") == reloads + 1
 
 
 def test_systemd_is_told_ready_after_the_first_render_and_stopping(scene, tmp_path):
@@ -128,10 +128,13 @@ def test_systemd_is_told_ready_after_the_first_render_and_stopping(scene, tmp_pa
     listener.settimeout(10)
     try:
         daemon = scene.daemon(*scene.common_args(), *scene.default_templates(), env={"NOTIFY_SOCKET": address})
-        assert listener.recv(256) == b"READY=1"
+        ready = listener.recv(256).decode()
+        assert ready.startswith("READY=1\nSTATUS=rendered 2 template(s)"), ready
         assert scene.outputs[0].exists(), "READY only once the first render is done"
         daemon.stop()
-        assert listener.recv(256) == b"STOPPING=1"
+        messages = []
+        while "STOPPING=1" not in messages:
+            messages.append(listener.recv(256).decode())
     finally:
         listener.close()
 

@@ -40,7 +40,7 @@ def test_second_pass_with_no_change_writes_and_reloads_nothing(scene):
     scene.register("steady", backend.port, tags=["http"])
     args = [*scene.common_args(), *scene.default_templates(), "--log-level", "info"]
     first = run_once(*args)
-    assert first.returncode == 0 and "nginx reload ok" in first.stderr
+    assert first.returncode == 0 and "nginx reload confirmed" in first.stderr
     mtime = scene.outputs[0].stat().st_mtime_ns
     second = run_once(*args)
     assert second.returncode == 0, second.stderr

@@ -73,6 +73,20 @@ class Nginx:
     def reload_command(self) -> str:
         return f"{self.base_command} -s reload"
 
+    @property
+    def pid_file(self) -> Path:
+        return self.prefix / "nginx.pid"
+
+    @property
+    def error_log(self) -> Path:
+        return self.prefix / "logs" / "error.log"
+
+    @property
+    def renderer_args(self) -> list[str]:
+        """How a renderer checks, reloads and confirms this nginx."""
+        return ["--check-command", self.check_command, "--reload-command", self.reload_command,
+                "--nginx-pid-file", str(self.pid_file), "--nginx-error-log", str(self.error_log)]
+
     def start(self) -> "Nginx":
         for sub in ("conf.d", "stream.d", "logs", "tmp"):
             (self.prefix / sub).mkdir(parents=True, exist_ok=True)
@@ -84,7 +98,7 @@ class Nginx:
         return self
 
     def pid(self) -> int:
-        return int((self.prefix / "nginx.pid").read_text())
+        return int(self.pid_file.read_text())
 
     def worker_count(self) -> int:
         """nginx's worker processes, old ones still shutting down included."""

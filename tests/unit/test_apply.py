@@ -76,16 +76,84 @@ def test_unwritable_destination_is_contained(tmp_path):
     assert result.unwritable[0][0].template == "x.j2"
 
 
-def test_failed_reload_is_retried_on_the_next_apply(tmp_path):
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_failed_reload_keeps_the_journal_and_is_retried_when_due(tmp_path):
     a = tmp_path / "a.conf"
-    nginx = Nginx([a], reload_fails=True)
-    applier = Applier(nginx.check, nginx.reload)
+    a.write_bytes(b"running")
+    nginx, clock = Nginx([a], reload_fails=True), Clock()
+    applier = Applier(nginx.check, nginx.reload, clock=clock)
     result = applier.apply([FileChange(a, b"A", "a.j2")])
     assert result.reload_error and "invalid PID" in result.reload_error and applier.reload_pending
     assert a.read_bytes() == b"A"
+    assert (tmp_path / ".a.conf.renderer-previous").read_bytes() == b"running", "what nginx runs stays aside"
     nginx.reload_fails = False
+    assert not applier.apply([]).reloaded and nginx.reloads == 0, "not before the retry is due"
+    clock.now += 5
     result = applier.apply([])
     assert result.reloaded and not applier.reload_pending and nginx.reloads == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.conf"], "journal cleared once nginx confirmed"
+
+
+def test_a_second_change_before_the_confirmation_keeps_the_version_nginx_runs(tmp_path):
+    a = tmp_path / "a.conf"
+    a.write_bytes(b"running")
+    nginx, clock = Nginx([a], reload_fails=True), Clock()
+    applier = Applier(nginx.check, nginx.reload, clock=clock)
+    applier.apply([FileChange(a, b"first", "a.j2")])
+    applier.apply([FileChange(a, b"second", "a.j2")])
+    assert a.read_bytes() == b"second"
+    assert (tmp_path / ".a.conf.renderer-previous").read_bytes() == b"running"
+
+
+def test_an_unconfirmed_pass_is_put_back_by_recover(tmp_path):
+    """A reload that never took (or a crash before it): the next process starts from what nginx runs."""
+    from renderer.apply import recover
+    a, b = tmp_path / "a.conf", tmp_path / "b.conf"
+    a.write_bytes(b"running")
+    Applier(lambda: None, Nginx([a], reload_fails=True).reload).apply(
+        [FileChange(a, b"new", "a.j2"), FileChange(b, b"added", "b.j2")])
+    assert sorted(recover([a, b])) == [a, b]
+    assert a.read_bytes() == b"running" and not b.exists()
+
+
+def test_a_reload_refused_for_one_file_puts_it_back_and_reloads_the_rest(tmp_path):
+    from renderer.errors import ReloadNotTaken
+    good, bad = tmp_path / "good.conf", tmp_path / "bad.conf"
+    bad.write_bytes(b"server { listen 9000; }\n")
+    attempts = []
+
+    def reload():
+        attempts.append(bad.read_bytes())
+        if b"listen 22;" in bad.read_bytes():
+            raise ReloadNotTaken("nginx refused the new configuration: [emerg] bind() to 0.0.0.0:22 failed "
+                                 "(98: Address already in use)")
+        return True
+
+    result = Applier(lambda: None, reload).apply([FileChange(good, b"server { listen 8080; }\n", "g.j2"),
+                                                  FileChange(bad, b"server { listen 22; }\n", "b.j2")])
+    assert [c.destination for c, _ in result.refused] == [bad] and "bind() to 0.0.0.0:22" in result.refused[0][1]
+    assert bad.read_bytes() == b"server { listen 9000; }\n", "the file nginx runs is back"
+    assert good.exists() and result.reloaded and len(attempts) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.conf", "good.conf"]
+
+
+def test_a_reload_refusal_that_points_nowhere_keeps_the_files(tmp_path):
+    from renderer.errors import ReloadNotTaken
+    a = tmp_path / "a.conf"
+
+    def reload():
+        raise ReloadNotTaken("nginx did not start new workers within 30s of the reload signal")
+
+    applier = Applier(lambda: None, reload)
+    result = applier.apply([FileChange(a, b"x", "a.j2")])
+    assert a.read_bytes() == b"x" and not result.refused and applier.reload_pending
 
 
 def test_removal(tmp_path):
@@ -123,11 +191,11 @@ def test_a_crash_mid_pass_is_undone_by_recover(tmp_path):
     os.chmod(old, 0o640)
     crash_during_check(tmp_path, [FileChange(old, b"unvalidated", "a.j2"), FileChange(new, b"fresh", "b.j2")])
     assert old.read_bytes() == b"unvalidated" and new.exists(), "the crash left unvalidated files"
-    assert sorted(recover([tmp_path])) == [new, old]
+    assert sorted(recover([old, new])) == [new, old]
     assert old.read_bytes() == b"validated" and (old.stat().st_mode & 0o777) == 0o640
     assert not new.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["old.conf"], "no journal or temp file left"
-    assert recover([tmp_path]) == []
+    assert recover([old, new]) == []
 
 
 def test_a_completed_pass_leaves_no_journal(tmp_path):
@@ -142,5 +210,17 @@ def test_recover_removes_stray_temporary_files(tmp_path):
     from renderer.apply import recover
     (tmp_path / ".x.conf.abc123.tmp").write_bytes(b"half")
     (tmp_path / "x.conf").write_bytes(b"whole")
-    recover([tmp_path])
+    recover([tmp_path / "x.conf"])
     assert [p.name for p in tmp_path.iterdir()] == ["x.conf"]
+
+
+def test_recover_touches_only_its_own_destinations(tmp_path):
+    """Another renderer sharing conf.d keeps its files and its journal."""
+    from renderer.apply import recover
+    ours, theirs = tmp_path / "ours.conf", tmp_path / "theirs.conf"
+    for path in (ours, theirs):
+        path.write_bytes(b"new")
+        (tmp_path / f".{path.name}.renderer-previous").write_bytes(b"running")
+    assert recover([ours]) == [ours]
+    assert ours.read_bytes() == b"running" and theirs.read_bytes() == b"new"
+    assert (tmp_path / ".theirs.conf.renderer-previous").exists()

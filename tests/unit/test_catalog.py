@@ -76,7 +76,7 @@ def test_unchanged_instances_are_reused_by_identity():
 def test_services_union_their_tags_sorted_by_name():
     built = catalog.from_node_dump(node_dump([svc("a", tags=["x"]), svc("b", tags=["y"]),
                                               svc("c", name="alpha", tags=[])]))
-    assert built.services() == (("alpha", ()), ("web", ("x", "y")))
+    assert built.services() == (("alpha", (), ""), ("web", ("x", "y"), ""))
 
 
 def test_snapshot_round_trip(tmp_path):

@@ -14,8 +14,8 @@ def seed_data():
 def test_services_lists_names_and_tags_filtered_by_tag():
     api = Recorder(seed_data())
     assert [s["name"] for s in api.services()] == ["canary", "httpbackend", "httpfront", "tcpfront-9999"]
-    assert api.services("http") == [{"name": "canary", "tags": ["http", "v2"]},
-                                    {"name": "httpfront", "tags": ["http"]}]
+    assert api.services("http") == [{"name": "canary", "tags": ["http", "v2"], "kind": ""},
+                                    {"name": "httpfront", "tags": ["http"], "kind": ""}]
 
 
 def test_service_returns_passing_instances_unless_asked():
