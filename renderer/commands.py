@@ -9,8 +9,10 @@ next start).
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import signal
 import subprocess
 
 from agentkit.lifecycle import Lifecycle, Stopping
@@ -24,8 +26,10 @@ NGINX_SEVERITIES = ("[emerg]", "[alert]", "[crit]", "[error]")
 def run(what: str, command: str, timeout: float = DEFAULT_TIMEOUT, lifecycle: Lifecycle | None = None) -> None:
     """Run ``command``; raise CommandFailed with its most telling line."""
     try:
+        # Its own process group: abandoning it (timeout, SIGTERM) kills what it started too, and
+        # no grandchild keeps our pipes open.
         process = subprocess.Popen(shlex.split(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE)
+                                   stderr=subprocess.PIPE, start_new_session=True)
     except FileNotFoundError:
         raise CommandFailed(what, command, "command not found") from None
     except (OSError, ValueError) as error:
@@ -42,8 +46,13 @@ def run(what: str, command: str, timeout: float = DEFAULT_TIMEOUT, lifecycle: Li
                 if lifecycle.clock() >= deadline:
                     raise CommandFailed(what, command, f"timed out after {timeout:g}s") from None
     except (Stopping, CommandFailed):
-        process.kill()
-        process.communicate()
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+        process.stdout.close()
+        process.stderr.close()
         raise
     if process.returncode != 0:
         raise CommandFailed(what, command, telling_line(stderr + stdout, process.returncode))

@@ -342,9 +342,13 @@ class Daemon:
         return jinja2.FileSystemBytecodeCache(self.bytecode_dir) if self.bytecode_dir else None
 
     def _watch_files(self) -> None:
-        if self.files is not None:
-            self.files.watch([source for source, _ in self.settings.template_dirs], self.render_pass.input_files()
-                             | {str(spec.source) for spec in self.settings.templates})
+        if self.files is None:
+            return
+        self.files.watch([source for source, _ in self.settings.template_dirs], self.render_pass.input_files()
+                         | {str(spec.source) for spec in self.settings.templates})
+        # A render can reveal a partial in a directory not watched until now, edited meanwhile.
+        if any(state.inputs is not None and state.inputs_changed() for state in self.render_pass.states.values()):
+            self.events.put(FILES_CHANGED)
 
     def _rescan_templates(self) -> None:
         try:

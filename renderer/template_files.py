@@ -9,9 +9,10 @@ Two kinds of paths matter:
   partial therefore renders every template that used it again.
 
 The directories watched follow the last renders; the daemon calls
-:meth:`TemplateFiles.watch` after each pass. A directory that cannot be
-watched (gone) is skipped; the daemon's rescan of the template set notices
-it and retries.
+:meth:`TemplateFiles.watch` after each pass. A template directory's parent
+is watched too: a directory renamed or deleted away reports nothing on its
+own watch. A directory that cannot be watched (gone) is skipped; the
+daemon's rescan of the template set notices it and retries.
 """
 
 from __future__ import annotations
@@ -56,13 +57,16 @@ class TemplateFiles:
 
     def relevant(self, path: str) -> bool:
         path = os.path.normpath(path)
-        return path in self.files or (path.endswith(".j2") and os.path.dirname(path) in self.template_dirs)
+        return (path in self.files or path in self.template_dirs
+                or (path.endswith(".j2") and os.path.dirname(path) in self.template_dirs))
 
     def watch(self, template_dirs: Iterable[Path], files: Iterable[str]) -> None:
         """Follow these template directories and these files (their directories are watched)."""
         self.template_dirs = frozenset(os.path.normpath(str(d)) for d in template_dirs)
         self.files = frozenset(os.path.normpath(f) for f in files)
-        wanted = self.template_dirs | {os.path.dirname(f) for f in self.files}
+        # A directory moved or deleted away reports nothing on its own watch: its parent sees it go.
+        wanted = (self.template_dirs | {os.path.dirname(d) for d in self.template_dirs}
+                  | {os.path.dirname(f) for f in self.files})
         for directory in [d for d in self._watches if d not in wanted or not os.path.isdir(d)]:
             try:  # a directory that vanished is watched again once it is back
                 self.observer.unschedule(self._watches.pop(directory))

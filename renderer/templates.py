@@ -137,9 +137,9 @@ class TemplateLoader:
         except jinja2.TemplateSyntaxError as error:
             raise TemplateError(error.filename or str(source), error.lineno, error.message) from None
         except jinja2.TemplateNotFound as error:
-            if str(error) == source.name:
+            if error.name == source.name:
                 raise TemplateError(str(source), None, "file not found") from None
-            raise TemplateError(str(source), None, f"included template {error} not found") from None
+            raise TemplateError(str(source), None, f"included template {error.name!r} not found") from None
         except (OSError, UnicodeDecodeError) as error:
             raise TemplateError(str(source), None, f"cannot read: {error}") from None
 

@@ -103,6 +103,14 @@ class ConsulAgent:
         response.raise_for_status()
         return response.json()
 
+    def kv_put(self, key: str, value: str) -> None:
+        """Write a raw KV value (``put`` would send JSON, quotes included)."""
+        requests.put(f"{self.url}/v1/kv/{key}", data=value.encode(), timeout=10,
+                     headers=self.headers).raise_for_status()
+
+    def kv_delete(self, key: str) -> None:
+        requests.delete(f"{self.url}/v1/kv/{key}", timeout=10, headers=self.headers).raise_for_status()
+
     def register(self, name: str, service_id: str, port: int, *, address: str = "127.0.0.1",
                  tags=(), meta=None, check: dict | None = None) -> None:
         body = {"Name": name, "ID": service_id, "Port": port, "Address": address,
