@@ -101,13 +101,21 @@ class ConsulTLS:
     server_name: str | None = None
     verify: bool = True
 
-    def configure(self, session: requests.Session) -> None:
+    @property
+    def requests_verify(self) -> bool | str:
+        """requests' ``verify=``; passed with every request, because a session's own is overridden by
+        REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the environment whenever a request gives none."""
         if not self.verify:
-            session.verify = False
-        elif self.ca_file or self.ca_path:
-            session.verify = self.ca_file or self.ca_path
-        if self.cert_file:
-            session.cert = (self.cert_file, self.key_file) if self.key_file else self.cert_file
+            return False
+        return self.ca_file or self.ca_path or True
+
+    @property
+    def requests_cert(self):
+        if not self.cert_file:
+            return None
+        return (self.cert_file, self.key_file) if self.key_file else self.cert_file
+
+    def configure(self, session: requests.Session) -> None:
         if self.server_name:
             session.mount("https://", _ServerNameAdapter(self.server_name))
 
@@ -202,8 +210,9 @@ class Consul(consul.std.Consul):
         # Undo the environment override and keep the token out of URLs.
         self.token = None
         self.http = self.http_connect(address.host, address.port, address.scheme, timeout=timeout)
+        self.tls = tls or ConsulTLS()
         if address.scheme == "https":
-            (tls or ConsulTLS()).configure(self.http.session)
+            self.tls.configure(self.http.session)
         if token:
             self.http.session.headers["X-Consul-Token"] = token
         if address.is_loopback:
@@ -221,9 +230,8 @@ class Consul(consul.std.Consul):
         address is not the Consul we expect, and that is an error, never an
         empty answer: an empty catalog would empty nginx.
         """
-        url = f"{self.address}{path}"
         with translate_errors(self.address):
-            response = self.http.session.get(url, params=params or {}, timeout=timeout or self.http.timeout)
+            response = self.send("GET", path, params=params, timeout=timeout)
             index = int(response.headers.get("X-Consul-Index", 0))
             # Consul 1.11+: the token hid part of the answer.
             filtered = response.headers.get("X-Consul-Results-Filtered-By-ACLs", "").lower() == "true"
@@ -238,6 +246,15 @@ class Consul(consul.std.Consul):
         except msgspec.DecodeError as error:
             raise ConsulUnavailable(
                 f"the answer of {self.address} to {path} is not what Consul sends: {error}") from None
+
+    def send(self, method: str, path: str, *, params: dict | None = None, json=None,
+             timeout: float | None = None) -> requests.Response:
+        """One HTTP request to the agent (transport errors not translated: wrap in translate_errors)."""
+        https = self.address.scheme == "https"
+        return self.http.session.request(method, f"{self.address}{path}", params=params or {}, json=json,
+                                         timeout=timeout or self.http.timeout,
+                                         verify=self.tls.requests_verify if https else True,
+                                         cert=self.tls.requests_cert if https else None)
 
     def close(self) -> None:
         self.http.session.close()
@@ -291,8 +308,18 @@ def _reason(error: requests.RequestException) -> str:
 
 
 def _ssl_reason(text: str) -> str:
-    """'[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: x (_ssl.c:1006)' -> the readable part."""
-    text = re.sub(r"\(_ssl\.c:\d+\)", "", re.sub(r"\[SSL: [A-Z_]+\] ", "", text)).strip(" ()'\"")
-    match = re.search(r"(certificate verify failed[^'\")]*|tlsv1[^'\")]*|hostname[^'\")]*|wrong version number"
-                      r"|record layer failure|unknown ca)", text)
-    return (match[1] if match else text.splitlines()[0][:160]).strip()
+    """An SSL error as what to check: '[SSL: X] reason (_ssl.c:1006)' -> the reason and the setting."""
+    text = re.sub(r"\(_ssl\.c:\d+\)", "", re.sub(r"\[SSL: [A-Z0-9_]+\] ", "", text))
+    match = re.search(r"(certificate verify failed[^'\")]*|[a-z0-9]+ alert [a-z ]+|wrong version number"
+                      r"|hostname '[^']+' doesn't match (?:either of )?'[^']+'(?:, '[^']+')*)", text)
+    reason = (match[1] if match else text.strip(" ()'\"").splitlines()[0][:160]).strip()
+    if "alert" in reason and ("certificate" in reason or "unknown ca" in reason):
+        return (f"{reason}: Consul wants a client certificate it trusts (verify_incoming): "
+                "--consul-client-cert and --consul-client-key, or CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY")
+    if "Hostname mismatch" in reason or "IP address mismatch" in reason or "doesn't match" in reason:
+        return f"{reason} (--consul-tls-server-name, CONSUL_TLS_SERVER_NAME)"
+    if "certificate verify failed" in reason:
+        return f"{reason} (--consul-cacert, CONSUL_CACERT)"
+    if "wrong version number" in reason:
+        return f"{reason}: the agent does not speak HTTPS on this port"
+    return reason

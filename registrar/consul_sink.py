@@ -30,8 +30,7 @@ class ConsulSink:
 
     def _request(self, method: str, path: str, *, json=None, params=None, what: str, permission: str):
         with translate_errors(self.address):
-            response = self.client.http.session.request(
-                method, f"{self.address}{path}", json=json, params=params, timeout=self.client.http.timeout)
+            response = self.client.send(method, path, json=json, params=params)
         if response.status_code == 403:
             detail = _first_line(response.text)
             if "acl not found" in detail.lower():

@@ -13,6 +13,7 @@ import pytest
 
 from tests.support import require
 from tests.support.consul_agent import ConsulAgent
+from tests.support.consul_tls import TlsConsulAgent
 from tests.support.docker_engine import DockerEngine
 from tests.support.nginx_server import STREAM_MODULE, Nginx
 
@@ -22,6 +23,14 @@ os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 @pytest.fixture(scope="session")
 def consul_agent():
     agent = ConsulAgent(require.binary("consul")).start()
+    yield agent
+    agent.close()
+
+
+@pytest.fixture(scope="session")
+def tls_consul(tmp_path_factory):
+    """A second dev agent serving HTTPS with verify_incoming (see tests/support/consul_tls.py)."""
+    agent = TlsConsulAgent(require.binary("consul"), tmp_path_factory.mktemp("consul-tls")).start()
     yield agent
     agent.close()
 

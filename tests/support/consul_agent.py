@@ -47,14 +47,15 @@ class ConsulAgent:
     def start(self, timeout: float = 30.0) -> "ConsulAgent":
         data_dir = self.dir / "data"
         shutil.rmtree(data_dir, ignore_errors=True)
+        extra = dict(self.extra_config)
         config = {
-            "ports": {"http": self.http_port, "dns": -1, "grpc": -1, **self.other_ports},
+            "ports": {"http": self.http_port, "dns": -1, "grpc": -1, **self.other_ports, **extra.pop("ports", {})},
             "bind_addr": "127.0.0.1", "client_addr": "127.0.0.1", "data_dir": str(data_dir),
             "disable_update_check": True, "log_level": "warn",
         }
         if not self.dev:  # data_dir is wiped above, so a restart comes back empty here too
             config.update({"server": True, "bootstrap_expect": 1, "performance": {"raft_multiplier": 1}})
-        config.update(self.extra_config)
+        config.update(extra)
         (self.dir / "config.json").write_text(json.dumps(config))
         self.log = open(self.dir / "consul.log", "ab")
         self.process = subprocess.Popen(
