@@ -62,6 +62,7 @@ class Fetched:
     """Data fetched on demand, with the indexes a watch can start from."""
 
     def __init__(self):
+        self.catalog = None  # the last catalog fetched here, as Consul answered it
         self.catalog_index = 0
         self.kv_index = 0
         self.kv_prefix: str | None = None
@@ -77,6 +78,7 @@ def fill_missing(client: Consul, data, missing: set, kv_paths: set[str], fetched
     catalog, kv = data.catalog, data.kv
     if catalog is None and any(d[0] in CATALOG_KINDS for d in missing):
         fetched.catalog_index, catalog = fetch_catalog(client, consistency=consistency)
+        fetched.catalog = catalog
     missing_paths = {d[1] for d in missing if d[0] not in CATALOG_KINDS}
     if missing_paths:
         prefix = kv_module.common_prefix(kv_paths | missing_paths)

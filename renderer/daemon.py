@@ -171,6 +171,8 @@ class Daemon:
         self.rescan_retry = Retry()          # a template directory that could not be read
         self.consul_down_logged = False
         self.filtered_warned = False
+        self.imported_said = 0
+        self.last_raw = None
 
     # Signal handlers call these: an Event and a reentrant queue put, nothing that can deadlock.
     def stop(self) -> None:
@@ -274,6 +276,8 @@ class Daemon:
             log.exception("render pass failed unexpectedly; keeping the current files, retrying in %.1fs", delay)
         else:
             self._consul_answered()
+            if self.fetched.catalog is not None:
+                self._observe(self.fetched.catalog)
             if outcome.missing:  # more rounds of keys than MAX_FILL_ROUNDS, or data Consul does not have
                 delay = self.pass_retry.failed(self.clock())
                 log.debug("templates still miss %s; rendering again in %.1fs", sorted(map(str, outcome.missing)), delay)
@@ -309,7 +313,7 @@ class Daemon:
 
     def _record(self, outcome: PassOutcome | None, started: float, wall: float) -> None:
         result = outcome.result if outcome else None
-        self.state.catalog_index = self.fetched.catalog_index
+        self.state.catalog_index = max(self.state.catalog_index, self.fetched.catalog_index)
         self.state.record(PassRecord(
             serial=self.serial, at=wall, seconds=self.clock() - started,
             rendered=outcome.rendered if outcome else 0,
@@ -394,19 +398,27 @@ class Daemon:
         if update.error:
             return
         if update.source == "catalog" and update.data is not None:
-            self._warn_if_filtered(update.data)
+            self._observe(update.data)
+            self.state.catalog_index = update.index
             self._use_catalog(self.guard.offer(self.data.catalog, update.data, update.reset, self.clock()))
         elif update.source == "kv" and update.data is not None:
             self.data = TemplateData(self.data.catalog, update.data)
             self.quiescence.changed(self.clock())
 
-    def _warn_if_filtered(self, catalog) -> None:
-        filtered = getattr(catalog, "filtered_by_acls", False)
-        if filtered and not self.filtered_warned:
+    def _observe(self, catalog) -> None:
+        """What a catalog as Consul answered it says beside its data, said once per change of mind."""
+        if catalog is self.last_raw:
+            return
+        self.last_raw = catalog
+        if catalog.filtered_by_acls and not self.filtered_warned:
             log.warning("Consul filtered the catalog by ACLs (X-Consul-Results-Filtered-By-ACLs): the renderer's "
                         "token cannot read every node or service, so nginx gets only the part it sees; grant "
                         "node_prefix \"\" and service_prefix \"\" read (README, ACL tokens)")
-        self.filtered_warned = filtered
+        self.filtered_warned = catalog.filtered_by_acls
+        if catalog.imported and not self.imported_said:
+            log.info("left out %d node(s) imported from peered clusters (PeerName): only this cluster's "
+                     "services are routed", catalog.imported)
+        self.imported_said = catalog.imported
 
     def _use_catalog(self, catalog) -> None:
         self.data = TemplateData(catalog, self.data.kv)
