@@ -1,7 +1,8 @@
 """``registrar run`` and ``registrar sync``: the operator's edge.
 
 Every expected failure is an :class:`agentkit.errors.AgentError` and becomes
-one line on stderr and exit status 1; the token never appears in it.
+one line on stderr and exit status 1 (2 for a configuration mistake, which
+systemd does not restart); the token never appears in it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import click
 from agentkit import logs
 from agentkit.argv import hide_token_from_ps
 from agentkit.consul import Consul
-from agentkit.errors import AgentError
+from agentkit.errors import AgentError, ConfigError
 from agentkit.options import consul_options, log_level_option, version_option
 
 from . import config as config_module
@@ -67,7 +68,7 @@ def operator_errors(command):
             return command(**kwargs)
         except AgentError as error:
             click.echo(f"registrar: {error}", err=True)
-            sys.exit(1)
+            sys.exit(2 if isinstance(error, ConfigError) else 1)
     return wrapper
 
 
@@ -83,12 +84,13 @@ def main():
 def run(**options):
     """Keep Consul in step with Docker until SIGTERM or SIGINT."""
     hide_token_from_ps()
-    registrar, config = _build(options)
+    # --retry-attempts -1: never give up on Consul, and start following Docker at once (under
+    # systemd, a host whose Consul agent is down at boot must start, not block or restart-loop).
+    registrar, config = _build(options, wait_for_consul=options.get("retry_attempts") != -1)
     daemon = Daemon(registrar, config)
 
     def on_signal(number, _frame):
-        log.info("received %s; stopping", signal.Signals(number).name)
-        daemon.stop()
+        daemon.stop(f"received {signal.Signals(number).name}")  # the loop logs it: no logging in a handler
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -117,13 +119,15 @@ def sync(**options):
         raise AgentError(f"{failures[0]}{more}")
 
 
-def _build(options: dict) -> tuple[Registrar, config_module.Config]:
+def _build(options: dict, wait_for_consul: bool = True) -> tuple[Registrar, config_module.Config]:
     logs.configure(options.get("log_level") or "info", "registrar")
     config = config_module.build(**options)
     sink = ConsulSink(Consul(config.consul_address, config.consul_token, tls=config.consul_tls), config.hostname)
-    connect(sink, config.retry_attempts, config.retry_interval)
+    if wait_for_consul:
+        connect(sink, config.retry_attempts, config.retry_interval)
     docker = DockerSource(config.docker_url)
-    host_address = config.ip or sink.host_address()
+    # Without --ip, the agent's own address, asked now or at the first contact with Consul.
+    host_address = config.ip or (sink.host_address() if wait_for_consul else "")
     mapping = MappingSettings(hostname=config.hostname, host_address=host_address, ip=config.ip,
                               internal=config.internal, explicit=config.explicit, tags=config.tags)
     return Registrar(config, docker, sink, mapping), config

@@ -8,6 +8,10 @@ Two threads, each with one stop event and joined on shutdown:
 * the caller's thread runs :meth:`Daemon.run`: the only place that talks to
   Consul, so container events are applied one at a time, in order.
 
+Signals only call :meth:`Daemon.stop` (agentkit's Lifecycle: an Event, and a
+put on a ``queue.SimpleQueue``, which is reentrant), so a handler never waits
+on a lock the interrupted loop holds.
+
 Timers in that loop: a full reconciliation at start, every ``--resync``
 seconds, after the event stream reconnects, and after Consul or Docker
 failures (capped backoff, agentkit's); a poll of ``/v1/agent/services`` every
@@ -15,7 +19,10 @@ failures (capped backoff, agentkit's); a poll of ``/v1/agent/services`` every
 notices an agent which restarted empty and restores this host's services
 within seconds; a heartbeat for the Docker HEALTHCHECK TTL checks.
 Under systemd (``Type=notify``) READY=1 is sent after the first full
-reconciliation and STOPPING=1 on shutdown.
+reconciliation, or as soon as the first one finds Consul unreachable (the
+registrar then follows Docker and retries: a host whose Consul agent is down
+at boot must start, not restart-loop); STATUS= says which; WATCHDOG=1 pings
+come from the loop; STOPPING=1 on shutdown.
 
 When Consul is unreachable the desired state is kept and still follows
 Docker; nothing is written until Consul answers again, then everything is
@@ -24,6 +31,7 @@ reconciled at once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import queue
@@ -33,7 +41,8 @@ import time
 import tenacity
 
 from agentkit.backoff import Backoff, consul_agent_backoff
-from agentkit.notify import notify
+from agentkit.lifecycle import Lifecycle
+from agentkit.notify import Watchdog, notify
 
 from .config import Config
 from .consul_sink import ConsulSink
@@ -108,6 +117,8 @@ class Registrar:
     def full_sync(self, cleanup: bool = False) -> list[AgentError]:
         # Consul first: while it is down this fails fast, before inspecting every container.
         actual = self.consul.owned_services()
+        if not self.mapping.host_address:  # learned from the agent at the first contact (no --ip)
+            self.mapping = dataclasses.replace(self.mapping, host_address=self.consul.host_address())
         self.actual = actual
         self.read_docker()
         return self.apply(cleanup=cleanup)
@@ -211,21 +222,35 @@ class Registrar:
 class Daemon:
     def __init__(self, registrar: Registrar, config: Config, clock=time.monotonic, poll_interval=POLL_INTERVAL,
                  events_factory=EventStream, consul_backoff: Backoff | None = None,
-                 docker_backoff: Backoff | None = None):
+                 docker_backoff: Backoff | None = None, lifecycle: Lifecycle | None = None, notify=notify):
         self.registrar = registrar
         self.config = config
-        self.clock = clock
+        self.lifecycle = lifecycle or Lifecycle(Watchdog.from_environ(), clock=clock)
+        self.clock = self.lifecycle.clock
         self.poll_interval = poll_interval
         self.events_factory = events_factory
+        self.notify = notify
         # Consul is the local agent: retry it often (cap 2s) so a restart is noticed within seconds.
         self.consul_backoff = consul_backoff or consul_agent_backoff()
         self.docker_backoff = docker_backoff or Backoff(0.5, 10.0)
-        self.queue: queue.Queue = queue.Queue()
-        self.stop_event = threading.Event()
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.lifecycle.on_stop(lambda: self.queue.put(("stop",)))
+        self.ready = False
+        self.stop_reason = ""
 
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.queue.put(("stop",))
+    @property
+    def stop_event(self) -> threading.Event:
+        return self.lifecycle.stop_event
+
+    def stop(self, reason: str = "asked to stop") -> None:
+        """Safe from a signal handler: sets an Event and puts on a reentrant queue."""
+        self.stop_reason = reason
+        self.lifecycle.request_stop()
+
+    def _ready(self, status: str) -> None:
+        if not self.ready:
+            self.ready = True
+            self.notify(f"READY=1\nSTATUS={status}")
 
     def _on_event(self, event: dict) -> None:
         action = event.get("Action") or event.get("status") or ""
@@ -242,8 +267,9 @@ class Daemon:
         events.connected.wait(10)
         try:
             self._loop()
+            log.info("%s; stopping", self.stop_reason or "asked to stop")
         finally:
-            notify("STOPPING=1")
+            self.notify("STOPPING=1")
             events.stop()
             events.join()
             log.info("stopped")
@@ -252,10 +278,14 @@ class Daemon:
         now = self.clock()
         full_due, poll_due, health_due = now, now + self.poll_interval, now + HEALTH_HEARTBEAT
         consul_backoff, docker_backoff = self.consul_backoff, self.docker_backoff
-        consul_down = docker_down = ready = False
+        consul_down = docker_down = False
         registrar = self.registrar
+        watchdog = self.lifecycle.watchdog
         while not self.stop_event.is_set():
-            timeout = max(0.0, min(full_due, poll_due, health_due) - self.clock())
+            now = self.clock()
+            timeout = max(0.0, min(full_due, poll_due, health_due) - now)
+            if watchdog.enabled:
+                timeout = min(timeout, watchdog.due_in(now))
             try:
                 item = self.queue.get(timeout=timeout)
             except queue.Empty:
@@ -276,12 +306,11 @@ class Daemon:
                 if now >= full_due:
                     registrar.full_sync(cleanup=self.config.cleanup)
                     full_due = now + self.config.resync if self.config.resync else math.inf
-                    if not ready:
-                        # systemd (Type=notify): started once the first full reconciliation is done.
-                        notify("READY=1")
-                        ready = True
+                    # systemd (Type=notify): started once the first full reconciliation is done.
+                    self._ready("reconciled; following Docker")
                     if consul_down:
                         log.info("Consul at %s answers again; reconciled", self.config.consul_address)
+                        self.notify("STATUS=following Docker")
                     if docker_down:
                         log.info("Docker at %s answers again; reconciled", self.config.docker_url)
                     consul_down = docker_down = False
@@ -300,17 +329,22 @@ class Daemon:
                 delay = consul_backoff.next()
                 if not consul_down or consul_backoff.failures % 10 == 0:  # once, then every 10th try
                     log.warning("%s; keeping the desired state, retrying (next in %.1fs)", error, delay)
+                if not consul_down:
+                    self._ready(f"Consul unreachable ({error}); following Docker, retrying")
+                    self.notify("STATUS=Consul unreachable; following Docker, retrying")
                 consul_down = True
                 full_due = self.clock() + delay
             except DockerUnavailable as error:
                 delay = docker_backoff.next()
                 if not docker_down:
                     log.warning("%s; keeping the last known containers, retrying (next in %.1fs)", error, delay)
+                    self._ready(f"Docker unreachable ({error}); retrying")
                 docker_down = True
                 full_due = self.clock() + delay
             except Exception:  # a bug must cost one pass, not the daemon; the next full pass retries
                 log.exception("unexpected error; reconciling everything again in %.0fs", UNEXPECTED_RETRY)
                 full_due = self.clock() + UNEXPECTED_RETRY
+            watchdog.ping(self.clock())
 
 
 def connect(sink: ConsulSink, attempts: int, interval: float, sleep=time.sleep) -> dict:

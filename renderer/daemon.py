@@ -40,7 +40,7 @@ from agentkit.backoff import Retry, consul_agent_backoff
 from agentkit.consul import Consul
 from agentkit.errors import AgentError, ConfigError, ConsulDenied, ConsulUnavailable
 from agentkit.lifecycle import Lifecycle, Stopping
-from agentkit.notify import notify as systemd_notify
+from agentkit.notify import Watchdog, notify as systemd_notify
 
 from . import commands
 from .apply import Applier, recover
@@ -149,7 +149,7 @@ class Daemon:
                  files_factory=TemplateFiles, notify=systemd_notify, make_pass=make_pass):
         self.settings = settings
         self.rebuild_settings = rebuild_settings
-        self.lifecycle = lifecycle or Lifecycle(clock=clock)
+        self.lifecycle = lifecycle or Lifecycle(Watchdog.from_environ(), clock=clock)
         self.clock = self.lifecycle.clock
         self.watch_wait = watch_wait
         self.connect, self.watch_factory, self.files_factory = connect, watch_factory, files_factory

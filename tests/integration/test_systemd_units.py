@@ -32,7 +32,8 @@ def test_unit_verifies_cleanly(unit, tmp_path):
 def test_unit_is_a_hardened_notify_service(unit):
     text = (ROOT / "systemd" / unit).read_text()
     for line in ("Type=notify", "Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict",
-                 "ProtectHome=yes", "PrivateTmp=yes", f"EnvironmentFile=-/etc/default/{unit.split('.')[0]}"):
+                 "ProtectHome=yes", "PrivateTmp=yes", f"EnvironmentFile=-/etc/default/{unit.split('.')[0]}",
+                 "WatchdogSec=30s", "RestartPreventExitStatus=2", "StartLimitIntervalSec=0"):
         assert line in text.splitlines(), line
 
 

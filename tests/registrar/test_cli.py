@@ -36,11 +36,11 @@ def test_unreachable_consul_is_one_line_and_non_zero(run_sync, docker_engine, un
 def test_bad_flags_are_one_line(docker_engine, unique):
     result = subprocess.run([REGISTRAR, "sync", "--hostname", "bad:name"], capture_output=True, text=True,
                             timeout=30)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip() == "registrar: --hostname 'bad:name' is not a valid name (letters, digits, _ . - only)"
     result = subprocess.run([REGISTRAR, "run", "--consul-token-file", "/nonexistent/token"], capture_output=True,
                             text=True, timeout=30)
-    assert result.returncode == 1 and result.stderr.strip().startswith("registrar: cannot read Consul token file")
+    assert result.returncode == 2 and result.stderr.strip().startswith("registrar: cannot read Consul token file")
 
 
 def test_unreachable_docker_is_one_line(consul_agent, unique):
@@ -86,7 +86,7 @@ def test_systemd_is_told_ready_after_the_first_reconciliation_and_stopping(regis
     listener.settimeout(10)
     try:
         daemon = registrar(env={"NOTIFY_SOCKET": address})
-        assert listener.recv(256) == b"READY=1"
+        assert listener.recv(256) == b"READY=1\nSTATUS=reconciled; following Docker"
         assert [s["Service"] for s in daemon.services().values()] == ["web"], "READY only after the first pass"
         assert daemon.stop() == 0
         assert listener.recv(256) == b"STOPPING=1"
