@@ -34,6 +34,7 @@ def test_node_renderer_toml_is_a_complete_config(tmp_path):
     assert [str(d) for _, d in settings.template_dirs] == ["/etc/nginx/conf.d", "/etc/nginx/stream.d"]
     assert settings.variables["domain"] == "example.org" and settings.wait.min == 0.2 and settings.grace == 30
     assert settings.check_command == "nginx -t -q"
+    assert str(settings.nginx_pid_file) == "/run/nginx.pid" and settings.variables["stream_ports"] == "1024-65535"
 
 
 def test_canary_weights_and_header_routing(scene):

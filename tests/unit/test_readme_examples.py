@@ -1,4 +1,4 @@
-"""The README's template API example is real: it is kept in examples/ and renders."""
+"""The reference's template API example (docs/renderer.md) is real: it is kept in examples/ and renders."""
 
 import re
 from pathlib import Path
@@ -12,7 +12,7 @@ TOUR = ROOT / "examples" / "templates" / "api-tour.conf.j2"
 
 
 def test_readme_example_is_the_example_file():
-    block = re.search(r"```jinja\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    block = re.search(r"```jinja\n(.*?)```", (ROOT / "docs" / "renderer.md").read_text(), re.S).group(1)
     assert TOUR.read_text().split("\n", 1)[1] == block
 
 

@@ -1,0 +1,57 @@
+"""The README and docs/ show only commands and flags that exist, and document every option there is."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import click
+import pytest
+
+from registrar.cli import main as registrar_main
+from renderer.cli import main as renderer_main
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PROGRAMS = {"renderer": renderer_main, "registrar": registrar_main}
+
+
+def shown_commands():
+    """(page, program, argv) for every renderer/registrar line in a ```sh block."""
+    for page in PAGES:
+        for block in re.findall(r"```sh\n(.*?)```", page.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split("#", 1)[0].strip()
+                words = shlex.split(line) if line else []
+                if words and words[0] in PROGRAMS:
+                    yield page.name, words[0], words[1:]
+
+
+def options_of(command: click.Command) -> set[str]:
+    return {name for parameter in command.params for name in getattr(parameter, "opts", [])
+            + getattr(parameter, "secondary_opts", []) if name.startswith("--")}
+
+
+@pytest.mark.parametrize("page,program,argv", list(shown_commands()))
+def test_every_command_shown_exists_with_its_flags(page, program, argv):
+    group = PROGRAMS[program]
+    if argv == ["--version"]:
+        return
+    command = group.commands.get(argv[0])
+    assert command is not None, f"{page}: {program} has no command {argv[0]!r}"
+    flags = {word.split("=", 1)[0] for word in argv[1:] if word.startswith("--")}
+    assert flags <= options_of(command), f"{page}: {program} {argv[0]} has no {sorted(flags - options_of(command))}"
+
+
+def test_the_pages_show_both_programs():
+    assert {program for _, program, _ in shown_commands()} == set(PROGRAMS)
+
+
+@pytest.mark.parametrize("program,page,commands", [("renderer", "renderer.md", ("run", "once")),
+                                                    ("registrar", "registrar.md", ("run", "sync"))])
+def test_every_option_is_in_the_reference_table(program, page, commands):
+    text = (ROOT / "docs" / page).read_text()
+    for name in commands:
+        for option in options_of(PROGRAMS[program].commands[name]) - {"--help"}:
+            assert f"`{option}" in text, f"docs/{page} does not document {program} {name} {option}"
