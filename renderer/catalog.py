@@ -99,6 +99,8 @@ class Catalog:
         for instance in ordered:
             by_name.setdefault(instance.name, []).append(instance)
         self._by_name = {name: tuple(group) for name, group in by_name.items()}
+        # What templates ask most (service(name), passing instances only), computed once per catalog.
+        self._passing = {name: tuple(i for i in group if i.status == PASSING) for name, group in self._by_name.items()}
         # A service's kind is its instances' (one name is one kind in practice; a typical one wins a mix).
         self._services = tuple(
             (name, tuple(sorted({tag for i in group for tag in i.tags})), min(i.kind for i in group))
@@ -113,8 +115,8 @@ class Catalog:
         """(name, union of tags, kind) for every service, sorted by name."""
         return self._services
 
-    def instances_of(self, name: str) -> tuple[Instance, ...]:
-        return self._by_name.get(name, ())
+    def instances_of(self, name: str, passing: bool = False) -> tuple[Instance, ...]:
+        return (self._passing if passing else self._by_name).get(name, ())
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Catalog) and self.nodes == other.nodes

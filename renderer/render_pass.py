@@ -160,15 +160,15 @@ class RenderPass:
             if warning not in state.warnings:
                 log.warning("template %s: %s", spec.source, warning)
         state.warnings = rendered.warnings
-        content = rendered.text.encode()
+        content = rendered.content
         try:
             current = read_current(spec.destination)
         except OSError as error:
             self._failed(state, f"cannot read {spec.destination} rendered from {spec.source}: "
                                 f"{error.strerror}; left as it was", outcome, now)
             return None
-        digest = hashlib.sha256(content).digest()
-        if digest == state.rejected_digest and not state.retry.due(now):
+        if (state.rejected_digest is not None and not state.retry.due(now)
+                and hashlib.sha256(content).digest() == state.rejected_digest):
             return None  # nginx refused these exact bytes; logged then, offered again when the retry is due
         if content == current:
             self._succeeded(state)
