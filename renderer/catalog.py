@@ -52,6 +52,11 @@ class Instance:
     kind: str = ""  # Consul's service kind: "" for a typical service, else connect-proxy, mesh-gateway ...
 
     @property
+    def host_port(self) -> str:
+        """``ADDRESS:PORT`` as nginx takes it, IPv6 in brackets."""
+        return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
+
+    @property
     def route(self) -> tuple[str, str, int]:
         """(name, address, port): what nginx routes to for this instance."""
         return self.name, self.address, self.port

@@ -26,7 +26,7 @@ from agentkit.errors import AgentError, ConfigError, ConsulUnavailable
 from agentkit.lifecycle import Lifecycle, Stopping
 from agentkit.options import consul_options, log_level_option, version_option
 
-from . import bounded, consul_data, snapshot
+from . import bounded, certificates, consul_data, snapshot
 from . import settings as settings_module
 from .consul_data import Fetched
 from .daemon import (MAX_FILL_ROUNDS, RELOAD_SETTINGS, Daemon, complete_pass, connect, make_pass,
@@ -135,8 +135,8 @@ def once(**flags):
             stop=tenacity.stop_after_attempt(ONCE_ATTEMPTS), wait=tenacity.wait_exponential(multiplier=0.2, max=2),
             retry=tenacity.retry_if_exception_type(ConsulUnavailable), reraise=True,
             before_sleep=lambda state: log.warning("%s; retrying", state.outcome.exception()))
-        _, outcome = retrying(complete_pass, render_pass, TemplateData(), client, Fetched(), True,
-                              settings.consistency)
+        data = TemplateData(certificates=certificates.scan(settings.variables.get("cert_dir")))
+        _, outcome = retrying(complete_pass, render_pass, data, client, Fetched(), True, settings.consistency)
     except AgentError as error:
         _fail(str(error))
     except Stopping:
@@ -174,10 +174,11 @@ def render(source, catalog_file, **flags):
             catalog, kv = snapshot.load(Path(catalog_file))
             for rejected in catalog.rejected:
                 log.warning("skipped %s", rejected)
-            rendered = bounded.render_all(loader, [path], TemplateData(catalog, kv), settings.limits)[path]
+            data = TemplateData(catalog, kv, certificates.scan(settings.variables.get("cert_dir")))
+            rendered = bounded.render_all(loader, [path], data, settings.limits)[path]
         else:
             client = connect(settings, timeout=10)
-            data, fetched = TemplateData(), Fetched()
+            data, fetched = TemplateData(certificates=certificates.scan(settings.variables.get("cert_dir"))), Fetched()
             try:
                 for _ in range(1 + MAX_FILL_ROUNDS):
                     rendered = bounded.render_all(loader, [path], data, settings.limits)[path]

@@ -42,7 +42,7 @@ from agentkit.errors import AgentError, ConfigError, ConsulDenied, ConsulUnavail
 from agentkit.lifecycle import Lifecycle, Stopping
 from agentkit.notify import Watchdog, notify as systemd_notify
 
-from . import commands
+from . import certificates, commands
 from .apply import Applier, recover
 from .consul_data import DEFAULT_WAIT, Fetched, fetch_catalog, fetch_kv, fill_missing
 from .guard import CatalogGuard
@@ -223,6 +223,7 @@ class Daemon:
                 force |= self._reload_settings()
             elif item == FILES_CHANGED:
                 self.template_settle.changed(self.clock())
+                self._scan_certificates()
             elif isinstance(item, Update):
                 self._take(item)
         now = self.clock()
@@ -337,6 +338,7 @@ class Daemon:
         self.guard = CatalogGuard(grace=settings.grace)
         self.template_settle = Quiescence(TEMPLATE_SETTLE)
         self.forced = True
+        self._scan_certificates()
         self._watch_files()
         log.info("watching %d template(s)%s", len(fresh.states),
                  f" in {len(settings.template_dirs)} watched director{'y' if len(settings.template_dirs) == 1 else 'ies'}"
@@ -345,11 +347,19 @@ class Daemon:
     def _bytecode_cache(self):
         return jinja2.FileSystemBytecodeCache(self.bytecode_dir) if self.bytecode_dir else None
 
+    def _scan_certificates(self) -> None:
+        """The certificate directory (``--var cert_dir``) is data, like the catalog: changed, it renders."""
+        found = certificates.scan(self.settings.variables.get("cert_dir"))
+        if found != self.data.certificates:
+            self.data = self.data.with_certificates(found)
+            self.quiescence.changed(self.clock())
+
     def _watch_files(self) -> None:
         if self.files is None:
             return
+        cert_dir = self.settings.variables.get("cert_dir")
         self.files.watch([source for source, _ in self.settings.template_dirs], self.render_pass.input_files()
-                         | {str(spec.source) for spec in self.settings.templates})
+                         | {str(spec.source) for spec in self.settings.templates}, [cert_dir] if cert_dir else [])
         # A render can reveal a partial in a directory not watched until now, edited meanwhile.
         if any(state.inputs is not None and state.inputs_changed() for state in self.render_pass.states.values()):
             self.events.put(FILES_CHANGED)
@@ -391,7 +401,7 @@ class Daemon:
         self._stop_watches()
         self.client.close()
         self.client = self.connect(settings, timeout=30)
-        self.data, self.fetched = TemplateData(), Fetched()
+        self.data, self.fetched = TemplateData(certificates=self.data.certificates), Fetched()
 
     # Data ----------------------------------------------------------------------------------
     def _take(self, update: Update) -> None:
@@ -402,7 +412,7 @@ class Daemon:
             self.state.catalog_index = update.index
             self._use_catalog(self.guard.offer(self.data.catalog, update.data, update.reset, self.clock()))
         elif update.source == "kv" and update.data is not None:
-            self.data = TemplateData(self.data.catalog, update.data)
+            self.data = self.data.with_kv(update.data)
             self.quiescence.changed(self.clock())
 
     def _observe(self, catalog) -> None:
@@ -421,7 +431,7 @@ class Daemon:
         self.imported_said = catalog.imported
 
     def _use_catalog(self, catalog) -> None:
-        self.data = TemplateData(catalog, self.data.kv)
+        self.data = self.data.with_catalog(catalog)
         self.quiescence.changed(self.clock())
 
     def _adjust_watches(self) -> None:
@@ -433,7 +443,7 @@ class Daemon:
         elif self.catalog_watch is not None:
             self.catalog_watch.stop()
             self.catalog_watch = None
-            self.data = TemplateData(None, self.data.kv)
+            self.data = self.data.with_catalog(None)
         paths = self.render_pass.kv_paths()
         prefix = common_prefix(paths) if paths else None
         if prefix != self.kv_prefix:

@@ -32,7 +32,7 @@ DEFAULT_STREAM_PORTS = "1024-65535"
 @dataclasses.dataclass(frozen=True)
 class ListenPolicy:
     allowed: tuple[tuple[int, int], ...]
-    reserved: Mapping[int, str]  # port -> what already listens there
+    reserved: tuple[tuple[int, str], ...]  # (port, what already listens there): hashable, a dependency key
 
     @classmethod
     def from_variables(cls, variables: Mapping[str, str]) -> "ListenPolicy":
@@ -43,7 +43,7 @@ class ListenPolicy:
             if not text.isdigit() or not 0 < int(text) < 65536:
                 raise ConfigError(f"--var {name}={text!r}: expected a port number 1-65535")
             reserved[int(text)] = f"nginx's own {name}"
-        return cls(allowed, reserved)
+        return cls(allowed, tuple(sorted(reserved.items())))
 
     def problem(self, port: object) -> str:
         """Why ``port`` must not get a stream listener; empty when it may."""
@@ -51,8 +51,9 @@ class ListenPolicy:
         if not text.isdigit() or not 0 < int(text) < 65536:
             return f"listen port {str(port)[:20]!r} is not a port number"
         number = int(text)
-        if number in self.reserved:
-            return f"port {number} is {self.reserved[number]}"
+        reserved = dict(self.reserved)
+        if number in reserved:
+            return f"port {number} is {reserved[number]}"
         if not any(low <= number <= high for low, high in self.allowed):
             shown = ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in self.allowed)
             return f"port {number} is outside stream_ports ({shown})"

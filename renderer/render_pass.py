@@ -30,6 +30,7 @@ from agentkit.lifecycle import Lifecycle
 
 from . import bounded
 from .apply import Applier, ApplyResult, FileChange, read_current
+from .routes import RouteTable
 from .template_api import CATALOG_KINDS, TemplateData, changed
 from .templates import Rendered, TemplateLoader, TemplateSpec, stat_key
 
@@ -75,6 +76,7 @@ class RenderPass:
         self.states: dict[Path, _TemplateState] = {}
         self.removed: list[TemplateSpec] = []
         self.rejected_seen: set[str] = set()
+        self.routes_seen: set[str] = set()
         self.last_catalog = None
         self.set_specs(specs)
 
@@ -130,6 +132,8 @@ class RenderPass:
             if change:
                 changes.append(change)
                 by_destination[change.destination] = state
+        if due:
+            self._report_routes(data)
         if changes or self.applier.reload_due(now):
             outcome.result = self.applier.apply(changes)
             self._report(outcome, by_destination)
@@ -174,6 +178,23 @@ class RenderPass:
             self._succeeded(state)
             return None
         return FileChange(spec.destination, content, str(spec.source))
+
+    def _report_routes(self, data: TemplateData) -> None:
+        """One warning per refused route, instance or value and per disagreement, when it first appears.
+
+        Said here, once for every template that reads the table, rather than
+        by each template: the http and stream templates read the same table.
+        """
+        current = set()
+        for dependency in {d for state in self.states.values() if state.used for d in state.used
+                           if d[0] == "routes"}:
+            table = data.evaluate(dependency)
+            if not isinstance(table, RouteTable):
+                continue
+            current |= {f"route refused: {refusal}" for refusal in table.refused} | set(table.notes)
+        for text in sorted(current - self.routes_seen):
+            log.warning("%s", text)
+        self.routes_seen = current
 
     def _report_rejected(self, catalog) -> None:
         """One warning per hostile or broken instance, when it first appears."""

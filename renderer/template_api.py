@@ -17,26 +17,40 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from . import routes as routes_module
 from .catalog import Catalog, Instance, Node
+from .certificates import CertificateSet
 from .kv import KvSnapshot
+from .routes import RouteOptions, RouteTable
 
 # Dependency keys (hashable tuples); the first element says which kind.
-CATALOG_KINDS = frozenset({"services", "service", "nodes"})
+CATALOG_KINDS = frozenset({"services", "service", "nodes", "routes"})
 KV_KINDS = frozenset({"key", "tree"})
 
 
 class TemplateData:
-    """What a render may read: the current catalog and KV snapshots, either possibly absent.
+    """What a render may read: the catalog, KV and certificate-directory snapshots (catalog and KV may be absent).
 
     Immutable, so each dependency's value is computed once per snapshot: the
     pass that decides what changed, the render, and the record of what the
     render used all ask for the same values.
     """
 
-    def __init__(self, catalog: Catalog | None = None, kv: KvSnapshot | None = None):
+    def __init__(self, catalog: Catalog | None = None, kv: KvSnapshot | None = None,
+                 certificates: CertificateSet = CertificateSet()):
         self.catalog = catalog
         self.kv = kv
+        self.certificates = certificates
         self._values: dict[tuple, object] = {}
+
+    def with_catalog(self, catalog: Catalog | None) -> "TemplateData":
+        return TemplateData(catalog, self.kv, self.certificates)
+
+    def with_kv(self, kv: KvSnapshot | None) -> "TemplateData":
+        return TemplateData(self.catalog, kv, self.certificates)
+
+    def with_certificates(self, certificates: CertificateSet) -> "TemplateData":
+        return TemplateData(self.catalog, self.kv, certificates)
 
     def evaluate(self, dependency: tuple):
         """The value ``dependency`` has in this data; ``MISSING`` when not fetched."""
@@ -59,6 +73,8 @@ class TemplateData:
                 return _services(self.catalog, dependency[1])
             if kind == "service":
                 return _service(self.catalog, *dependency[1:])
+            if kind == "routes":
+                return routes_module.build(self.catalog, dependency[1], self.certificates)
             return self.catalog.nodes
         path = dependency[1]
         if self.kv is None or not self.kv.covers(path):
@@ -111,8 +127,9 @@ class ServiceSummary:
 class Recorder:
     """The template functions for one render, recording what they were asked."""
 
-    def __init__(self, data: TemplateData):
+    def __init__(self, data: TemplateData, route_options: RouteOptions = RouteOptions()):
         self.data = data
+        self.route_options = route_options
         self.used: dict[tuple, object] = {}
         self.missing: set[tuple] = set()
         self.warnings: list[str] = []
@@ -126,7 +143,7 @@ class Recorder:
         return self.used[dependency]
 
     def functions(self) -> Mapping[str, object]:
-        return {"services": self.services, "service": self.service, "nodes": self.nodes,
+        return {"services": self.services, "service": self.service, "nodes": self.nodes, "routes": self.routes,
                 "key": self.key, "key_or_default": self.key_or_default, "tree": self.tree,
                 "warn": self.warn}
 
@@ -144,6 +161,11 @@ class Recorder:
         """Instances of ``name`` (with ``tag``); only passing ones unless ``passing=False``."""
         value = self._ask(("service", name, tag, bool(passing)))
         return [] if value is MISSING else list(value)
+
+    def routes(self) -> RouteTable:
+        """The route table services declare with meta (see ``renderer.routes``), for this template's variables."""
+        value = self._ask(("routes", self.route_options))
+        return RouteTable() if value is MISSING else value
 
     def nodes(self) -> list[Node]:
         value = self._ask(("nodes",))

@@ -6,7 +6,9 @@ Two kinds of paths matter:
   template set itself changes);
 * any file a template read in its last render: the template, and the
   partials it includes or imports, wherever they live. An edit to a shared
-  partial therefore renders every template that used it again.
+  partial therefore renders every template that used it again;
+* any file in a data directory: the certificate directory, whose files the
+  route table reads.
 
 The directories watched follow the last renders; the daemon calls
 :meth:`TemplateFiles.watch` after each pass. A template directory's parent
@@ -46,6 +48,7 @@ class TemplateFiles:
         self.notify = notify
         self.template_dirs: frozenset[str] = frozenset()
         self.files: frozenset[str] = frozenset()
+        self.data_dirs: frozenset[str] = frozenset()
         self._watches: dict[str, object] = {}
         self._handler = _Handler(self)
         self.observer = Observer()
@@ -57,15 +60,17 @@ class TemplateFiles:
 
     def relevant(self, path: str) -> bool:
         path = os.path.normpath(path)
-        return (path in self.files or path in self.template_dirs
-                or (path.endswith(".j2") and os.path.dirname(path) in self.template_dirs))
+        directory = os.path.dirname(path)
+        return (path in self.files or path in self.template_dirs or directory in self.data_dirs
+                or (path.endswith(".j2") and directory in self.template_dirs))
 
-    def watch(self, template_dirs: Iterable[Path], files: Iterable[str]) -> None:
-        """Follow these template directories and these files (their directories are watched)."""
+    def watch(self, template_dirs: Iterable[Path], files: Iterable[str], data_dirs: Iterable[str] = ()) -> None:
+        """Follow these template directories, these files, and every file of ``data_dirs`` (certificates)."""
         self.template_dirs = frozenset(os.path.normpath(str(d)) for d in template_dirs)
         self.files = frozenset(os.path.normpath(f) for f in files)
+        self.data_dirs = frozenset(os.path.normpath(str(d)) for d in data_dirs)
         # A directory moved or deleted away reports nothing on its own watch: its parent sees it go.
-        wanted = (self.template_dirs | {os.path.dirname(d) for d in self.template_dirs}
+        wanted = (self.template_dirs | {os.path.dirname(d) for d in self.template_dirs} | self.data_dirs
                   | {os.path.dirname(f) for f in self.files})
         for directory in [d for d in self._watches if d not in wanted or not os.path.isdir(d)]:
             try:  # a directory that vanished is watched again once it is back

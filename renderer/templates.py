@@ -36,12 +36,14 @@ import jinja2
 import jinja2.sandbox
 
 from .errors import ConfigError, TemplateError
-from .listen_ports import ListenPolicy
+from .routes import Location, Pool, RouteTable, Host, Server, Auth, Listener, Passthrough, RouteOptions
 from .catalog import Instance, Node
+from .certificates import Certificate
 from .template_api import Recorder, ServiceSummary, TemplateData
 
 # Types whose every public attribute is plain data: read without the sandbox's generic check.
-PLAIN_DATA = frozenset({Instance, Node, ServiceSummary})
+PLAIN_DATA = frozenset({Instance, Node, ServiceSummary, RouteTable, Host, Location, Pool, Server, Auth, Listener,
+                        Passthrough, Certificate})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,8 +137,8 @@ class TemplateLoader:
 
     def __init__(self, variables: Mapping[str, str], bytecode_cache: jinja2.BytecodeCache | None = None):
         self.variables = dict(variables)
-        # A pure function of the variables (stream_ports, http_port, https_port): see listen_ports.
-        self.listen_policy = ListenPolicy.from_variables(self.variables)
+        # Pure functions of the variables (domain, http_port, https_port, stream_ports): see routes.
+        self.route_options = RouteOptions.from_variables(self.variables)
         self.bytecode_cache = bytecode_cache
         self._environments: dict[Path, _RecordingEnvironment] = {}
 
@@ -148,7 +150,7 @@ class TemplateLoader:
                 keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, auto_reload=True,
                 bytecode_cache=self.bytecode_cache)
             env.globals.update(self.variables)
-            env.globals["listen_port_problem"] = self.listen_policy.problem
+            env.globals["listen_port_problem"] = self.route_options.listen.problem
             env.filters["host_port"] = host_port
             self._environments[directory] = env
         return env
@@ -170,7 +172,7 @@ class TemplateLoader:
         """Render ``source``; a failure is returned in ``Rendered.error``, with what was read until then."""
         env = self._environment(source.parent)
         env.loaded = loaded = {}
-        recorder = Recorder(data)
+        recorder = Recorder(data, self.route_options)
         text, error = "", None
         try:
             template = self.load(source)
@@ -207,9 +209,8 @@ def stat_key(path) -> tuple | None:
 
 
 def host_port(instance) -> str:
-    """``ADDRESS:PORT`` for nginx, with IPv6 addresses in brackets."""
-    address = instance.address
-    return f"[{address}]:{instance.port}" if ":" in address else f"{address}:{instance.port}"
+    """The ``host_port`` filter: ``ADDRESS:PORT`` for nginx, with IPv6 addresses in brackets."""
+    return instance.host_port
 
 
 def _template_frame(error: BaseException, default: str) -> tuple[str, int | None]:

@@ -115,9 +115,10 @@ def test_catalog_data_cannot_listen_on_nginx_ports_or_privileged_ones(scene):
     scene.register(f"{scene.unique}-ssh", echo.port, tags=["tcp"], meta={"listen_port": "22"})
     result = run_once(*scene.common_args(), *scene.default_templates())
     assert result.returncode == 0, result.stderr
-    assert (f"tcp service {scene.unique}-onhttp skipped: port {scene.nginx.http_port} is nginx's own http_port"
-            in result.stderr)
-    assert f"tcp service {scene.unique}-ssh skipped: port 22 is outside stream_ports (1024-65535)" in result.stderr
+    assert (f"route refused: service {scene.unique}-onhttp listen_port='{scene.nginx.http_port}': port "
+            f"{scene.nginx.http_port} is nginx's own http_port: no listener" in result.stderr), result.stderr
+    assert (f"route refused: service {scene.unique}-ssh listen_port='22': port 22 is outside stream_ports "
+            "(1024-65535): no listener" in result.stderr), result.stderr
     stream = scene.outputs[1].read_text()
     assert f"listen 127.0.0.1:{good_port};" in stream and "listen 127.0.0.1:22;" not in stream
     assert wait_until(lambda: tcp_roundtrip(good_port, b"ok\n"), timeout=5, what="allowed listener") == b"ok\n"

@@ -40,8 +40,10 @@ http {{
     fastcgi_temp_path {prefix}/tmp/fastcgi;
     uwsgi_temp_path {prefix}/tmp/uwsgi;
     scgi_temp_path {prefix}/tmp/scgi;
+    # Not default_server: the default http template brings that (404 for unknown names). This one only
+    # keeps the port answering between tests; an explicit default_server wins over it.
     server {{
-        listen 127.0.0.1:{http_port} default_server;
+        listen 127.0.0.1:{http_port};
         location / {{ return 404 "no such site\\n"; }}
     }}
     include {prefix}/conf.d/*.conf;

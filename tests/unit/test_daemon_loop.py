@@ -75,7 +75,7 @@ class FakeFiles:
     def start(self):
         return self
 
-    def watch(self, template_dirs, files):
+    def watch(self, template_dirs, files, data_dirs=()):
         self.files = set(files)
 
     def stop(self):

@@ -50,10 +50,11 @@ def test_http_service_with_no_passing_instance_answers_503_without_an_upstream()
     assert "server_name down.d;" in text and "return 503;" in text
 
 
-def test_http_without_domain_fails_naming_the_template_and_line():
-    error = render(HTTP).error
-    assert str(HTTP) in str(error) and "'domain' is undefined" in str(error)
-    assert error.line is not None
+def test_without_a_domain_only_services_naming_their_hosts_are_routed():
+    data = TemplateData(Catalog([], [instance("plain", 1, ["http"]),
+                                     instance("named", 2, ["http"], meta={"hosts": "named.example.org"})]))
+    text = render(HTTP, data).text
+    assert "server_name named.example.org;" in text and "plain" not in text
 
 
 def test_ipv6_instances_are_bracketed():
@@ -77,13 +78,15 @@ def test_stream_listen_port_meta_wins_and_listen_address_applies():
 
 
 def test_stream_skips_services_without_a_port_and_port_collisions_with_warnings():
-    data = TemplateData(Catalog([], [instance("noport", 1, ["tcp"]), instance("a-7000", 2, ["tcp"]),
-                                     instance("b", 3, ["tcp"], meta={"listen_port": "7000"})]))
-    rendered = render(STREAM, data)
+    from renderer.routes import RouteOptions, build
+    catalog = Catalog([], [instance("noport", 1, ["tcp"]), instance("a-7000", 2, ["tcp"]),
+                           instance("b", 3, ["tcp"], meta={"listen_port": "7000"})])
+    rendered = render(STREAM, TemplateData(catalog))
     assert "upstream noport" not in rendered.text and "upstream b " not in rendered.text
     assert "listen 7000;" in rendered.text and rendered.text.count("listen 7000;") == 1
-    assert any("noport" in w for w in rendered.warnings)
-    assert any("b skipped: port 7000" in w for w in rendered.warnings)
+    refused = [str(r) for r in build(catalog, RouteOptions()).refused]
+    assert any("noport" in r for r in refused) and any("port 7000/tcp is already service a-7000's" in r
+                                                       for r in refused)
 
 
 def test_stream_service_without_passing_instances_gets_no_listener():

@@ -1,0 +1,160 @@
+"""What each route meta key may hold (pure): one parser per key, a ValueError naming what is wrong.
+
+Values have already passed ``renderer.untrusted`` (no whitespace, ``;``,
+``{``, ``}``, ``#``, quotes, ``$`` or backslashes reach here), but a route
+key is inserted into nginx syntax in a specific place, so each is held to
+the exact shape that place accepts: a host name is a host name, a path is a
+plain path (no ``..``, no regex characters: nginx prefix locations only),
+sizes and durations are nginx's own units.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+
+from .untrusted import name_problem
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})+$")
+# Path characters nginx takes literally in a prefix location; no regex character but '.', which is escaped
+# where a regex is built (strip_path's rewrite).
+_PATH = re.compile(r"^/(?:[A-Za-z0-9._~@:,=%-]+/?)*$")
+_RATE = re.compile(r"^([1-9][0-9]{0,5})r/([sm])$")
+_SIZE = re.compile(r"^([0-9]{1,6})([kKmMgG]?)$")
+_DURATION = re.compile(r"^([0-9]{1,6})(ms|s|m|h)?$")
+_HEADER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+TLS_MODES = ("terminate", "passthrough")
+BACKENDS = ("http", "https", "grpc", "grpcs")
+
+
+@functools.lru_cache(maxsize=4096)  # the same values recur across thousands of instances
+def hosts(value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip().lower().rstrip(".") for part in value.split(",") if part.strip()))
+    if not names:
+        raise ValueError("names no host")
+    for name in names:
+        if len(name) > 253 or not _HOST.match(name):
+            raise ValueError(f"{name!r} is not a host name (a leading '*.' wildcard is allowed)")
+    return names
+
+
+@functools.lru_cache(maxsize=4096)
+def paths(value: str) -> tuple[str, ...]:
+    found = []
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.startswith("/"):
+            raise ValueError(f"{part!r} does not start with /")
+        if "//" in part or any(segment in (".", "..") for segment in part.split("/")):
+            raise ValueError(f"{part!r} has an empty, '.' or '..' segment")
+        if not _PATH.match(part):
+            raise ValueError(f"{part!r} has characters a path prefix may not (letters, digits and -._~@:,=% only)")
+        found.append(part.rstrip("/") or "/")
+    if not found:
+        raise ValueError("names no path")
+    return tuple(dict.fromkeys(found))
+
+
+def boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in TRUE:
+        return True
+    if lowered in FALSE:
+        return False
+    raise ValueError("is not true or false")
+
+
+def choice(options: tuple[str, ...]):
+    def parse(value: str) -> str:
+        lowered = value.strip().lower()
+        if lowered not in options:
+            raise ValueError(f"is not one of {', '.join(options)}")
+        return lowered
+    return parse
+
+
+tls = choice(TLS_MODES)
+backend = choice(BACKENDS)
+
+
+def integer(low: int, high: int):
+    def parse(value: str) -> int:
+        text = value.strip()
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise ValueError(f"is not a whole number from {low} to {high}")
+        return int(text)
+    return parse
+
+
+weight = integer(1, 100)
+percent = integer(0, 100)
+burst = integer(0, 100000)
+
+
+def auth(value: str) -> tuple[str, str]:
+    """``service:NAME[/path]`` -> (NAME, /path)."""
+    kind, _, target = value.partition(":")
+    if kind != "service" or not target:
+        raise ValueError("is not service:NAME or service:NAME/path")
+    name, slash, path = target.partition("/")
+    if name_problem(name):
+        raise ValueError(f"{name!r} is not a service name")
+    path = "/" + path if slash else "/"
+    if path != "/" and not _PATH.match(path):
+        raise ValueError(f"path {path!r} has characters a path may not")
+    return name, path
+
+
+@functools.lru_cache(maxsize=1024)
+def header_names(value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    for name in names:
+        if not _HEADER.match(name):
+            raise ValueError(f"{name!r} is not a header name (letters, digits and -)")
+    return names
+
+
+def rate(value: str) -> str:
+    """``10r/s`` or ``600r/m``: nginx's own notation."""
+    text = value.strip()
+    if not _RATE.match(text):
+        raise ValueError("is not a rate like 10r/s or 600r/m")
+    return text
+
+
+@functools.lru_cache(maxsize=1024)
+def networks(value: str) -> tuple[str, ...]:
+    found = []
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            found.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise ValueError(f"{part!r} is not an IP address or CIDR range") from None
+    if not found:
+        raise ValueError("names no address")
+    return tuple(dict.fromkeys(found))
+
+
+def size(value: str) -> str:
+    """An nginx size: ``512k``, ``10m``, ``1g`` or bytes."""
+    text = value.strip()
+    if not _SIZE.match(text):
+        raise ValueError("is not a size like 512k, 10m or 1g")
+    return text.lower()
+
+
+def duration(value: str) -> str:
+    """An nginx time: ``60s``, ``5m``, ``500ms``; a bare number is seconds."""
+    text = value.strip()
+    match = _DURATION.match(text)
+    if not match or int(match[1]) == 0:
+        raise ValueError("is not a duration like 500ms, 60s or 5m")
+    return text if match[2] else f"{text}s"

@@ -1,0 +1,213 @@
+"""The route table from plain catalogs: keys, defaults, disagreements, conflicts, refusals."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from renderer.catalog import Catalog, Instance
+from renderer.certificates import CertificateSet
+from renderer.routes import RouteOptions, build
+
+OPTIONS = RouteOptions.from_variables({"domain": "example.org", "http_port": "80", "https_port": "443"})
+CERTS = CertificateSet("/certs", MappingProxyType({
+    "api.example.org.crt": (1, 10), "api.example.org.key": (1, 5),
+    "_.example.org.crt": (2, 10), "_.example.org.key": (2, 5)}))
+
+
+def instance(name, port, meta=None, tags=("http",), status="passing", node="n1", kind="", address="10.0.0.1"):
+    return Instance(f"{name}-{port}", name, address, port, tuple(tags), MappingProxyType(meta or {}), node, status,
+                    kind)
+
+
+def table(*instances, options=OPTIONS, certificates=CERTS):
+    return build(Catalog([], instances), options, certificates)
+
+
+def host(routes, name):
+    return next(h for h in routes.hosts if h.name == name)
+
+
+def refusals(routes) -> list[str]:
+    return [str(r) for r in routes.refused]
+
+
+def test_a_service_without_keys_gets_its_default_host_and_root():
+    routes = table(instance("web", 8080), instance("web", 8081, meta={"weight": "3"}))
+    (web,) = routes.hosts
+    assert web.name == "web.example.org" and not web.https and web.certificate is None
+    (location,) = web.http
+    assert (location.path, location.action, location.pool.name) == ("/", "proxy", "web")
+    assert [(s.address, s.weight) for s in location.pool.servers] == [("10.0.0.1:8080", 1), ("10.0.0.1:8081", 3)]
+    assert not routes.refused and not routes.notes
+
+
+def test_hosts_paths_and_strip_path():
+    routes = table(instance("api", 80, {"hosts": "api.example.org,API.example.net", "path": "/v1/,/v2",
+                                        "strip_path": "true"}))
+    assert [h.name for h in routes.hosts] == ["api.example.net", "api.example.org"]
+    assert [(loc.path, loc.strip_path) for loc in host(routes, "api.example.org").http] == [("/v1", True),
+                                                                                          ("/v2", True)]
+
+
+def test_three_services_share_a_host_by_path():
+    routes = table(*(instance(name, port, {"hosts": "shop.example.org", "path": path})
+                     for name, port, path in (("front", 1, "/"), ("cart", 2, "/cart"), ("api", 3, "/api/v1"))))
+    shop = host(routes, "shop.example.org")
+    assert [(loc.path, loc.service) for loc in shop.http] == [("/", "front"), ("/api/v1", "api"), ("/cart", "cart")]
+
+
+def test_one_host_and_path_goes_to_the_first_service_by_name_and_the_other_is_named():
+    routes = table(instance("zeta", 1, {"hosts": "x.example.org"}), instance("alpha", 2, {"hosts": "x.example.org"}))
+    assert [(loc.service) for loc in host(routes, "x.example.org").http] == ["alpha"]
+    assert refusals(routes) == ["service zeta path='/': host x.example.org path / is routed to service alpha "
+                                "(the host's owner, or the first by name); not routed there"]
+
+
+def test_a_service_may_not_take_another_services_default_name():
+    routes = table(instance("web", 1), instance("aaa", 2, {"hosts": "web.example.org"}))
+    assert [loc.service for loc in host(routes, "web.example.org").http] == ["web"]
+    assert "service aaa hosts='web.example.org': host web.example.org is service web's default name" \
+        in refusals(routes)[0]
+
+
+def test_instances_that_disagree_route_with_the_majority_and_say_so():
+    routes = table(instance("api", 1, {"path": "/v1"}), instance("api", 2, {"path": "/v1"}),
+                   instance("api", 3, {"path": "/v2"}))
+    assert [loc.path for loc in host(routes, "api.example.org").http] == ["/v1"]
+    assert routes.notes == ("service api: instances disagree on path ('/v1' on 2, '/v2' on 1); routing with '/v1'",)
+
+
+def test_a_bad_value_is_left_out_naming_instance_key_and_value():
+    routes = table(instance("api", 1, {"path": "/v1"}), instance("api", 2, {"path": "/../etc"}))
+    assert [loc.path for loc in host(routes, "api.example.org").http] == ["/v1"]
+    assert refusals(routes) == ["service api instance api-2 path='/../etc': '/../etc' has an empty, '.' or '..' "
+                                "segment"]
+
+
+def test_a_key_no_instance_holds_validly_refuses_the_service():
+    routes = table(instance("api", 1, {"timeout": "forever"}))
+    assert not routes.hosts
+    assert refusals(routes)[-1] == "service api: no instance has a valid timeout: its routes are not served"
+
+
+def test_hostile_values_never_reach_the_table():
+    for meta in ({"hosts": "a.example.org,*"}, {"path": "/v1.*"}, {"path": "v1"}, {"allow": "10.0.0.0/33"},
+                 {"max_body": "10q"}, {"rate_limit": "10/s"}, {"auth": "http://evil"}, {"auth_headers": "X_Y"},
+                 {"tls": "on"}, {"backend": "ftp"}, {"canary_percent": "150"}):
+        routes = table(instance("api", 1, meta))
+        assert not routes.hosts and refusals(routes), meta
+
+
+def test_terminated_tls_gets_the_hosts_certificate_and_a_redirect():
+    routes = table(instance("api", 1, {"tls": "terminate"}), instance("svc", 2, {"tls": "terminate"}))
+    api = host(routes, "api.example.org")
+    assert api.certificate.certificate == "/certs/api.example.org.crt" and api.https[0].action == "proxy"
+    assert api.http[0].action == "redirect"
+    assert host(routes, "svc.example.org").certificate.certificate == "/certs/_.example.org.crt", "wildcard"
+
+
+def test_https_redirect_false_serves_both():
+    routes = table(instance("api", 1, {"tls": "terminate", "https_redirect": "false"}))
+    assert host(routes, "api.example.org").http[0].action == "proxy"
+
+
+def test_a_missing_certificate_leaves_that_host_out_naming_the_files():
+    routes = table(instance("api", 1, {"tls": "terminate", "hosts": "api.other.net"}))
+    assert not routes.hosts
+    assert refusals(routes) == ["service api tls='terminate': host api.other.net path /: no certificate "
+                                "(/certs/api.other.net.crt not found; /certs/api.other.net.key not found; "
+                                "/certs/_.other.net.crt not found; /certs/_.other.net.key not found); not routed"]
+
+
+def test_passthrough_is_sni_only_and_refuses_what_it_cannot_enforce():
+    routes = table(instance("svc9", 1, {"tls": "passthrough"}), instance("open", 2, {"tls": "passthrough",
+                                                                                   "allow": "10.0.0.0/8"}))
+    assert [(p.host, p.pool.name) for p in routes.passthrough] == [("svc9.example.org", "_sni_svc9")]
+    assert not routes.hosts
+    assert "allow cannot be applied" in refusals(routes)[0]
+
+
+def test_passthrough_and_termination_of_one_host_do_not_mix():
+    routes = table(instance("a", 1, {"tls": "passthrough", "hosts": "x.example.org"}),
+                   instance("b", 2, {"tls": "terminate", "hosts": "x.example.org"}))
+    assert [p.service for p in routes.passthrough] == ["a"] and not routes.hosts
+    assert "service a holds its TLS (tls=passthrough" in refusals(routes)[0]
+
+
+def test_grpc_needs_termination():
+    routes = table(instance("rpc", 1, {"backend": "grpc"}))
+    assert not routes.hosts and "needs tls=terminate" in refusals(routes)[0]
+
+
+def test_canary_pools():
+    stable, canary = instance("shop", 1), instance("shop", 2, {"canary": "true", "canary_percent": "10"})
+    routes = table(instance("shop", 1, {"canary_percent": "10"}), canary)
+    (location,) = host(routes, "shop.example.org").http
+    assert location.canary.name == "_canary_shop" and location.canary_percent == 10
+    assert [s.instance for s in location.pool.servers] == ["shop-1"]
+    only_canary = table(canary)
+    assert host(only_canary, "shop.example.org").http[0].pool.name == "_canary_shop", "canaries take everyone"
+    idle = table(stable, instance("shop", 2, {"canary": "true"}))
+    assert host(idle, "shop.example.org").http[0].canary is None
+    assert "canary instance(s) get no traffic while canary_percent is 0" in idle.notes[0]
+
+
+def test_a_bad_weight_refuses_that_instance_only():
+    routes = table(instance("web", 1, {"weight": "0"}), instance("web", 2))
+    assert [s.instance for s in host(routes, "web.example.org").http[0].pool.servers] == ["web-2"]
+    assert refusals(routes) == ["service web instance web-1 weight='0': is not a whole number from 1 to 100; "
+                                "this instance is not routed"]
+
+
+def test_auth_resolves_to_the_auth_services_passing_instances_or_closes():
+    routes = table(instance("api", 1, {"auth": "service:jwt/verify", "auth_headers": "X-User"}),
+                   instance("jwt", 9, tags=()))
+    auth = host(routes, "api.example.org").http[0].auth
+    assert (auth.service, auth.path, auth.headers, auth.pool.name) == ("jwt", "/verify", ("X-User",), "_auth_jwt")
+    closed = table(instance("api", 1, {"auth": "service:jwt"}), instance("jwt", 9, tags=(), status="critical"))
+    assert host(closed, "api.example.org").http[0].auth.pool is None
+
+
+def test_no_passing_instance_answers_503():
+    routes = table(instance("down", 1, status="critical"))
+    assert host(routes, "down.example.org").http[0].action == "unavailable"
+
+
+def test_stream_listeners():
+    routes = table(instance("tcpfront-9999", 1, tags=("tcp",)), instance("dns", 2, {"listen_port": "5353"},
+                                                                           tags=("tcp", "udp")),
+                   instance("noport", 3, tags=("tcp",)), instance("ssh", 4, {"listen_port": "22"}, tags=("tcp",)),
+                   instance("late-9999", 5, tags=("tcp",)), instance("web-8080", 6, {"listen_port": "80"},
+                                                                      tags=("tcp",)))
+    assert [(li.port, li.protocol, li.service) for li in routes.listeners] == [(5353, "udp", "dns"),
+                                                                               (9999, "tcp", "late-9999")]
+    text = "\n".join(refusals(routes))
+    for expected in ("noport: tcp service without a listen_port", "port 22 is outside stream_ports",
+                     "port 9999/tcp is already service late-9999's", "port 80 is nginx's own http_port"):
+        assert expected in text
+
+
+def test_proxies_and_gateways_are_not_routes():
+    routes = table(instance("web", 1), instance("web-sidecar-proxy", 21000, kind="connect-proxy"))
+    assert [h.name for h in routes.hosts] == ["web.example.org"]
+
+
+def test_without_a_domain_only_explicit_hosts_route():
+    routes = table(instance("web", 1), instance("api", 2, {"hosts": "api.example.org"}),
+                   options=RouteOptions.from_variables({}))
+    assert [h.name for h in routes.hosts] == ["api.example.org"]
+    assert "has no hosts meta and no domain is set" in refusals(routes)[0]
+
+
+def test_an_unchanged_service_is_not_computed_again():
+    import renderer.routes as module
+    web, api = instance("web", 1), instance("api", 2, {"path": "/x"})
+    first = table(web, api)
+    calls = []
+    original = module._http_service
+    module._http_service = lambda *args: calls.append(args[0]) or original(*args)
+    try:
+        second = table(web, instance("api", 2, {"path": "/y"}))
+    finally:
+        module._http_service = original
+    assert calls == ["api"] and first.hosts[1] == second.hosts[1]
