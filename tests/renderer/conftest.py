@@ -108,3 +108,49 @@ def scene(consul_agent, nginx, unique):
     yield scene
     scene.close()
     assert nginx.config_is_valid(), "nginx -t must pass on disk after every test"
+
+
+class Routing:
+    """A scene with what TLS routes need: a CA and its cert_dir, an HTTPS port, a socket directory."""
+
+    def __init__(self, scene, authority):
+        from tests.support.ports import free_port
+        self.scene, self.ca = scene, authority
+        self.https_port = free_port()
+
+    def host(self, name: str) -> str:
+        return f"{name}.{self.scene.domain}"
+
+    def args(self, *extra: str) -> list[str]:
+        return [*self.scene.common_args(), *self.scene.default_templates(),
+                "--var", f"https_port={self.https_port}", "--var", f"cert_dir={self.ca.cert_dir}",
+                "--var", f"socket_dir={self.scene.nginx.prefix}", *extra]
+
+    def once(self, *extra: str):
+        from tests.support.renderer_process import run_once
+        result = run_once(*self.args(*extra))
+        assert result.returncode == 0, result.stderr
+        self.scene.nginx.settled()
+        return result
+
+    def https(self, host: str, path: str = "/", method: str = "GET", **kwargs):
+        """A request over TLS to nginx's HTTPS port, with SNI and verification for ``host``."""
+        import urllib3
+        pool = urllib3.HTTPSConnectionPool("127.0.0.1", self.https_port, server_hostname=host, assert_hostname=host,
+                                           ca_certs=str(self.ca.ca), retries=False, timeout=5)
+        headers = {"Host": host, **kwargs.pop("headers", {})}
+        try:
+            return pool.request(method, path, headers=headers, redirect=False, **kwargs)
+        finally:
+            pool.close()
+
+
+@pytest.fixture(scope="session")
+def certificate_authority(tmp_path_factory):
+    from tests.support.certs import CertificateAuthority
+    return CertificateAuthority(tmp_path_factory.mktemp("routes-ca"))
+
+
+@pytest.fixture
+def routing(scene, certificate_authority):
+    return Routing(scene, certificate_authority)

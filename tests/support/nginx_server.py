@@ -92,6 +92,8 @@ class Nginx:
     def start(self) -> "Nginx":
         for sub in ("conf.d", "stream.d", "logs", "tmp"):
             (self.prefix / sub).mkdir(parents=True, exist_ok=True)
+        # mkdtemp makes it 0700; the workers (nobody) must reach the unix sockets the templates put here.
+        self.prefix.chmod(0o755)
         self.config.write_text(MAIN_CONFIG.format(
             stream_module=STREAM_MODULE, prefix=self.prefix, http_port=self.http_port))
         subprocess.run(shlex.split(self.check_command), check=True, capture_output=True)
@@ -114,6 +116,11 @@ class Nginx:
                 if stat.rsplit(")", 1)[1].split()[1] == master:
                     count += 1
         return count
+
+    def settled(self, timeout: float = 10.0) -> None:
+        """Wait until only the newest generation of workers runs (a reload's old workers are gone)."""
+        from .waiting import wait_until
+        wait_until(lambda: self.worker_count() == 1, timeout, what="nginx's old workers gone")
 
     def reload(self) -> None:
         subprocess.run(shlex.split(self.reload_command), check=True, capture_output=True)
