@@ -26,7 +26,7 @@ from agentkit.errors import AgentError, ConfigError, ConsulUnavailable
 from agentkit.lifecycle import Lifecycle, Stopping
 from agentkit.options import consul_options, log_level_option, version_option
 
-from . import bounded, certificates, consul_data, snapshot
+from . import bounded, certificates, consul_data, route_report, routes, snapshot
 from . import settings as settings_module
 from .consul_data import Fetched
 from .daemon import (MAX_FILL_ROUNDS, RELOAD_SETTINGS, Daemon, complete_pass, connect, make_pass,
@@ -200,6 +200,40 @@ def render(source, catalog_file, **flags):
     for warning in rendered.warnings:
         log.warning("template %s: %s", source, warning)
     click.echo(rendered.text, nl=False)
+
+
+@main.command(name="routes")
+@click.option("--catalog", "catalog_file", type=click.Path(dir_okay=False), default=None,
+              help="Read this snapshot (from `renderer snapshot`) instead of Consul.")
+@click.option("--url", "urls", multiple=True, metavar="URL",
+              help="Say which route answers URL, and why (repeatable).")
+@click.option("--var", "var", multiple=True, metavar="KEY=VALUE",
+              help="A variable: domain, http_port, https_port, stream_ports, cert_dir (repeatable).")
+@click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
+              help="TOML config; only its Consul settings and [var] are used.")
+@consul_options
+@log_level_option
+def routes_command(catalog_file, urls, **flags):
+    """Print the route table services declare with meta (or, with --url, which route answers a URL)."""
+    settings = _settings(flags)
+    try:
+        if catalog_file:
+            catalog, _ = snapshot.load(Path(catalog_file))
+        else:
+            client = connect(settings, timeout=10)
+            try:
+                _, catalog = consul_data.fetch_catalog(client, consistency=settings.consistency)
+            finally:
+                client.close()
+        table = routes.build(catalog, routes.RouteOptions.from_variables(settings.variables),
+                             certificates.scan(settings.variables.get("cert_dir")))
+    except AgentError as error:
+        _fail(str(error))
+    if urls:
+        for url in urls:
+            click.echo(route_report.explain(table, url), nl=False)
+    else:
+        click.echo(route_report.format_table(table), nl=False)
 
 
 @main.command(name="snapshot")

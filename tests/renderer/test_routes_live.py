@@ -261,3 +261,23 @@ def test_unknown_names_get_404_and_unknown_tls_names_no_handshake(routing):
     with pytest.raises(ssl.SSLError):
         served_certificate(routing, "nobody.example.org")
     assert served_certificate(routing, routing.host("tls-known")) == routing.host("tls-known")
+
+
+def test_renderer_routes_prints_the_live_table_and_explains_a_url(routing):
+    import subprocess
+    from tests.support.renderer_process import RENDERER
+    scene, shop = routing.scene, routing.host("shop")
+    scene.register("front", backend(routing, "front").port, tags=["http"], meta={"hosts": shop})
+    api = backend(routing, "api")
+    scene.register("api", api.port, tags=["http"], meta={"hosts": shop, "path": "/api", "strip_path": "true"})
+    scene.register(f"{scene.unique}-bad", api.port, tags=["http"], meta={"path": "/x/../y"})
+    args = ["--consul-addr", scene.consul.address, "--var", f"domain={scene.domain}"]
+    printed = subprocess.run([RENDERER, "routes", *args], capture_output=True, text=True, timeout=30)
+    assert printed.returncode == 0, printed.stderr
+    rows = [line.split() for line in printed.stdout.splitlines()]
+    assert ["http", shop, "/api", "api", f"127.0.0.1:{api.port}", "w1", "[strip_path]"] in rows, printed.stdout
+    assert f"service {scene.unique}-bad instance" in printed.stdout.split("refused:")[1]
+    explained = subprocess.run([RENDERER, "routes", *args, "--url", f"http://{shop}/api/users"],
+                               capture_output=True, text=True, timeout=30)
+    assert explained.stdout == (f"http://{shop}/api/users: host {shop}, longest matching prefix /api among /, /api "
+                                f"-> service api: 127.0.0.1:{api.port} w1 [strip_path]; the backend sees /users\n")

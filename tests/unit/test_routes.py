@@ -211,3 +211,29 @@ def test_an_unchanged_service_is_not_computed_again():
     finally:
         module._http_service = original
     assert calls == ["api"] and first.hosts[1] == second.hosts[1]
+
+
+def test_explain_says_which_route_answers_and_why():
+    from renderer.route_report import explain, format_table
+    routes = table(*(instance(name, port, meta) for name, port, meta in (
+        ("front", 1, {"hosts": "shop.example.org"}), ("api", 2, {"hosts": "shop.example.org", "path": "/api",
+                                                                 "strip_path": "true"}),
+        ("sec", 3, {"hosts": "api.example.org", "tls": "terminate"}), ("nine", 4, {"tls": "passthrough"}),
+        ("wild", 5, {"hosts": "*.apps.example.org"}))))
+    said = {url: explain(routes, url) for url in (
+        "http://shop.example.org/api/users", "http://shop.example.org/apiary", "http://shop.example.org/api",
+        "http://api.example.org/x", "https://api.example.org/x", "https://nine.example.org/",
+        "http://nobody.example.org/", "https://shop.example.org/", "http://x.apps.example.org/")}
+    assert said["http://shop.example.org/api/users"].endswith(
+        "longest matching prefix /api among /, /api -> service api: 10.0.0.1:2 w1 [strip_path]; the backend sees "
+        "/users\n")
+    assert "longest matching prefix / -> service front" in said["http://shop.example.org/apiary"]
+    assert said["http://shop.example.org/api"].endswith("301 to /api/ (strip_path)\n")
+    assert "301 to https://api.example.org/x" in said["http://api.example.org/x"]
+    assert "service sec: 10.0.0.1:3 w1" in said["https://api.example.org/x"]
+    assert "passed through by server name to service nine" in said["https://nine.example.org/"]
+    assert "default server answers 404" in said["http://nobody.example.org/"]
+    assert "has no HTTPS route: the TLS handshake is refused" in said["https://shop.example.org/"]
+    assert "host *.apps.example.org (by its wildcard)" in said["http://x.apps.example.org/"]
+    text = format_table(routes)
+    assert "https  api.example.org" in text and "passthrough nine.example.org -> nine" in text
