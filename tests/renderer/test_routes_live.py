@@ -209,6 +209,10 @@ def test_canary_takes_its_percentage_of_clients_and_keeps_each_client(routing):
     by_cookie = {answer(session.get(url, headers={"Host": host, "Cookie": "canary_id=user-42",
                                                   "User-Agent": f"agent-{n}"}, timeout=2))["name"] for n in range(10)}
     assert len(by_cookie) == 1, "one user, one pool, whatever their browser"
+    for choice, pool in (("always", "canary"), ("never", "stable")):
+        forced = {answer(session.get(url, headers={"Host": host, "X-Canary": choice, "User-Agent": f"t-{n}"},
+                                     timeout=2))["name"] for n in range(10)}
+        assert forced == {pool}, (choice, forced)
 
 
 def test_conflicting_claims_are_settled_and_named(routing):
