@@ -27,10 +27,12 @@ import time
 from pathlib import Path
 
 import requests
+import urllib3
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support.certs import CertificateAuthority  # noqa: E402
 from tests.support.consul_agent import ConsulAgent  # noqa: E402
 from tests.support.docker_engine import DockerEngine  # noqa: E402
 from tests.support.nginx_server import Nginx  # noqa: E402
@@ -75,7 +77,7 @@ def wait_for(predicate, timeout: float, what: str):
             value = predicate()
             if value:
                 return value
-        except (requests.RequestException, OSError):
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
             pass
         time.sleep(0.02)
     raise SystemExit(f"demo: {what} did not happen within {timeout:g}s; see the logs in {RUN}")
@@ -92,6 +94,7 @@ def up() -> None:
     say(f"    dockerd      {'started by the demo' if engine.started_here else 'already running, used as is'}")
     image = engine.busybox_image()
     say(f"    image        {image} (busybox-static via docker import; no registry needed)")
+    _remove_containers()  # left by an earlier run while no engine answered (down() could not reach them)
 
     consul = ConsulAgent(shutil.which("consul") or "/usr/local/bin/consul", directory=RUN / "consul").start()
     state["consul_pid"], state["consul_addr"] = consul.process.pid, consul.address
@@ -103,8 +106,12 @@ def up() -> None:
     say(f"    nginx        http://127.0.0.1:{nginx.http_port} (prefix {nginx.prefix})")
 
     tcp_port = 9999 if _port_is_free(9999) else free_port()
-    state["tcp_port"] = tcp_port
+    https_port = free_port()
+    state["tcp_port"], state["https_port"] = tcp_port, https_port
     STATE.write_text(json.dumps(state))
+    authority = CertificateAuthority(RUN / "tls")  # the demo's own CA, as an operator's PKI would issue
+    authority.issue(f"shop.{DOMAIN}")
+    say(f"    TLS          a demo CA ({authority.ca}) and a certificate for shop.{DOMAIN} in {authority.cert_dir}")
 
     background("registrar", [str(BIN / "registrar"), "run", "--consul-addr", consul.address, "--hostname", "demo",
                              "--ip", "127.0.0.1", "--cleanup", "--resync", "30"])
@@ -113,7 +120,7 @@ def up() -> None:
         "--template-dir", f"{ROOT / 'templates' / 'http'}:{nginx.conf_d}",
         "--template-dir", f"{ROOT / 'templates' / 'stream'}:{nginx.stream_d}",
         "--var", f"domain={DOMAIN}", "--var", f"http_port={nginx.http_port}", "--var", "listen_address=127.0.0.1",
-        *nginx.renderer_args])
+        "--var", f"https_port={https_port}", "--var", f"cert_dir={authority.cert_dir}", *nginx.renderer_args])
     say(f"    registrar    pid {(RUN / 'registrar.pid').read_text().strip()}, log {RUN / 'registrar.log'}")
     say(f"    renderer     pid {(RUN / 'renderer.pid').read_text().strip()}, log {RUN / 'renderer.log'}")
 
@@ -145,6 +152,37 @@ def up() -> None:
     reply = wait_for(lambda: _echo(tcp_port, b"hello through nginx\n"), 15, "the tcp echo through nginx")
     say(f"    sent 'hello through nginx', got back {reply.decode().strip()!r}")
 
+    step("Day-two routes from labels: an HTTPS host, an API under a path of it, a canary")
+    routes_lines = [
+        ["--name", "demo-shop", "-l", "SERVICE_NAME=shop", "-l", "SERVICE_TAGS=http", "-l", f"SERVICE_HOSTS=shop.{DOMAIN}",
+         "-l", "SERVICE_TLS=terminate", "--expose", "80", "-P", image, "sh", "-c", HTTP_SERVER.format(name="shop")],
+        ["--name", "demo-api", "-l", "SERVICE_NAME=api", "-l", "SERVICE_TAGS=http", "-l", f"SERVICE_HOSTS=shop.{DOMAIN}",
+         "-l", "SERVICE_PATH=/api", "-l", "SERVICE_STRIP_PATH=true", "-l", "SERVICE_TLS=terminate",
+         "--expose", "80", "-P", image, "sh", "-c", HTTP_SERVER.format(name="api")],
+        ["--name", "demo-cart-1", "-l", "SERVICE_NAME=cart", "-l", "SERVICE_TAGS=http", "-l", "SERVICE_CANARY_PERCENT=20",
+         "--expose", "80", "-P", image, "sh", "-c", HTTP_SERVER.format(name="cart-v1")],
+        ["--name", "demo-cart-2", "-l", "SERVICE_NAME=cart", "-l", "SERVICE_TAGS=http", "-l", "SERVICE_CANARY_PERCENT=20",
+         "-l", "SERVICE_CANARY=true", "--expose", "80", "-P", image, "sh", "-c", HTTP_SERVER.format(name="cart-v2")],
+    ]
+    for line in routes_lines:
+        docker("run", "-d", "-l", LABEL, *line)
+        say("    docker run -d " + " ".join(a if " " not in a else repr(a) for a in line[:line.index(image) + 1]))
+    shop = f"shop.{DOMAIN}"
+    https = lambda path: _https(https_port, shop, path, authority.ca)
+    wait_for(lambda: https("/") == "shop" and https("/api/") == "api", 30, "the HTTPS routes")
+    say(f"    https://{shop}/      -> {https('/')!r} (TLS at nginx, certificate for {shop})")
+    say(f"    https://{shop}/api/  -> {https('/api/')!r} (another service, its prefix stripped)")
+    plain = requests.get(f"http://127.0.0.1:{nginx.http_port}/", headers={"Host": shop}, allow_redirects=False,
+                         timeout=2)
+    say(f"    http://{shop}/       -> {plain.status_code} to {plain.headers.get('Location')}")
+    cart = lambda agent: requests.get(f"http://127.0.0.1:{nginx.http_port}/", timeout=2,
+                                      headers={"Host": f"cart.{DOMAIN}", "User-Agent": agent}).text.strip()
+    wait_for(lambda: cart("probe") in ("cart-v1", "cart-v2"), 30, "the canary route")
+    clients = collections.Counter(cart(f"client-{n}") for n in range(200))
+    say(f"    cart.{DOMAIN}: 200 clients -> cart-v1 x{clients['cart-v1']}, cart-v2 (canary, 20 %) "
+        f"x{clients['cart-v2']}; each client keeps its side")
+    state["routes"] = True
+
     step("Stopping httpfront-2: out of rotation")
     port = docker("port", "demo-httpfront-2", "80/tcp").splitlines()[0].rsplit(":", 1)[1]
     upstream_line = f"server 127.0.0.1:{port} "
@@ -173,15 +211,27 @@ def up() -> None:
     say(f"          docker run -d -l {LABEL} -l SERVICE_NAME=hello -l SERVICE_TAGS=http --expose 80 -P {image} "
         f"sh -c \"{HTTP_SERVER.format(name='hello')}\"")
     say(f"          curl -H 'Host: hello.{DOMAIN}' http://127.0.0.1:{nginx.http_port}/")
+    say(f"          curl --cacert {authority.ca} --resolve shop.{DOMAIN}:{https_port}:127.0.0.1 "
+        f"https://shop.{DOMAIN}:{https_port}/api/")
+    say(f"          curl -H 'Host: cart.{DOMAIN}' -A client-7 http://127.0.0.1:{nginx.http_port}/       "
+        "# the same side every time")
+    say(f"          curl -H 'Host: cart.{DOMAIN}' -H 'X-Canary: always' http://127.0.0.1:{nginx.http_port}/")
+    say(f"          {BIN / 'renderer'} routes --consul-addr {consul.address} --var domain={DOMAIN} "
+        f"--var cert_dir={authority.cert_dir} --url https://shop.{DOMAIN}/api/x")
     say(f"    logs: {RUN}/*.log      stop everything: make demo-stop")
 
 
-def down(quiet: bool = False) -> None:
-    state = json.loads(STATE.read_text()) if STATE.exists() else {}
+def _remove_containers() -> list[str]:
     containers = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={LABEL}"],
                                 capture_output=True, text=True).stdout.split()
     if containers:
         subprocess.run(["docker", "rm", "-f", *containers], capture_output=True)
+    return containers
+
+
+def down(quiet: bool = False) -> None:
+    state = json.loads(STATE.read_text()) if STATE.exists() else {}
+    containers = _remove_containers()
     for name in ("renderer", "registrar", "consul"):
         _terminate(RUN / f"{name}.pid")
     if state.get("nginx_prefix"):
@@ -203,6 +253,16 @@ def _port_is_free(port: int) -> bool:
             return True
         except OSError:
             return False
+
+
+def _https(port: int, host: str, path: str, ca: Path) -> str:
+    """GET over TLS with SNI ``host``, verifying nginx's certificate against the demo CA."""
+    pool = urllib3.HTTPSConnectionPool("127.0.0.1", port, server_hostname=host, assert_hostname=host,
+                                       ca_certs=str(ca), retries=False, timeout=2)
+    try:
+        return pool.request("GET", path, headers={"Host": host}).data.decode().strip()
+    finally:
+        pool.close()
 
 
 def _echo(port: int, payload: bytes) -> bytes:

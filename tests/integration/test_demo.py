@@ -13,6 +13,15 @@ def demo(command: str) -> subprocess.CompletedProcess:
 
 
 def test_demo_shows_balancing_echo_and_removal_then_cleans_up(docker_engine, busybox_image, consul_agent, nginx):
+    try:
+        run_twice()
+    finally:
+        demo("down")  # whatever happened: its containers must not stay on the shared engine
+    leftovers = docker_engine.client.containers.list(all=True, filters={"label": "consul-nginx-sync-demo"})
+    assert leftovers == [] and not (ROOT / "run" / "demo").exists()
+
+
+def run_twice():
     for _ in range(2):
         result = demo("up")
         assert result.returncode == 0, result.stdout + result.stderr
@@ -22,9 +31,10 @@ def test_demo_shows_balancing_echo_and_removal_then_cleans_up(docker_engine, bus
         assert "HTTP 404 from nginx, not exposed" in out
         assert "got back 'hello through nginx'" in out
         assert "from nginx's config and reloaded" in out
+        assert "/      -> 'shop' (TLS at nginx" in out and "/api/  -> 'api' (another service" in out
+        assert "-> 301 to https://shop.demo.test:" in out
+        canary = int(out.split("cart-v2 (canary, 20 %) x")[1].split(";")[0])
+        assert 20 <= canary <= 60, out  # 20 % of 200 clients
         assert "httpfront-2 x" not in out.split("Stopping httpfront-2")[1]
     stopped = demo("down")
-    assert stopped.returncode == 0 and "demo stopped: 5 container(s) removed" in stopped.stdout
-    assert not (ROOT / "run" / "demo").exists()
-    leftovers = docker_engine.client.containers.list(all=True, filters={"label": "consul-nginx-sync-demo"})
-    assert leftovers == []
+    assert stopped.returncode == 0 and "demo stopped: 9 container(s) removed" in stopped.stdout
