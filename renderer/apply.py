@@ -41,6 +41,7 @@ from pathlib import Path
 from agentkit.backoff import Retry
 
 from .errors import CommandFailed, ReloadNotTaken, WriteFailed
+from .nginx_master import unbindable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,9 +165,6 @@ class _Unconfirmed:
         self.aside.unlink(missing_ok=True)
 
 
-_BIND = re.compile(r"bind\(\) to \S*:(\d+) failed")
-
-
 class Applier:
     def __init__(self, check: Callable[[], None], reload: Callable[[], bool | None], clock=time.monotonic):
         """``reload`` returns False when it could only send the signal, not confirm nginx took it."""
@@ -278,7 +276,7 @@ class Applier:
         for path, entry in self.unconfirmed.items():
             if str(path) in detail:
                 return entry
-        bind = _BIND.search(detail)
+        bind = unbindable(detail)
         if bind:
             listen = re.compile(rf"(?:^|[{{;])\s*listen\s+(?:\S*:)?{bind[1]}\b".encode(), re.MULTILINE)
             holders = [entry for entry in self.unconfirmed.values()

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import socket
 from pathlib import Path
 
 from agentkit.lifecycle import Lifecycle
@@ -168,3 +170,26 @@ def _is_worker(pid: int) -> bool:
 
 def _shutting_down(pid: int) -> bool:
     return "shutting down" in _title(pid) or not _alive(pid)
+
+
+_BIND = re.compile(r"bind\(\) to (\S*):(\d+) failed")
+
+
+def unbindable(detail: str) -> tuple[str, int] | None:
+    """The (address, port) nginx's refusal says it could not bind, if that is what it says."""
+    match = _BIND.search(detail)
+    if not match:
+        return None
+    return match[1].strip("[]"), int(match[2])
+
+
+def port_is_free(address: str, port: int) -> bool:
+    """Could nginx bind ``address:port`` now? (A listener of nginx's own counts as taken.)"""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((address or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+        return True
+    except OSError:
+        return False

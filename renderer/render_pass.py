@@ -30,6 +30,7 @@ from agentkit.lifecycle import Lifecycle
 
 from . import bounded
 from .apply import Applier, ApplyResult, FileChange, read_current
+from .nginx_master import port_is_free, unbindable
 from .routes import RouteTable
 from .template_api import CATALOG_KINDS, TemplateData, changed
 from .templates import Rendered, TemplateLoader, TemplateSpec, stat_key
@@ -46,6 +47,7 @@ class _TemplateState:
     retry: Retry = dataclasses.field(default_factory=Retry)
     warnings: tuple[str, ...] = ()
     rejected_digest: bytes | None = None   # content nginx refused: not offered again before the retry
+    blocked: tuple[str, int] | None = None  # the address:port nginx could not bind for it: offered once free
 
     def inputs_changed(self) -> bool:
         return self.inputs is None or any(stat_key(path) != key for path, key in self.inputs.items())
@@ -142,6 +144,10 @@ class RenderPass:
         return outcome
 
     def _due(self, state: _TemplateState, data: TemplateData, now: float) -> bool:
+        if state.retry.due(now) and state.blocked and not port_is_free(*state.blocked):
+            # nginx could not bind this file's listener; offering it again would stall nginx's master in
+            # its bind retries (about 2.5 s) for nothing. Look again later; the change is not given up.
+            state.retry.failed(now)
         return (state.used is None or state.retry.due(now) or state.inputs_changed()
                 or changed(state.used, data))
 
@@ -216,6 +222,7 @@ class RenderPass:
             log.info("template %s renders and applies again", state.spec.source)
         state.error = None
         state.rejected_digest = None
+        state.blocked = None
         state.retry.succeeded()
 
     def _report(self, outcome: PassOutcome, by_destination: dict) -> None:
@@ -265,4 +272,5 @@ class RenderPass:
             return
         if change.content is not None:
             state.rejected_digest = hashlib.sha256(change.content).digest()
+        state.blocked = unbindable(message)
         self._failed(state, message, outcome, now)

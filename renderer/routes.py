@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Mapping
 
@@ -197,7 +198,7 @@ class RouteTable:
     refused: tuple[Refusal, ...] = ()
     notes: tuple[str, ...] = ()
 
-    @property
+    @functools.cached_property
     def pools(self) -> tuple[Pool, ...]:
         """Every pool an HTTP location proxies to (stable, canary, auth), each once, by name."""
         found: dict[str, Pool] = {}
@@ -208,7 +209,7 @@ class RouteTable:
                         found.setdefault(pool.name, pool)
         return tuple(found[name] for name in sorted(found))
 
-    @property
+    @functools.cached_property
     def locations(self) -> tuple[Location, ...]:
         """Every distinct location (a route served on both listeners counts once)."""
         found: dict[str, Location] = {}

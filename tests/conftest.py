@@ -66,3 +66,19 @@ def busybox_image(docker_engine):
 def unique():
     """A short name prefix of this test's own, for services, files and containers."""
     return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(autouse=True)
+def _leaves_nginx_as_it_found_it(request):
+    """Each test owns its files: after it, the shared nginx's include directories are empty again."""
+    yield
+    if "nginx" not in request.fixturenames:
+        return
+    server = request.getfixturevalue("nginx")
+    left = sorted(p.name for d in (server.conf_d, server.stream_d) for p in d.iterdir())
+    for directory in (server.conf_d, server.stream_d):  # clean, so one leak fails one test, not the rest
+        for path in directory.iterdir():
+            path.unlink()
+    if left:
+        server.reload()
+    assert not left, f"left in nginx's include directories: {left}"

@@ -106,5 +106,5 @@ def test_both_daemons_start_without_consul_keep_nginx_as_it_is_and_converge(
         web.close()
         agent.close()
         for path in (http_out, stream_out):
-            path.unlink(missing_ok=True)
+            nginx.remove_rendered(path)
         nginx.reload()

@@ -91,11 +91,7 @@ class Scene:
                 pass
         removed = False
         for path in self.outputs:
-            for journal in (".renderer-previous", ".renderer-absent"):  # a daemon stopped mid-pass
-                path.with_name(f".{path.name}{journal}").unlink(missing_ok=True)
-            if path.exists():
-                path.unlink()
-                removed = True
+            removed |= self.nginx.remove_rendered(path)
         if removed:
             self.nginx.reload()
         if failures:

@@ -117,13 +117,29 @@ class Nginx:
                     count += 1
         return count
 
+    @staticmethod
+    def remove_rendered(path: Path) -> bool:
+        """Remove a file a renderer wrote and its journal (a renderer stopped mid-pass leaves one)."""
+        for journal in (".renderer-previous", ".renderer-absent"):
+            path.with_name(f".{path.name}{journal}").unlink(missing_ok=True)
+        if path.exists():
+            path.unlink()
+            return True
+        return False
+
     def settled(self, timeout: float = 10.0) -> None:
         """Wait until only the newest generation of workers runs (a reload's old workers are gone)."""
         from .waiting import wait_until
         wait_until(lambda: self.worker_count() == 1, timeout, what="nginx's old workers gone")
 
     def reload(self) -> None:
+        """Reload and return once nginx runs the new configuration (the renderer's own confirmation)."""
+        from renderer.nginx_master import NginxMaster
+        master = NginxMaster(self.pid_file, self.error_log, timeout=30)
+        before = master.before()
         subprocess.run(shlex.split(self.reload_command), check=True, capture_output=True)
+        master.confirm(before)
+        self.settled()
 
     def config_is_valid(self) -> bool:
         return subprocess.run(shlex.split(self.check_command), capture_output=True).returncode == 0

@@ -92,3 +92,38 @@ def test_edited_template_renders_again(tmp_path):
     os.utime(source, (1, source.stat().st_mtime + 5))
     render_pass.run(TemplateData())
     assert (tmp_path / "out" / "a.conf").read_text() == "two\n"
+
+
+def test_a_listener_nginx_could_not_bind_is_offered_again_only_once_its_port_is_free(tmp_path):
+    import socket
+    from renderer.errors import ReloadNotTaken
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    attempts = []
+
+    def reload():
+        attempts.append(1)
+        if holder.fileno() != -1:
+            raise ReloadNotTaken(f"nginx refused the new configuration: nginx: [emerg] bind() to "
+                                 f"127.0.0.1:{port} failed (98: Address already in use)")
+        return True
+
+    (tmp_path / "a.conf.j2").write_text(f"server {{ listen 127.0.0.1:{port}; }}\n")
+    (tmp_path / "out").mkdir()
+    clock = [100.0]
+    from agentkit.lifecycle import Lifecycle
+    spec = TemplateSpec(tmp_path / "a.conf.j2", tmp_path / "out" / "a.conf")
+    render_pass = RenderPass(TemplateLoader({}), Applier(lambda: None, reload, clock=lambda: clock[0]), [spec],
+                             lifecycle=Lifecycle(clock=lambda: clock[0]))
+    outcome = render_pass.run(TemplateData())
+    assert "nginx refused to load" in outcome.failed[0] and len(attempts) == 1
+    for _ in range(5):  # retries come due, the port is still held: nginx is not bothered
+        clock[0] += 60
+        render_pass.run(TemplateData())
+    assert len(attempts) == 1
+    holder.close()
+    clock[0] += 60
+    render_pass.run(TemplateData())
+    assert len(attempts) == 2 and (tmp_path / "out" / "a.conf").exists()
