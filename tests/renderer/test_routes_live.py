@@ -285,3 +285,19 @@ def test_renderer_routes_prints_the_live_table_and_explains_a_url(routing):
                                capture_output=True, text=True, timeout=30)
     assert explained.stdout == (f"http://{shop}/api/users: host {shop}, longest matching prefix /api among /, /api "
                                 f"-> service api: 127.0.0.1:{api.port} w1 [strip_path]; the backend sees /users\n")
+
+
+def test_a_tcp_service_tagged_udp_listens_on_udp(routing):
+    from tests.support.ports import free_port
+    from tests.support.route_backends import UdpEcho
+    scene = routing.scene
+    echo = UdpEcho()
+    scene.closers.append(echo.close)
+    port = free_port()
+    scene.register(f"{scene.unique}-dns", echo.port, tags=["tcp", "udp"], meta={"listen_port": str(port)})
+    routing.once()
+    assert f"listen 127.0.0.1:{port} udp;" in scene.outputs[1].read_text()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(2)
+        client.sendto(b"query", ("127.0.0.1", port))
+        assert client.recvfrom(2048)[0] == b"query"

@@ -179,3 +179,24 @@ class ClientCertTlsBackend:
 
     def close(self) -> None:
         self.listener.close()
+
+
+class UdpEcho:
+    """Answers every datagram with the same bytes."""
+
+    def __init__(self):
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                data, peer = self.socket.recvfrom(2048)
+                self.socket.sendto(data, peer)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.socket.close()
