@@ -62,7 +62,7 @@ class NginxMaster:
         master = self._master()
         if master is None:
             return None
-        children = _children(master)
+        children = children(master)
         return Generation(master, frozenset(children), frozenset(p for p in children if _is_worker(p)),
                           self._log_size())
 
@@ -79,7 +79,7 @@ class NginxMaster:
                 raise ReloadNotTaken(f"nginx refused the new configuration: {fatal}")
             if not _alive(before.master):
                 raise ReloadNotTaken(f"nginx's master (pid {before.master}) exited during the reload")
-            children = _children(before.master)
+            children = children(before.master)
             if children - before.children and all(
                     p not in children or _shutting_down(p) for p in before.workers):
                 return
@@ -141,7 +141,7 @@ def _alive(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
 
 
-def _children(pid: int) -> set[int]:
+def children(pid: int) -> set[int]:
     try:
         return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
     except OSError:  # a kernel without CONFIG_PROC_CHILDREN: scan every process's parent
@@ -157,7 +157,7 @@ def _children(pid: int) -> set[int]:
         return found
 
 
-def _title(pid: int) -> str:
+def process_title(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
@@ -165,11 +165,11 @@ def _title(pid: int) -> str:
 
 
 def _is_worker(pid: int) -> bool:
-    return "worker process" in _title(pid)
+    return "worker process" in process_title(pid)
 
 
 def _shutting_down(pid: int) -> bool:
-    return "shutting down" in _title(pid) or not _alive(pid)
+    return "shutting down" in process_title(pid) or not _alive(pid)
 
 
 _BIND = re.compile(r"bind\(\) to (\S*):(\d+) failed")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import requests
 
+from renderer.nginx_master import children, process_title
+
 from .ports import free_port, wait_for_port
 
 STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
@@ -105,17 +107,13 @@ class Nginx:
         return int(self.pid_file.read_text())
 
     def worker_count(self) -> int:
-        """nginx's worker processes, old ones still shutting down included."""
-        master, count = str(self.pid()), 0
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                if stat.rsplit(")", 1)[1].split()[1] == master:
-                    count += 1
-        return count
+        """nginx's workers that accept connections: a generation shutting down has closed its listeners.
+
+        (One may linger for minutes holding a UDP session or a websocket, answering only that.)
+        """
+        master = self.pid()
+        return sum(1 for pid in children(master)
+                   if "worker process" in process_title(pid) and "shutting down" not in process_title(pid))
 
     @staticmethod
     def remove_rendered(path: Path) -> bool:
