@@ -62,8 +62,8 @@ class NginxMaster:
         master = self._master()
         if master is None:
             return None
-        children = children(master)
-        return Generation(master, frozenset(children), frozenset(p for p in children if _is_worker(p)),
+        running = children(master)
+        return Generation(master, frozenset(running), frozenset(p for p in running if _is_worker(p)),
                           self._log_size())
 
     def confirm(self, before: Generation | None) -> None:
@@ -79,9 +79,9 @@ class NginxMaster:
                 raise ReloadNotTaken(f"nginx refused the new configuration: {fatal}")
             if not _alive(before.master):
                 raise ReloadNotTaken(f"nginx's master (pid {before.master}) exited during the reload")
-            children = children(before.master)
-            if children - before.children and all(
-                    p not in children or _shutting_down(p) for p in before.workers):
+            running = children(before.master)
+            if running - before.children and all(
+                    p not in running or _shutting_down(p) for p in before.workers):
                 return
             if clock() >= deadline:
                 raise ReloadNotTaken(f"nginx did not start new workers within {self.timeout:g}s of the reload "

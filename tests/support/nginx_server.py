@@ -7,7 +7,6 @@ them when done, so one nginx serves the whole session.
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
