@@ -63,6 +63,7 @@ class ApplyResult:
     reloaded: bool = False   # the reload succeeded ...
     confirmed: bool = False  # ... and nginx confirmed it runs the files (see renderer.nginx_master)
     reload_ms: float = 0.0
+    check_ms: float = 0.0   # the check command's time, every run of it in this pass
     reload_error: str | None = None
 
 
@@ -223,10 +224,13 @@ class Applier:
     def _validate(self, staged: list[_Unconfirmed], result: ApplyResult) -> list[_Unconfirmed]:
         """Check the staged set; put culprits back until it passes or nothing is left."""
         while staged:
+            started = self.clock()
             try:
                 self.check()
+                result.check_ms += (self.clock() - started) * 1000
                 return staged
             except CommandFailed as failure:
+                result.check_ms += (self.clock() - started) * 1000
                 culprit = next((s for s in staged if str(s.change.destination) in failure.detail), None)
                 blamed = [culprit] if culprit else list(staged)
                 for entry in blamed:

@@ -250,6 +250,8 @@ class RenderPass:
             else:
                 outcome.failed.append(message)
                 log.error("%s", message)
+        if result.check_ms:
+            log.debug("nginx config check took %.0f ms", result.check_ms)
         if result.reloaded and result.confirmed:
             log.info("nginx reload confirmed in %.0f ms: its new workers run the new configuration",
                      result.reload_ms)

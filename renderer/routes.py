@@ -112,7 +112,8 @@ class Location:
     allow: tuple[str, ...] = ()
     max_body: str | None = None
     timeout: str | None = None
-    id: str = ""                 # stable, short: names nginx zones and variables after this location
+    id: str = ""                 # stable, short: names what belongs to this location (its auth subrequest)
+    service_id: str = ""         # stable, short: names what belongs to the service (its rate zone, canary split)
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -143,6 +144,15 @@ class Host:
     http: tuple[Location, ...]    # on the plain HTTP listener
     https: tuple[Location, ...]   # on the HTTPS listener (TLS ends at nginx); empty: no HTTPS server
     certificate: Certificate | None
+
+    @staticmethod
+    def proxies(locations: tuple[Location, ...]) -> bool:
+        """Does any of these locations proxy (rather than redirect)?"""
+        return any(location.action != "redirect" for location in locations)
+
+    @staticmethod
+    def speaks_grpc(locations: tuple[Location, ...]) -> bool:
+        return any(location.backend in ("grpc", "grpcs") for location in locations)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -222,6 +232,14 @@ class RouteTable:
     @property
     def has_https(self) -> bool:
         return any(host.https for host in self.hosts)
+
+    @functools.cached_property
+    def services(self) -> tuple[Location, ...]:
+        """One location per routed service (its service-wide settings: rate zone, canary split)."""
+        found: dict[str, Location] = {}
+        for location in self.locations:
+            found.setdefault(location.service_id, location)
+        return tuple(found[key] for key in sorted(found))
 
 
 # One service's own part of the table: a function of its instances only, so it is cached.
@@ -339,7 +357,7 @@ def _http_service(name: str, instances: tuple[Instance, ...], passing: tuple[Ins
         pool, canary_pool = canary_pool, None
     auth = keys.get("auth")
     location = Location(
-        path="/", service=name, action="proxy" if pool else "unavailable", pool=pool, canary=canary_pool,
+        path="/", service=name, service_id=_short_id(name), action="proxy" if pool else "unavailable", pool=pool, canary=canary_pool,
         canary_percent=percent if canary_pool else 0, backend=backend, strip_path=keys.get("strip_path", False),
         auth=Auth(auth[0], auth[1], keys.get("auth_headers", ()), None) if auth else None,
         rate_limit=keys.get("rate_limit"), rate_burst=keys.get("rate_burst", DEFAULT_RATE_BURST),
@@ -369,8 +387,13 @@ def _servers(name: str, passing: tuple[Instance, ...], refused: list[Refusal]) -
     return stable, canary
 
 
+def _short_id(text: str) -> str:
+    """Ten hex digits: a valid nginx variable and zone name for anything, the same on every node."""
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
 def _location_id(host: str, path: str) -> str:
-    return hashlib.sha1(f"{host} {path}".encode()).hexdigest()[:10]
+    return _short_id(f"{host} {path}")
 
 
 def _assemble_http(specs: dict[str, _ServiceRoutes], options: RouteOptions, certificates: CertificateSet,

@@ -36,6 +36,8 @@ http {{
     # and nginx then searches hash sizes on every check and reload (the benches' 5,000).
     server_names_hash_max_size 16384;
     server_names_hash_bucket_size 128;
+    variables_hash_max_size 4096;
+    variables_hash_bucket_size 128;
     client_body_temp_path {prefix}/tmp/body;
     proxy_temp_path {prefix}/tmp/proxy;
     fastcgi_temp_path {prefix}/tmp/fastcgi;
