@@ -126,11 +126,15 @@ class RenderPass:
                    if spec.destination.exists()]
         self.removed = []
         due = [state for state in self.states.values() if force or self._due(state, data, now)]
+        # The route table as this process built it before the render child forks (deciding what is due
+        # computes it): what each() keeps is keyed by its objects' addresses, valid only for objects that
+        # outlive the child.
+        table = data.evaluated(("routes", self.loader.route_options))
         results = bounded.render_all(self.loader, [state.spec.source for state in due], data, self.limits,
                                      self.lifecycle)
         by_destination = {}
         for state in due:
-            change = self._take(state, results[state.spec.source], data, now, outcome)
+            change = self._take(state, results[state.spec.source], data, table, now, outcome)
             if change:
                 changes.append(change)
                 by_destination[change.destination] = state
@@ -144,6 +148,9 @@ class RenderPass:
         return outcome
 
     def _due(self, state: _TemplateState, data: TemplateData, now: float) -> bool:
+        if state.inputs is not None and state.inputs_changed():
+            self.loader.forget_fragments(state.spec.source)  # what its each() calls rendered is stale
+            return True
         if state.retry.due(now) and state.blocked and not port_is_free(*state.blocked):
             # nginx could not bind this file's listener; offering it again would stall nginx's master in
             # its bind retries (about 2.5 s) for nothing. Look again later; the change is not given up.
@@ -151,7 +158,7 @@ class RenderPass:
         return (state.used is None or state.retry.due(now) or state.inputs_changed()
                 or changed(state.used, data))
 
-    def _take(self, state: _TemplateState, rendered: Rendered, data: TemplateData, now: float,
+    def _take(self, state: _TemplateState, rendered: Rendered, data: TemplateData, table, now: float,
               outcome: PassOutcome) -> FileChange | None:
         """Record what a render read and returned; the change to apply, if any."""
         spec = state.spec
@@ -166,6 +173,7 @@ class RenderPass:
             outcome.missing |= rendered.missing
             return None
         outcome.rendered += 1
+        self.loader.keep_fragments(spec.source, rendered, table)
         for warning in rendered.warnings:
             if warning not in state.warnings:
                 log.warning("template %s: %s", spec.source, warning)

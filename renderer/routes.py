@@ -46,7 +46,10 @@ Decisions, each deterministic so every nginx node renders the same table:
 
 Building a table for 5,000 services is cheap on a catalog change because a
 service whose instances are the same objects as last time (the catalog
-reuses unchanged instances) is not looked at again (``_SERVICE_CACHE``).
+reuses unchanged instances) is not looked at again (``_SERVICE_CACHE``), and
+a host whose services' parts are all unchanged is the same ``Host`` object
+as before (``_HOST_CACHE``): comparing the new table with the last one is
+then mostly identity checks.
 """
 
 from __future__ import annotations
@@ -116,6 +119,13 @@ class Location:
     service_id: str = ""         # stable, short: names what belongs to the service (its rate zone, canary split)
 
     @property
+    def plain(self) -> bool:
+        """Proxies over HTTP with no option: what most locations are, rendered in three lines."""
+        return (self.action == "proxy" and self.backend == "http" and self.canary is None and self.auth is None
+                and not self.strip_path and not self.rate_limit and not self.allow and not self.max_body
+                and not self.timeout)
+
+    @property
     def options(self) -> tuple[str, ...]:
         """What this location does beyond proxying, for ``renderer routes``."""
         shown = []
@@ -145,14 +155,20 @@ class Host:
     https: tuple[Location, ...]   # on the HTTPS listener (TLS ends at nginx); empty: no HTTPS server
     certificate: Certificate | None
 
-    @staticmethod
-    def proxies(locations: tuple[Location, ...]) -> bool:
-        """Does any of these locations proxy (rather than redirect)?"""
-        return any(location.action != "redirect" for location in locations)
+    # What the templates ask of each listener's locations, computed once: (http, https).
+    proxies: tuple[bool, bool] = (False, False)   # any location proxies (rather than redirects)
+    grpc: tuple[bool, bool] = (False, False)      # any location speaks gRPC
 
-    @staticmethod
-    def speaks_grpc(locations: tuple[Location, ...]) -> bool:
-        return any(location.backend in ("grpc", "grpcs") for location in locations)
+    @classmethod
+    def of(cls, name: str, http: tuple[Location, ...], https: tuple[Location, ...],
+           certificate: Certificate | None) -> "Host":
+        def proxying(locations):
+            return any(location.action != "redirect" for location in locations)
+
+        def grpc(locations):
+            return any(location.backend in ("grpc", "grpcs") for location in locations)
+
+        return cls(name, http, https, certificate, (proxying(http), proxying(https)), (grpc(http), grpc(https)))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -241,6 +257,16 @@ class RouteTable:
             found.setdefault(location.service_id, location)
         return tuple(found[key] for key in sorted(found))
 
+    @functools.cached_property
+    def canaries(self) -> tuple[Location, ...]:
+        """Of ``services``, those that split clients to canary instances."""
+        return tuple(location for location in self.services if location.canary)
+
+    @functools.cached_property
+    def rate_limited(self) -> tuple[Location, ...]:
+        """Of ``services``, those limited per client address."""
+        return tuple(location for location in self.services if location.rate_limit)
+
 
 # One service's own part of the table: a function of its instances only, so it is cached.
 @dataclasses.dataclass(frozen=True)
@@ -257,6 +283,9 @@ class _ServiceRoutes:
 
 # Service name -> (the instances it was computed from, its _ServiceRoutes); pruned on every build.
 _SERVICE_CACHE: dict[str, tuple[tuple[Instance, ...], object]] = {}
+# Host name -> (its (path, service, _ServiceRoutes) parts, the Host built), for these options and certificates.
+_HOST_CACHE: dict[str, tuple] = {}
+_HOST_CACHE_FOR: tuple | None = None
 
 
 def build(catalog: Catalog, options: RouteOptions, certificates: CertificateSet = CertificateSet()) -> RouteTable:
@@ -399,6 +428,10 @@ def _location_id(host: str, path: str) -> str:
 def _assemble_http(specs: dict[str, _ServiceRoutes], options: RouteOptions, certificates: CertificateSet,
                    refused: list[Refusal], notes: list[str], catalog: Catalog):
     """Claims of every service -> hosts and passthroughs, conflicts settled by the documented rule."""
+    global _HOST_CACHE_FOR
+    if _HOST_CACHE_FOR != (options, certificates):  # hosts depend on both: start over when either changed
+        _HOST_CACHE.clear()
+        _HOST_CACHE_FOR = (options, certificates)
     reserved = {f"{name}.{options.domain}": name for name, spec in specs.items()
                 if spec.hosts is None and options.domain}
     # (host, path) -> claimants; host -> SNI claimants (terminate and passthrough)
@@ -457,6 +490,12 @@ def _assemble_http(specs: dict[str, _ServiceRoutes], options: RouteOptions, cert
     hosts = []
     for host in sorted(by_host):
         routes = by_host[host]
+        parts = tuple((path, name, specs[name]) for path, name in routes)
+        known = _HOST_CACHE.get(host)
+        if known is not None and len(known[0]) == len(parts) and all(
+                a[0] == b[0] and a[1] == b[1] and a[2] is b[2] for a, b in zip(known[0], parts)):
+            hosts.append(known[1])  # its services' parts are the same objects: the same host
+            continue
         certificate = None
         if any(specs[name].tls == "terminate" for _, name in routes):
             found = certificates.find(host)
@@ -478,7 +517,12 @@ def _assemble_http(specs: dict[str, _ServiceRoutes], options: RouteOptions, cert
                 http.append(dataclasses.replace(location, action="redirect") if spec.https_redirect else location)
             else:
                 http.append(location)
-        hosts.append(Host(host, tuple(http), tuple(https), certificate))
+        built = Host.of(host, tuple(http), tuple(https), certificate)
+        hosts.append(built)
+        if not any(location.auth for location in (*http, *https)):  # auth pools are other services': not cached
+            _HOST_CACHE[host] = (parts, built)
+    for name in set(_HOST_CACHE) - set(by_host):
+        del _HOST_CACHE[name]
     hosts = _resolve_auth(hosts, catalog, refused)
 
     passthrough = []
@@ -509,7 +553,7 @@ def _resolve_auth(hosts: list[Host], catalog: Catalog, refused: list[Refusal]) -
 
     if not any(location.auth for host in hosts for location in (*host.http, *host.https)):
         return hosts
-    return [dataclasses.replace(host, http=tuple(map(resolved, host.http)), https=tuple(map(resolved, host.https)))
+    return [Host.of(host.name, tuple(map(resolved, host.http)), tuple(map(resolved, host.https)), host.certificate)
             for host in hosts]
 
 

@@ -60,6 +60,10 @@ class TemplateData:
             value = self._values[dependency] = self._evaluate(dependency)
             return value
 
+    def evaluated(self, dependency: tuple):
+        """The value ``dependency`` has if it was computed already (in this process); else None."""
+        return self._values.get(dependency)
+
     def values(self, dependencies) -> dict[tuple, object]:
         """``{dependency: value}`` for a render's recorded dependencies."""
         return {dependency: self.evaluate(dependency) for dependency in dependencies}

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import jinja2
+import jinja2.runtime
 import jinja2.sandbox
 
 from .errors import ConfigError, TemplateError
@@ -41,6 +42,8 @@ from .catalog import Instance, Node
 from .certificates import Certificate
 from .template_api import Recorder, ServiceSummary, TemplateData
 
+# Items whose text each() keeps: objects of the route table, alive as long as the data that holds them.
+MEMO_KEYS = frozenset({Host, Location, Pool, Listener, Passthrough})
 # Types whose every public attribute is plain data: read without the sandbox's generic check.
 PLAIN_DATA = frozenset({Instance, Node, ServiceSummary, RouteTable, Host, Location, Pool, Server, Auth, Listener,
                         Passthrough, Certificate})
@@ -90,6 +93,8 @@ class Rendered:
     warnings: tuple[str, ...] = ()
     inputs: tuple[tuple[str, tuple | None], ...] = ()  # every template file the render read, with its stat_key
     error: TemplateError | None = None  # the render failed: text is empty, the rest says what it read
+    fragments: tuple[tuple[tuple, str], ...] = ()  # each() texts rendered this time: ((macro, id(item), ...), text)
+    fragment_ids: frozenset = frozenset()  # every each() key the render used (kept or rendered)
 
     @property
     def text(self) -> str:
@@ -137,6 +142,9 @@ class TemplateLoader:
 
     def __init__(self, variables: Mapping[str, str], bytecode_cache: jinja2.BytecodeCache | None = None):
         self.variables = dict(variables)
+        # each()'s texts by template: {(macro, id(item), *values): text}, and the route table that keeps the items alive.
+        self.fragments: dict[Path, dict[tuple, str]] = {}
+        self._fragment_anchors: dict[Path, object] = {}
         # Pure functions of the variables (domain, http_port, https_port, stream_ports): see routes.
         self.route_options = RouteOptions.from_variables(self.variables)
         self.bytecode_cache = bytecode_cache
@@ -173,12 +181,41 @@ class TemplateLoader:
         env = self._environment(source.parent)
         env.loaded = loaded = {}
         recorder = Recorder(data, self.route_options)
+        known, fresh, used = self.fragments.get(source, {}), {}, set()
+
+        def each(items, macro, *also):
+            """``{{ each(table.hosts, server_block, https_listen) }}``: ``macro(item, *also)`` for every item, joined.
+
+            For a route table object (a host, pool, listener, ...) the text is
+            kept: while the route table hands out the same object (nothing about
+            it changed), the next render reuses it instead of calling the macro.
+            So the macro may read only its arguments and the variables; what
+            else it needs goes in ``also`` (plain values: strings, numbers),
+            which is part of the key.
+            """
+            if not isinstance(macro, jinja2.runtime.Macro):
+                raise TypeError(f"each() takes a macro after the items, not {type(macro).__name__}")
+            if any(not isinstance(value, (str, int, bool, type(None))) for value in also):
+                raise TypeError("each() takes plain values (strings, numbers) after the macro")
+            texts = []
+            for item in items:
+                if type(item) not in MEMO_KEYS:
+                    texts.append(macro(item, *also))
+                    continue
+                identity = (macro.name, id(item), *also)
+                used.add(identity)
+                text = known.get(identity)
+                if text is None:
+                    text = fresh[identity] = str(macro(item, *also))
+                texts.append(text)
+            return "".join(texts)
+
         text, error = "", None
         try:
             template = self.load(source)
             # Jinja's own join, in C: counting chunk by chunk in Python cost 15 % of a large render.
             # Memory is bounded around the call (the render child's address-space limit).
-            text = template.render(recorder.functions())
+            text = template.render({**recorder.functions(), "each": each})
             if max_output is not None and len(text) > max_output:
                 raise OutputTooLarge()
         except OutputTooLarge:
@@ -196,7 +233,34 @@ class TemplateLoader:
             env.loaded = None
         loaded.setdefault(str(source), stat_key(source))  # a file that failed to compile is an input too
         return Rendered(text.encode() if error is None else b"", tuple(recorder.used), frozenset(recorder.missing),
-                        tuple(recorder.warnings), tuple(loaded.items()), error)
+                        tuple(recorder.warnings), tuple(loaded.items()), error, tuple(fresh.items()),
+                        frozenset(used))
+
+    def keep_fragments(self, source: Path, rendered: Rendered, table) -> None:
+        """After a render elsewhere (the child): its each() texts serve the next render of ``source``.
+
+        Texts are keyed by their item's ``id()``, which names one object only
+        while it lives. ``table`` is the route table this process had built
+        before the child forked, so every item the child rendered from it is
+        an object here too, at the same address; it is kept until the next
+        render replaces it, so no new object can take one of those addresses
+        meanwhile. Without one (the child built the table itself, on a first
+        pass) the texts name the child's objects and nothing is kept. Texts
+        whose item the render did not use are dropped.
+        """
+        if not isinstance(table, RouteTable) or rendered.error is not None:
+            self.forget_fragments(source)
+            return
+        known = self.fragments.get(source, {})
+        merged = {key: known[key] for key in rendered.fragment_ids if key in known}
+        merged.update(rendered.fragments)
+        self.fragments[source] = merged
+        self._fragment_anchors[source] = table
+
+    def forget_fragments(self, source: Path) -> None:
+        """The template changed: what its each() calls rendered no longer holds."""
+        self.fragments.pop(source, None)
+        self._fragment_anchors.pop(source, None)
 
 
 def stat_key(path) -> tuple | None:

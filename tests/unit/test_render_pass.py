@@ -127,3 +127,18 @@ def test_a_listener_nginx_could_not_bind_is_offered_again_only_once_its_port_is_
     clock[0] += 60
     render_pass.run(TemplateData())
     assert len(attempts) == 2 and (tmp_path / "out" / "a.conf").exists()
+
+
+def test_an_edited_template_does_not_reuse_what_each_rendered_before(tmp_path):
+    template = "{% macro up(pool) %}upstream {{ pool.name }}\n{% endmacro %}{{ each(routes().pools, up) }}"
+    render_pass, nginx = make(tmp_path, {"a.conf.j2": template})
+    render_pass.loader = TemplateLoader({"domain": "example.org"})
+    render_pass.run(TemplateData(catalog(80)))
+    assert not render_pass.loader.fragments.get(tmp_path / "a.conf.j2"), \
+        "the first pass built its table in the render child: those addresses name nothing here"
+    data = TemplateData(catalog(80, 81))
+    render_pass.run(data)  # deciding it is due builds the table here: what each() rendered is kept
+    assert render_pass.loader.fragments[tmp_path / "a.conf.j2"]
+    (tmp_path / "a.conf.j2").write_text(template.replace("upstream", "pool"))
+    render_pass.run(data)
+    assert (tmp_path / "out" / "a.conf").read_text() == "pool web\n"

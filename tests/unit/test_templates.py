@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from renderer.catalog import Catalog, Instance
 from renderer.errors import TemplateError
 from renderer.template_api import TemplateData
 from renderer.templates import TemplateLoader, TemplateSpec, expand_dirs
@@ -62,3 +63,56 @@ def test_template_dirs_expand_to_destinations(tmp_path):
     write(tmp_path / "src" / "readme.txt", "")
     specs = expand_dirs(((tmp_path / "src", tmp_path / "out"),))
     assert specs == [TemplateSpec(tmp_path / "src" / "a.conf.j2", tmp_path / "out" / "a.conf")]
+
+
+EACH = """{% set table = routes() %}
+{% macro upstream(pool, suffix) %}upstream {{ pool.name }}{{ suffix }}
+{% endmacro %}
+{% macro label(text) %}{{ text }}
+{% endmacro %}
+{{ each(table.pools, upstream, suffix) }}{{ each(["plain"], label) }}"""
+
+
+def routed(*ports_by_service):
+    return Catalog([], [Instance(f"{name}{port}", name, "10.0.0.1", port, ("http",), {}, "n", "passing")
+                        for name, ports in ports_by_service for port in ports])
+
+
+def test_each_keeps_the_text_of_a_route_object_that_did_not_change(tmp_path):
+    source = write(tmp_path / "each.j2", EACH)
+    loader = TemplateLoader({"domain": "example.org", "suffix": "-a"})
+    catalog = routed(("api", [80]), ("web", [81]))
+    data = TemplateData(catalog)
+    first = loader.render(source, data)
+    assert first.text == "upstream api-a\nupstream web-a\nplain\n"
+    assert len(first.fragments) == 2, "route objects are kept, plain items are not"
+    loader.keep_fragments(source, first, data.evaluated(("routes", loader.route_options)))
+
+    # The same instances: the route table hands out the same pools, and their kept text is used as is.
+    for key in loader.fragments[source]:
+        loader.fragments[source][key] = loader.fragments[source][key].replace("upstream", "kept")
+    again = loader.render(source, TemplateData(catalog))
+    assert again.text == "kept api-a\nkept web-a\nplain\n" and again.fragments == ()
+
+    # web changed: its pool is a new object, rendered again; api's (the same instance) stays kept.
+    changed = TemplateData(Catalog([], [catalog.instances_of("api")[0], *routed(("web", [82])).instances_of("web")]))
+    third = loader.render(source, changed)
+    assert third.text == "kept api-a\nupstream web-a\nplain\n" and len(third.fragments) == 1
+
+
+def test_each_keys_on_its_extra_arguments(tmp_path):
+    source = write(tmp_path / "each.j2", EACH.replace("upstream, suffix", "upstream, table.pools | length"))
+    loader = TemplateLoader({"domain": "example.org"})
+    api = routed(("api", [80]))
+    one = TemplateData(api)
+    first = loader.render(source, one)
+    loader.keep_fragments(source, first, one.evaluated(("routes", loader.route_options)))
+    # api's pool is the same object, but the count it was rendered with is not: rendered again.
+    two = TemplateData(Catalog([], [*api.instances_of("api"), *routed(("web", [81])).instances_of("web")]))
+    assert loader.render(source, two).text == "upstream api2\nupstream web2\nplain\n"
+
+
+def test_each_names_a_wrong_argument_with_the_line(tmp_path):
+    source = write(tmp_path / "each.j2", "{% set table = routes() %}\n{{ each(table.pools, 'text') }}\n")
+    error = TemplateLoader({"domain": "example.org"}).render(source, TemplateData(routed(("api", [80])))).error
+    assert error.line == 2 and "each() takes a macro" in error.message
