@@ -10,12 +10,22 @@ reload, a retry delay. Each of those waits in short slices through
 * pings systemd's watchdog, because a bounded wait is progress; only a loop
   frozen outside such a wait stops the pings and gets restarted.
 
-Signal handlers only call :meth:`request_stop` (sets an Event: no lock, no
-queue), which is safe from any point of the interrupted main thread.
+The stop path is the same for both daemons and safe in a signal handler.
+Python runs a handler in the main thread between two bytecodes, which may be
+inside ``threading`` code holding a lock (``Event.wait`` holds its
+condition's plain, non-reentrant lock around its checks), so a handler that
+takes any lock can deadlock the daemon it is asked to stop. The handler
+installed by :meth:`Lifecycle.stop_on` therefore only stores an attribute
+and calls the wakers registered with :meth:`on_stop`, each of which must be
+reentrant (``queue.SimpleQueue.put`` is; ``queue.Queue.put`` and
+``Event.set`` are not). The ``stop_event`` other threads wait on is set
+later, from ordinary code: by :meth:`check` (every wait slice) or by
+:attr:`stopping`.
 """
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
@@ -31,24 +41,39 @@ class Lifecycle:
         self.stop_event = threading.Event()
         self.watchdog = watchdog or Watchdog(None)
         self.clock = clock
+        self.stop_reason = ""
+        self._requested = False  # set by request_stop: a plain store, safe in a signal handler
         self._wakers: list = []
 
-    def request_stop(self) -> None:
-        self.stop_event.set()
-        for wake in list(self._wakers):
+    def request_stop(self, reason: str = "asked to stop") -> None:
+        """Ask the loop to stop. Safe in a signal handler: no lock is taken here."""
+        if not self._requested:
+            self.stop_reason = reason
+        self._requested = True
+        for wake in tuple(self._wakers):
             wake()
 
+    def stop_on(self, *signals: signal.Signals) -> None:
+        """Install the handler for ``signals`` (the main thread only): each asks the loop to stop."""
+        for number in signals:
+            signal.signal(number, self._on_signal)
+
+    def _on_signal(self, number, _frame) -> None:
+        self.request_stop(f"received {signal.Signals(number).name}")  # the loop logs it, not the handler
+
     def on_stop(self, wake) -> None:
-        """Call ``wake()`` when a stop is requested (say, to unblock a queue wait)."""
+        """Call ``wake()`` when a stop is requested; it runs in a signal handler, so it must be reentrant."""
         self._wakers.append(wake)
 
     @property
     def stopping(self) -> bool:
-        return self.stop_event.is_set()
+        if self._requested and not self.stop_event.is_set():
+            self.stop_event.set()  # ordinary code: now the threads waiting on it may learn it
+        return self._requested
 
     def check(self) -> None:
         """Raise :class:`Stopping` if a stop was requested; ping the watchdog otherwise."""
-        if self.stop_event.is_set():
+        if self.stopping:
             raise Stopping()
         self.watchdog.ping(self.clock())
 
