@@ -5,8 +5,8 @@ The data path reads off the module names, in order:
 * :mod:`renderer.consul_data` + :mod:`renderer.node_dump` -- fetch the whole
   catalog with one query (and KV), decode only what is read;
 * :mod:`renderer.watch` -- the blocking-query loop, one thread per query;
-* :mod:`renderer.catalog`, :mod:`renderer.kv`, :mod:`renderer.untrusted`,
-  :mod:`renderer.certificates` -- plain, checked data;
+* :mod:`renderer.catalog`, :mod:`renderer.kv`, :mod:`renderer.certificates` --
+  plain data, checked by :mod:`agentkit.nginx_safe` (what may reach nginx);
 * :mod:`renderer.guard` -- holds back a catalog that looks like Consul lost
   its state;
 * :mod:`renderer.route_values` + :mod:`renderer.routes` +

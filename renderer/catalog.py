@@ -8,7 +8,7 @@ Built from one of two sources, both pure functions of decoded JSON:
 * a snapshot file (``renderer snapshot`` writes it, ``--catalog`` reads it), so
   a template can be tested with no cluster.
 
-Every instance passes ``renderer.untrusted`` before it is admitted; rejected
+Every instance passes ``agentkit.nginx_safe`` before it is admitted; rejected
 ones are listed in ``Catalog.rejected`` with the reason, for one warning each.
 """
 
@@ -19,7 +19,7 @@ import functools
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
-from . import untrusted
+from agentkit import nginx_safe
 from .node_dump import NodeEntry, ServiceEntry
 
 PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
@@ -50,6 +50,7 @@ class Instance:
     node: str
     status: str
     kind: str = ""  # Consul's service kind: "" for a typical service, else connect-proxy, mesh-gateway ...
+    withheld: tuple[str, ...] = ()  # meta keys whose values were unsafe for nginx: left out of ``meta``
 
     @property
     def host_port(self) -> str:
@@ -66,21 +67,29 @@ class Instance:
                 "tags": list(self.tags), "meta": dict(self.meta), "node": self.node, "status": self.status}
         if self.kind:
             data["kind"] = self.kind
+        if self.withheld:
+            data["withheld"] = list(self.withheld)
         return data
 
 
 @dataclasses.dataclass(frozen=True)
 class Rejected:
-    """An instance (or node) left out, and why."""
+    """An instance (or node) left out, or a value of one withheld, and why."""
 
     node: str
     service_id: str
     reason: str
+    kept: bool = False  # only a tag or meta pair was withheld; the instance is in the catalog
 
     def __str__(self) -> str:
         if self.service_id:
             return f"service instance {self.service_id!r} on node {self.node!r}: {self.reason}"
         return f"node {self.node!r}: {self.reason}"
+
+    @property
+    def line(self) -> str:
+        """The operator's warning."""
+        return f"{self} (withheld from templates; the instance is kept)" if self.kept else f"skipped {self}"
 
 
 class Catalog:
@@ -147,21 +156,41 @@ def _frozen_meta(meta) -> Mapping[str, str]:
     return MappingProxyType(dict(meta or {}))
 
 
-def _admit(node: str, service_id: str, name, address, port, tags, meta) -> str | None:
-    """Return why an instance must be rejected, or None."""
-    problems = [untrusted.name_problem(name), untrusted.address_problem(address), untrusted.port_problem(port)]
+def _admit(service_id, name, address, port, tags, meta) -> str | None:
+    """Why an instance must be left out whole, or None."""
+    problem = (nginx_safe.name_problem(name) or nginx_safe.address_problem(address)
+               or nginx_safe.port_problem(port))
+    if problem:
+        return problem
     if not isinstance(tags, (list, tuple)):
-        problems.append("tags are not a list")
-    else:
-        problems += [untrusted.value_problem("tag", tag) for tag in tags]
+        return "tags are not a list"
     if not isinstance(meta, Mapping):
-        problems.append("meta is not an object")
-    else:
-        for key, value in meta.items():
-            problems += [untrusted.value_problem("meta key", key), untrusted.value_problem(f"meta {key!r}", value)]
-    if untrusted.value_problem("id", service_id):
-        problems.append(f"id {service_id!r} is unsafe")
-    return next((p for p in problems if p), None)
+        return "meta is not an object"
+    if nginx_safe.value_problem("id", service_id):
+        return f"id {nginx_safe.show(service_id)} is unsafe"
+    return None
+
+
+def _withhold(tags, meta) -> tuple[tuple[str, ...], dict, tuple[str, ...], list[str]]:
+    """(safe tags, safe meta, withheld meta keys, one reason per withheld value)."""
+    reasons = []
+    safe_tags = []
+    for tag in tags:
+        problem = nginx_safe.value_problem("tag", tag)
+        if problem:
+            reasons.append(problem)
+        else:
+            safe_tags.append(tag)
+    safe_meta, withheld = {}, []
+    for key, value in meta.items():
+        problem = nginx_safe.value_problem("meta key", key) or nginx_safe.value_problem(f"meta {key}", value)
+        if problem:
+            reasons.append(problem)
+            if not nginx_safe.value_problem("meta key", key):
+                withheld.append(key)
+        else:
+            safe_meta[key] = value
+    return tuple(safe_tags), safe_meta, tuple(sorted(withheld)), reasons
 
 
 def from_node_dump(dump: Iterable[NodeEntry], previous: Catalog | None = None) -> Catalog:
@@ -200,12 +229,12 @@ def from_node_dump(dump: Iterable[NodeEntry], previous: Catalog | None = None) -
             version = (service.ModifyIndex, node_address)
             known = memo.get(key)
             if known is not None and known[0] == version and version[0] is not None:
-                built = known[1]
+                built, notes = known[1], known[2]
             else:
-                built = _instance(node_name, node_address, service)
-            new_memo[key] = (version, built)
-            if isinstance(built, Rejected):
-                rejected.append(built)
+                built, notes = _instance(node_name, node_address, service)
+            new_memo[key] = (version, built, notes)
+            rejected += notes
+            if built is None:
                 continue
             own = service_checks.get(service_id)
             status = aggregate_status([node_status, *own]) if own else node_status
@@ -218,29 +247,32 @@ def from_node_dump(dump: Iterable[NodeEntry], previous: Catalog | None = None) -
 
 def _node(name, address, meta) -> Node | Rejected:
     """A node is left out whole when its name or address is unsafe; unsafe meta pairs are dropped."""
-    problem = untrusted.node_name_problem(name) or untrusted.address_problem(address)
+    problem = nginx_safe.node_name_problem(name) or nginx_safe.address_problem(address)
     if problem:
         return Rejected(str(name), "", problem)
     return Node(name, address, _frozen_meta(_safe_meta(meta)))
 
 
-def _instance(node_name: str, node_address: str, service: ServiceEntry) -> Instance | Rejected:
+def _instance(node_name: str, node_address: str, service: ServiceEntry) -> tuple[Instance | None, tuple]:
+    """The instance (None: left out) and what was withheld or why it was left out."""
     service_id = service.ID
     address = service.Address or node_address
     tags, meta = service.Tags or (), service.Meta or {}
-    problem = (_admit(node_name, service_id, service.Service, address, service.Port, tags, meta)
-               or (untrusted.value_problem("kind", service.Kind) if service.Kind else None))
+    problem = (_admit(service_id, service.Service, address, service.Port, tags, meta)
+               or (nginx_safe.value_problem("kind", service.Kind) if service.Kind else None))
     if problem:
-        return Rejected(node_name, service_id, problem)
-    return Instance(service_id, service.Service, address, service.Port, tags, _frozen_meta(meta), node_name, PASSING,
-                    service.Kind)
+        return None, (Rejected(node_name, service_id, problem),)
+    tags, meta, withheld, reasons = _withhold(tags, meta)
+    return (Instance(service_id, service.Service, address, service.Port, tags, _frozen_meta(meta), node_name,
+                     PASSING, service.Kind, withheld),
+            tuple(Rejected(node_name, service_id, reason, kept=True) for reason in reasons))
 
 
 def _safe_meta(meta) -> dict:
     if not isinstance(meta, Mapping):
         return {}
     return {k: v for k, v in meta.items()
-            if not untrusted.value_problem("meta key", k) and not untrusted.value_problem("meta", v)}
+            if not nginx_safe.value_problem("meta key", k) and not nginx_safe.value_problem("meta", v)}
 
 
 def from_snapshot(data: Mapping) -> Catalog:
@@ -269,7 +301,7 @@ def from_snapshot(data: Mapping) -> Catalog:
         address = raw.get("address") or addresses.get(node, "")
         tags, meta = raw.get("tags") or [], raw.get("meta") or {}
         status, kind = raw.get("status", PASSING), raw.get("kind", "")
-        problem = _admit(node, service_id, name, address, port, tags, meta)
+        problem = _admit(service_id, name, address, port, tags, meta)
         if not problem and status not in _SEVERITY:
             problem = f"status {status!r} is not passing, warning or critical"
         if not problem and not isinstance(kind, str):
@@ -277,6 +309,10 @@ def from_snapshot(data: Mapping) -> Catalog:
         if problem:
             rejected.append(Rejected(node, str(service_id), problem))
             continue
-        instances.append(Instance(service_id, name, address, port, tuple(tags), _frozen_meta(meta), node, status,
-                                  kind))
+        tags, meta, withheld, reasons = _withhold(tags, meta)
+        rejected += [Rejected(node, str(service_id), reason, kept=True) for reason in reasons]
+        # A snapshot of a live catalog names what was withheld there, so its routes refuse alike.
+        withheld = tuple(sorted({*withheld, *(str(key) for key in raw.get("withheld") or ())}))
+        instances.append(Instance(service_id, name, address, port, tags, _frozen_meta(meta), node, status, kind,
+                                  withheld))
     return Catalog(nodes, instances, rejected)

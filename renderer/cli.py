@@ -108,8 +108,7 @@ def run(**flags):
     hide_token_from_ps()
     settings = _settings(flags, need_templates=True)
     daemon = Daemon(settings, rebuild_settings=lambda: settings_module.build(flags))
-    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
-    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+    daemon.lifecycle.stop_on(signal.SIGTERM, signal.SIGINT)
     signal.signal(signal.SIGHUP, lambda *_: daemon.post(RELOAD_SETTINGS))
     try:
         daemon.run()
@@ -124,7 +123,7 @@ def once(**flags):
     settings = _settings(flags, need_templates=True)
     tune_garbage_collector()
     lifecycle = Lifecycle()
-    signal.signal(signal.SIGTERM, lambda *_: lifecycle.request_stop())
+    lifecycle.stop_on(signal.SIGTERM)
     bytecode_dir = tempfile.mkdtemp(prefix="renderer-bytecode-")
     client = None
     try:
@@ -173,7 +172,7 @@ def render(source, catalog_file, **flags):
         if catalog_file:
             catalog, kv = snapshot.load(Path(catalog_file))
             for rejected in catalog.rejected:
-                log.warning("skipped %s", rejected)
+                log.warning("%s", rejected.line)
             data = TemplateData(catalog, kv, certificates.scan(settings.variables.get("cert_dir")))
             rendered = bounded.render_all(loader, [path], data, settings.limits)[path]
         else:
@@ -189,6 +188,8 @@ def render(source, catalog_file, **flags):
                                                     settings.consistency)
             finally:
                 client.close()
+            for rejected in data.catalog.rejected if data.catalog is not None else ():
+                log.warning("%s", rejected.line)
     except AgentError as error:
         _fail(str(error))
     finally:
@@ -257,5 +258,5 @@ def snapshot_command(kv_prefixes, **flags):
     finally:
         client.close()
     for rejected in catalog.rejected:
-        log.warning("skipped %s", rejected)
+        log.warning("%s", rejected.line)
     click.echo(snapshot.dump(catalog, KvSnapshot([""], values)), nl=False)

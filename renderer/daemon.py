@@ -174,7 +174,7 @@ class Daemon:
         self.imported_said = 0
         self.last_raw = None
 
-    # Signal handlers call these: an Event and a reentrant queue put, nothing that can deadlock.
+    # Signal handlers call these: a flag and a reentrant queue put, nothing that can deadlock.
     def stop(self) -> None:
         self.lifecycle.request_stop()
 
@@ -193,7 +193,7 @@ class Daemon:
             while self.step():
                 pass
         except Stopping:
-            log.info("stopping")
+            log.info("%s; stopping", self.lifecycle.stop_reason or "asked to stop")
         finally:
             self.notify("STOPPING=1")
             self._stop_threads()
@@ -217,7 +217,7 @@ class Daemon:
         force = False
         for item in batch:
             if item == STOP or self.lifecycle.stopping:
-                log.info("stopping")
+                log.info("%s; stopping", self.lifecycle.stop_reason or "asked to stop")
                 return False
             if item == RELOAD_SETTINGS:
                 force |= self._reload_settings()

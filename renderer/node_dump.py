@@ -21,7 +21,7 @@ naming the path of the first misfit, which ``Consul.get_json`` turns into
 the operator's line) and the watch keeps the last good config: that would
 be a Consul whose API changed or an address that is not Consul, not a
 hostile registration (hostile *values* fit the types and are judged by
-``renderer.untrusted`` one instance at a time).
+``agentkit.nginx_safe`` one instance at a time).
 """
 
 from __future__ import annotations

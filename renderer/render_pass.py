@@ -211,11 +211,11 @@ class RenderPass:
         self.routes_seen = current
 
     def _report_rejected(self, catalog) -> None:
-        """One warning per hostile or broken instance, when it first appears."""
+        """One warning per hostile or broken instance or value, when it first appears."""
         self.last_catalog = catalog
-        current = {str(rejected) for rejected in catalog.rejected}
+        current = {rejected.line for rejected in catalog.rejected}
         for text in sorted(current - self.rejected_seen):
-            log.warning("skipped %s", text)
+            log.warning("%s", text)
         self.rejected_seen = current
 
     def _failed(self, state: _TemplateState, message: str, outcome: PassOutcome, now: float) -> None:

@@ -1,6 +1,6 @@
 """What each route meta key may hold (pure): one parser per key, a ValueError naming what is wrong.
 
-Values have already passed ``renderer.untrusted`` (no whitespace, ``;``,
+Values have already passed ``agentkit.nginx_safe`` (no whitespace, ``;``,
 ``{``, ``}``, ``#``, quotes, ``$`` or backslashes reach here), but a route
 key is inserted into nginx syntax in a specific place, so each is held to
 the exact shape that place accepts: a host name is a host name, a path is a
@@ -14,7 +14,7 @@ import functools
 import ipaddress
 import re
 
-from .untrusted import name_problem
+from agentkit.nginx_safe import name_problem
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOST = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})+$")

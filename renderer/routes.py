@@ -21,6 +21,8 @@ Decisions, each deterministic so every nginx node renders the same table:
   the vote with a refusal naming service, instance, key and value; a key
   that has no valid value left (every instance holds a bad one) refuses the
   service's routes. A bad ``weight`` or ``canary`` refuses that instance.
+  A value the catalog withheld as unsafe for nginx counts as a bad one:
+  dropping it silently could open a route it restricted (``allow``).
 * **Hosts**: ``hosts``, else ``NAME.DOMAIN``. ``NAME.DOMAIN`` belongs to the
   service NAME while it exists: another service claiming it is refused.
 * **Conflicts**: one (host, path) is routed to one service. The owner of the
@@ -332,6 +334,10 @@ def _vote(name: str, voters: tuple[Instance, ...], refused: list[Refusal], notes
         for instance in voters:
             raw = instance.meta.get(key)
             if raw is None:
+                if key in instance.withheld:  # set, but unsafe for nginx: a vote for nothing valid
+                    refused.append(Refusal(name, "its value is unsafe for nginx and was withheld", instance.id,
+                                           key, "(withheld)"))
+                    continue
                 counts[None] += 1
                 continue
             try:
@@ -358,7 +364,7 @@ def _http_service(name: str, instances: tuple[Instance, ...], passing: tuple[Ins
     refused: list[Refusal] = []
     notes: list[str] = []
     voters = passing or instances
-    if all(ROUTE_KEY_SET.isdisjoint(instance.meta) for instance in voters):
+    if all(ROUTE_KEY_SET.isdisjoint(instance.meta) and not instance.withheld for instance in voters):
         keys = {}
     else:
         keys = _vote(name, voters, refused, notes)
@@ -404,6 +410,10 @@ def _servers(name: str, passing: tuple[Instance, ...], refused: list[Refusal]) -
     for instance in passing:
         chosen = {}
         for key, (parse, default) in INSTANCE_KEYS.items():
+            if key in instance.withheld:
+                refused.append(Refusal(name, "its value is unsafe for nginx and was withheld; this instance is "
+                                             "not routed", instance.id, key, "(withheld)"))
+                break
             try:
                 chosen[key] = parse(instance.meta[key]) if key in instance.meta else default
             except ValueError as error:

@@ -46,18 +46,36 @@ def test_hostile_instances_are_rejected_with_their_id_and_reason():
     dump = node_dump([
         svc("good"),
         svc("inject-name", name="web;evil"),
-        svc("inject-tag", tags=["http", "x; return 200"]),
         svc("inject-addr", address="1.2.3.4; include /etc/passwd"),
-        svc("inject-meta", meta={"weight": "1 }"}),
         svc("bad-port", port=0),
         svc("big-port", port=70000),
     ])
     built = catalog.from_node_dump(dump)
     assert [i.id for i in built.instances] == ["good"]
     rejected = {r.service_id: r.reason for r in built.rejected}
-    assert set(rejected) == {"inject-name", "inject-tag", "inject-addr", "inject-meta", "bad-port", "big-port"}
-    assert "port 0" in rejected["bad-port"] and "tag" in rejected["inject-tag"]
-    assert "inject-tag" in str(built.rejected[1]) or any("inject-tag" in str(r) for r in built.rejected)
+    assert set(rejected) == {"inject-name", "inject-addr", "bad-port", "big-port"}
+    assert "port 0" in rejected["bad-port"] and "name 'web;evil'" in rejected["inject-name"]
+    assert all(r.line.startswith("skipped service instance") for r in built.rejected)
+
+
+def test_an_unsafe_tag_or_meta_value_is_withheld_and_the_instance_kept():
+    dump = node_dump([
+        svc("inject-tag", tags=["http", "x; return 200"]),
+        svc("inject-meta", meta={"weight": "1 }", "description": "my app", "version": "2"}),
+    ])
+    built = catalog.from_node_dump(dump)
+    by_id = {i.id: i for i in built.instances}
+    assert by_id["inject-tag"].tags == ("http",)
+    assert dict(by_id["inject-meta"].meta) == {"version": "2"}
+    assert by_id["inject-meta"].withheld == ("description", "weight")
+    lines = sorted(r.line for r in built.rejected)
+    assert len(lines) == 3 and all(r.kept for r in built.rejected)
+    assert "service instance 'inject-tag' on node 'n1': tag 'x; return 200' contains whitespace" in lines[2]
+    assert lines[2].endswith("(withheld from templates; the instance is kept)")
+    # A snapshot of it withholds alike.
+    again = catalog.from_snapshot(built.as_json())
+    assert {i.id: i.withheld for i in again.instances} == {"inject-meta": ("description", "weight"),
+                                                          "inject-tag": ()}
 
 
 def test_unsafe_node_is_rejected_whole():
@@ -123,7 +141,7 @@ def test_unchanged_modify_index_reuses_the_instance_and_follows_its_status():
 
 def test_a_new_modify_index_is_parsed_and_checked_again():
     first = catalog.from_node_dump(node_dump([{**svc("a"), "ModifyIndex": 5}]))
-    hostile = {**svc("a", tags=["x;y"]), "ModifyIndex": 6}
+    hostile = {**svc("a", name="x;y"), "ModifyIndex": 6}
     second = catalog.from_node_dump(node_dump([hostile]), previous=first)
     assert second.instances == () and second.rejected[0].service_id == "a"
     again = catalog.from_node_dump(node_dump([hostile]), previous=second)

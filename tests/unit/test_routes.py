@@ -90,6 +90,20 @@ def test_a_key_no_instance_holds_validly_refuses_the_service():
     assert refusals(routes)[-1] == "service api: no instance has a valid timeout: its routes are not served"
 
 
+def test_a_route_key_the_catalog_withheld_refuses_rather_than_opens():
+    import dataclasses
+    restricted = dataclasses.replace(instance("admin", 1), withheld=("allow",))  # allow="10.0.0.0/8 ; ..."
+    routes = table(restricted)
+    assert not routes.hosts, "an allow-list that could not be read must not become no allow-list"
+    assert refusals(routes) == ["service admin instance admin-1 allow='(withheld)': its value is unsafe for nginx "
+                                "and was withheld", "service admin: no instance has a valid allow: its routes are "
+                                "not served"]
+    # A withheld weight costs that instance only; other withheld meta is not a route key and changes nothing.
+    routes = table(dataclasses.replace(instance("web", 1), withheld=("weight",)), instance("web", 2),
+                   dataclasses.replace(instance("web", 3), withheld=("description",)))
+    assert [s.address for s in host(routes, "web.example.org").http[0].pool.servers] == ["10.0.0.1:2", "10.0.0.1:3"]
+
+
 def test_hostile_values_never_reach_the_table():
     for meta in ({"hosts": "a.example.org,*"}, {"path": "/v1.*"}, {"path": "v1"}, {"allow": "10.0.0.0/33"},
                  {"max_body": "10q"}, {"rate_limit": "10/s"}, {"auth": "http://evil"}, {"auth_headers": "X_Y"},
