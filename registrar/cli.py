@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from agentkit import logs
+from agentkit import logs, nginx_safe
 from agentkit.argv import hide_token_from_ps
 from agentkit.consul import Consul
 from agentkit.errors import AgentError, ConfigError
@@ -25,7 +25,7 @@ from .consul_sink import ConsulSink
 from .daemon import Daemon, Registrar, connect
 from .desired import DEREGISTER_POLICIES
 from .docker_source import DockerSource
-from .labels import MappingSettings
+from .labels import MappingSettings, split_tags
 
 log = logging.getLogger("registrar")
 
@@ -37,11 +37,16 @@ def registrar_options(command):
         click.option("--ip", default=None, metavar="ADDRESS",
                      help="Address registered for published ports (default: the binding's host IP when "
                           "specific, else the Consul agent's address)."),
+        click.option("--use-ip-from-label", default=None, metavar="LABEL",
+                     help="Register the address in this container label when it has one (registrator's "
+                          "-useIpFromLabel; a /prefix is dropped)."),
         click.option("--internal", is_flag=True, default=False,
                      help="Register the container's own IP and exposed port instead of published ports."),
         click.option("--explicit", is_flag=True, default=False,
                      help="Only containers or ports that have SERVICE_NAME / SERVICE_<port>_NAME."),
-        click.option("--tags", default=None, metavar="A,B", help="Tags added to every service."),
+        click.option("--tags", default=None, metavar="A,B",
+                     help="Tags added to every service; registrator's Go-template placeholders work "
+                          "({{.Config.Hostname}}), '\\,' is a comma inside a tag."),
         click.option("--resync", type=float, default=None, metavar="SECONDS",
                      help="Full reconciliation period; 0 turns it off (default: 60)."),
         click.option("--cleanup", is_flag=True, default=False,
@@ -88,12 +93,7 @@ def run(**options):
     # systemd, a host whose Consul agent is down at boot must start, not block or restart-loop).
     registrar, config = _build(options, wait_for_consul=options.get("retry_attempts") != -1)
     daemon = Daemon(registrar, config)
-
-    def on_signal(number, _frame):
-        daemon.stop(f"received {signal.Signals(number).name}")  # the loop logs it: no logging in a handler
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    daemon.lifecycle.stop_on(signal.SIGTERM, signal.SIGINT)
     log.info("started for host %s: Docker %s -> Consul %s", config.hostname, config.docker_url,
              config.consul_address)
     try:
@@ -129,5 +129,11 @@ def _build(options: dict, wait_for_consul: bool = True) -> tuple[Registrar, conf
     # Without --ip, the agent's own address, asked now or at the first contact with Consul.
     host_address = config.ip or (sink.host_address() if wait_for_consul else "")
     mapping = MappingSettings(hostname=config.hostname, host_address=host_address, ip=config.ip,
-                              internal=config.internal, explicit=config.explicit, tags=config.tags)
+                              internal=config.internal, explicit=config.explicit, tags=config.tags,
+                              ip_label=config.use_ip_from_label)
+    if config.tags is not None and config.tags.is_plain:
+        for tag in split_tags(config.tags.source):
+            problem = nginx_safe.value_problem("tag", tag)
+            if problem:
+                log.warning("--tags: %s; registered, but the renderer will not show it to nginx", problem)
     return Registrar(config, docker, sink, mapping), config

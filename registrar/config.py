@@ -12,7 +12,8 @@ from agentkit.consul import ConsulAddress, ConsulTLS, resolve_address, resolve_t
 from agentkit.errors import ConfigError
 
 from .desired import DEREGISTER_POLICIES
-from .labels import valid_hostname, valid_tag
+from .labels import valid_hostname
+from .tag_template import Template, TemplateSyntaxError
 
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 DEFAULT_RESYNC = 60.0
@@ -29,7 +30,8 @@ class Config:
     ip: str | None = None
     internal: bool = False
     explicit: bool = False
-    tags: tuple[str, ...] = ()
+    tags: Template | None = None  # --tags, a registrator-style Go template (plain text is a plain list)
+    use_ip_from_label: str | None = None
     resync: float = DEFAULT_RESYNC
     cleanup: bool = False
     deregister: str = "always"
@@ -43,7 +45,7 @@ def build(*, consul_addr=None, consul_token=None, consul_token_file=None, consul
           consul_client_cert=None, consul_client_key=None, consul_tls_server_name=None,
           consul_tls_skip_verify=None, docker_url=None, ip=None,
           internal=False, explicit=False, tags=None, resync=None, cleanup=False, deregister=None,
-          hostname=None, retry_attempts=None, retry_interval=None, log_level=None,
+          hostname=None, retry_attempts=None, retry_interval=None, log_level=None, use_ip_from_label=None,
           environ=os.environ) -> Config:
     """Flags > environment > defaults; every problem is a ConfigError naming the flag."""
     address = resolve_address(consul_addr, environ)
@@ -55,10 +57,14 @@ def build(*, consul_addr=None, consul_token=None, consul_token_file=None, consul
         ip = ip.strip()
         if not _is_ip_or_host(ip):
             raise ConfigError(f"--ip {ip!r} is not an IP address or host name")
-    tag_list = tuple(dict.fromkeys(t.strip() for t in (tags or "").split(",") if t.strip()))
-    for tag in tag_list:
-        if not valid_tag(tag):
-            raise ConfigError(f"--tags: tag {tag!r} contains whitespace, ';', '{{', '}}' or a control character")
+    forced = None
+    if tags and tags.strip():
+        try:
+            forced = Template(tags)
+        except TemplateSyntaxError as error:
+            raise ConfigError(f"--tags {tags!r}: {error}") from None
+    if use_ip_from_label is not None and not use_ip_from_label.strip():
+        raise ConfigError("--use-ip-from-label needs a label name")
     resync = DEFAULT_RESYNC if resync is None else float(resync)
     if resync < 0:
         raise ConfigError("--resync must be 0 (off) or a positive number of seconds")
@@ -76,9 +82,10 @@ def build(*, consul_addr=None, consul_token=None, consul_token_file=None, consul
         raise ConfigError("--retry-interval must be a number of milliseconds, at least 0")
     return Config(consul_address=address, consul_token=token, consul_tls=tls,
                   docker_url=docker_url or environ.get("DOCKER_HOST") or DEFAULT_DOCKER_URL,
-                  ip=ip or None, internal=internal, explicit=explicit, tags=tag_list, resync=resync,
+                  ip=ip or None, internal=internal, explicit=explicit, tags=forced, resync=resync,
                   cleanup=cleanup, deregister=deregister, hostname=hostname, retry_attempts=retry_attempts,
-                  retry_interval=retry_interval / 1000, log_level=(log_level or "info").lower())
+                  retry_interval=retry_interval / 1000, log_level=(log_level or "info").lower(),
+                  use_ip_from_label=use_ip_from_label.strip() if use_ip_from_label else None)
 
 
 def _is_ip_or_host(text: str) -> bool:

@@ -8,9 +8,9 @@ Two threads, each with one stop event and joined on shutdown:
 * the caller's thread runs :meth:`Daemon.run`: the only place that talks to
   Consul, so container events are applied one at a time, in order.
 
-Signals only call :meth:`Daemon.stop` (agentkit's Lifecycle: an Event, and a
-put on a ``queue.SimpleQueue``, which is reentrant), so a handler never waits
-on a lock the interrupted loop holds.
+Signals go through agentkit's Lifecycle, the renderer's stop path too: the
+handler stores a flag and puts on a ``queue.SimpleQueue`` (reentrant), so it
+never waits on a lock the interrupted loop holds.
 
 Timers in that loop: a full reconciliation at start, every ``--resync``
 seconds, after the event stream reconnects, and after Consul or Docker
@@ -35,7 +35,6 @@ import dataclasses
 import logging
 import math
 import queue
-import threading
 import time
 
 import tenacity
@@ -121,7 +120,10 @@ class Registrar:
             self.mapping = dataclasses.replace(self.mapping, host_address=self.consul.host_address())
         self.actual = actual
         self.read_docker()
-        return self.apply(cleanup=cleanup)
+        failures = self.apply(cleanup=cleanup)
+        log.debug("full reconciliation done: %d container(s) known, %d service(s) of this host in Consul",
+                  len(self.containers), len(self.actual or ()))
+        return failures
 
     def check_consul(self) -> list[AgentError]:
         """Compare Consul with what we believe it holds; repair if it differs (agent restart)."""
@@ -236,16 +238,10 @@ class Daemon:
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.lifecycle.on_stop(lambda: self.queue.put(("stop",)))
         self.ready = False
-        self.stop_reason = ""
-
-    @property
-    def stop_event(self) -> threading.Event:
-        return self.lifecycle.stop_event
 
     def stop(self, reason: str = "asked to stop") -> None:
-        """Safe from a signal handler: sets an Event and puts on a reentrant queue."""
-        self.stop_reason = reason
-        self.lifecycle.request_stop()
+        """Safe from a signal handler (agentkit's Lifecycle: a flag and a reentrant queue put)."""
+        self.lifecycle.request_stop(reason)
 
     def _ready(self, status: str) -> None:
         if not self.ready:
@@ -267,7 +263,7 @@ class Daemon:
         events.connected.wait(10)
         try:
             self._loop()
-            log.info("%s; stopping", self.stop_reason or "asked to stop")
+            log.info("%s; stopping", self.lifecycle.stop_reason or "asked to stop")
         finally:
             self.notify("STOPPING=1")
             events.stop()
@@ -281,7 +277,7 @@ class Daemon:
         consul_down = docker_down = False
         registrar = self.registrar
         watchdog = self.lifecycle.watchdog
-        while not self.stop_event.is_set():
+        while not self.lifecycle.stopping:
             now = self.clock()
             timeout = max(0.0, min(full_due, poll_due, health_due) - now)
             if watchdog.enabled:
@@ -290,7 +286,7 @@ class Daemon:
                 item = self.queue.get(timeout=timeout)
             except queue.Empty:
                 item = None
-            if self.stop_event.is_set() or (item and item[0] == "stop"):
+            if self.lifecycle.stopping or (item and item[0] == "stop"):
                 break
             try:
                 if item and item[0] == "event":

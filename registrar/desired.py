@@ -11,10 +11,12 @@ Choices made here:
 * Only running containers want services. A stopped container's services go
   away at the next reconciliation, even if its ``die`` event was missed
   (registrator's "stale services after a missed event"), except with
-  ``--deregister on-success`` when it exited non-zero: then whatever it has in
+  ``--deregister on-success`` when it failed: then whatever it has in
   Consul is kept as it is, neither removed nor re-registered (its Docker
   HEALTHCHECK TTL check is no longer refreshed, so it turns critical after
-  the TTL: the container is not running).
+  the TTL: the container is not running). As in registrator, an exit by a
+  signal (Docker reports 128 + the signal: ``docker stop`` 143, ``docker
+  kill`` 137) counts as success: it was stopped, it did not fail.
 * A removed container leaves a tombstone (``removed=True``) so its services
   are deregistered on ``destroy`` without ``--cleanup``; tombstones are
   dropped once Consul no longer holds any of their services.
@@ -33,6 +35,7 @@ from .labels import MappingSettings, container_name, docker_health, is_running, 
 from .model import Service
 
 DEREGISTER_POLICIES = ("always", "on-success")
+SIGNALED = 128  # Docker's exit code for a process killed by signal N is 128 + N
 _EXITED = re.compile(r"^Exited \((-?\d+)\)")
 
 
@@ -51,8 +54,12 @@ class ContainerState:
     def keeps_services(self, deregister: str) -> bool:
         if self.unreadable:
             return True
-        return (deregister == "on-success" and not self.running and not self.removed
-                and self.exit_code not in (None, 0))
+        return deregister == "on-success" and not self.running and not self.removed and self.failed
+
+    @property
+    def failed(self) -> bool:
+        """Exited non-zero, and not by a signal (registrator's test: the 128 bit of the exit code)."""
+        return self.exit_code not in (None, 0) and not self.exit_code & SIGNALED
 
 
 def container_state(info: dict, settings: MappingSettings) -> ContainerState:

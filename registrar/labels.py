@@ -2,10 +2,11 @@
 
 Input is the dict Docker's ``GET /containers/{id}/json`` (``inspect``)
 returns; output is the services one container should have, plus one warning
-per setting that had to be refused. No Docker, no Consul, no clock.
+per setting that had to be dropped or that nginx will not see. No Docker,
+no Consul, no clock.
 
-Conventions (issue 3), and the choices this module makes where registrator
-left a gap:
+Conventions, as registrator has them (docs/registrar.md has the table of
+the few deliberate differences), and the choices made where it left a gap:
 
 * Settings come from ``SERVICE_*`` environment variables and labels; a label
   beats an environment variable, a per-port key (``SERVICE_<port>_<KEY>``)
@@ -16,7 +17,10 @@ left a gap:
   port; for a host-network container every exposed port (its published port
   is its exposed port). One candidate -> one service named ``NAME``; several
   -> ``NAME-<exposed port>`` unless a per-port name is given.
-* Default name: the image's base name without registry, tag or digest.
+* Name: ``SERVICE_NAME``, else the image's base name without registry, tag or
+  digest. Letters, digits, ``-``, ``_`` and ``.`` (what nginx and Consul can
+  both carry, ``agentkit.nginx_safe``); a name Consul's DNS interface will
+  not resolve (``_``, ``.``) is registered with a warning.
 * ID: ``<hostname>:<container name>:<exposed port>``, plus ``:udp`` (and for
   any non-TCP protocol ``:<proto>``); those ports also get that protocol as a
   tag. A generic ``SERVICE_ID`` on a container with several candidate ports
@@ -27,36 +31,54 @@ left a gap:
   port on both IPv4 and IPv6, the first IPv4 binding is used. With
   ``--internal``: the container's IP on the alphabetically first network
   (by network name) that gave it an IPv4 address, and the exposed port
-  (``--ip`` does not apply).
-  Host-network containers always register the host address (or ``--ip``).
-* Checks: each of ``SERVICE_CHECK_HTTP``, ``_HTTPS``, ``_TCP``, ``_TTL`` and
-  ``_SCRIPT`` that is set adds its own check (registrator kept only the first
-  by that priority; several checks are a superset). ``_INTERVAL`` (default
-  10s), ``_TIMEOUT``, ``_INITIAL_STATUS`` and ``_DEREGISTER_AFTER`` apply to
-  all of them. A false-looking value (false/no/off/0) adds no check; a
-  true-looking HTTP/HTTPS value means path ``/``. HTTPS checks skip TLS
-  verification because they dial an IP address that no certificate names.
-  ``_SCRIPT`` runs ``/bin/sh -c`` on the Consul agent's host, with
-  ``$SERVICE_IP`` / ``$SERVICE_PORT`` substituted; the agent only accepts it
-  with ``enable_script_checks``; an agent without it refuses that one
-  service, with a warning. ``SERVICE_IGNORE`` with a false-looking value
-  does not ignore. ``_DEREGISTER_AFTER`` lets Consul reap a long-critical
-  service, but while its container runs the registrar wants it and
-  registers it again (level-triggered): it bounds staleness after a crash of
-  the whole host, it does not hide a sick container.
+  (``--ip`` does not apply). Host-network containers always register the
+  host address (or ``--ip``). ``--use-ip-from-label LABEL`` (registrator's
+  ``-useIpFromLabel``) takes the address from that container label when it
+  has one (``10.0.0.5/24`` registers ``10.0.0.5``).
+* Tags: ``SERVICE_TAGS``, then ``--tags`` (a registrator-style Go template,
+  ``registrar.tag_template``, evaluated per container), comma-separated with
+  ``\\,`` for a comma inside a tag.
+* Meta: every ``SERVICE_<KEY>`` other than NAME, TAGS, ID and IGNORE becomes
+  meta ``<key>`` lower-cased, exactly as registrator writes it: the
+  ``check_*`` settings too, and ``SERVICE_META_FOO`` as ``meta_foo``.
+* Checks, in registrator's order of precedence: ``SERVICE_CHECK_HTTP``,
+  ``_HTTPS``, ``_CMD``, ``_SCRIPT``, ``_TTL``, ``_TCP``, ``_GRPC``. The first
+  one set is Consul's ``service:<service id>``, the ID registrator's single
+  inline check gets, so an app heartbeating its TTL check at
+  ``/v1/agent/check/pass/service:<id>`` keeps working; each further kind set
+  adds ``service:<id>:<kind>`` (registrator kept only the first; several
+  checks are a superset). ``_INTERVAL`` (default 10s), ``_TIMEOUT``,
+  ``_INITIAL_STATUS`` and ``_DEREGISTER_AFTER`` apply to all of them;
+  ``_HTTP_METHOD`` / ``_HTTPS_METHOD`` set the method, ``_GRPC_USE_TLS`` and
+  ``_TLS_SKIP_VERIFY`` the gRPC check's TLS. A false-looking value
+  (false/no/off/0) adds no check; a true-looking HTTP/HTTPS value means path
+  ``/``, a gRPC value other than true-looking names the gRPC service to ask.
+  HTTPS checks skip TLS verification because they dial an IP address that no
+  certificate names. ``_SCRIPT`` runs ``/bin/sh -c`` on the Consul agent's
+  host, with ``$SERVICE_IP`` / ``$SERVICE_PORT`` substituted; ``_CMD`` is a
+  Consul Docker check: ``/bin/sh -c CMD`` run inside the container (the
+  agent needs ``enable_script_checks`` and access to Docker; without the
+  first it refuses the service, and the registrar says which setting is
+  missing). ``SERVICE_IGNORE`` with a false-looking value does not ignore.
+  ``_DEREGISTER_AFTER`` lets Consul reap a long-critical service, but while
+  its container runs the registrar wants it and registers it again
+  (level-triggered): it bounds staleness after a crash of the whole host, it
+  does not hide a sick container.
 * A container with a Docker HEALTHCHECK gets one more check, a TTL check
-  ``<service id>:docker-health`` whose status the registrar keeps equal to the
-  container's health (healthy -> passing; starting and unhealthy -> critical,
-  so a container that has not proven itself takes no traffic).
-* Meta: every other ``SERVICE_<KEY>`` and ``SERVICE_META_<KEY>`` becomes meta
-  ``<key>`` (lower-cased; ``SERVICE_META_X`` wins over ``SERVICE_X``). Keys
-  Consul refuses, and keys starting with ``registrar-`` (our ownership
-  marks), are skipped with a warning; the service is still registered.
-* Invalid values skip the one service (not the container, not the agent),
-  with a warning naming container, label or env var, and value: names that
-  are not DNS labels, tags or meta values with whitespace, ``;``, ``{``,
-  ``}`` or control characters (they would reach nginx configs), per-port
-  keys whose port is not a number, durations Go would not parse.
+  ``service:<service id>:docker-health`` whose status the registrar keeps
+  equal to the container's health (healthy -> passing; starting and
+  unhealthy -> critical, so a container that has not proven itself takes no
+  traffic).
+
+Failures are per key, not per service. A meta pair Consul would refuse (a key
+outside letters, digits, ``_`` and ``-``, ``consul-*``, our own
+``registrar-*``, a value over 512 characters, more than 64 pairs) is dropped
+with a warning naming container, key and value, and the service registers.
+A tag or meta value nginx must not see (``agentkit.nginx_safe``) is
+registered, with a warning that the renderer will withhold it. Only what
+leaves no usable service skips it: an unusable name, ID or port, or a check
+setting that does not parse (a check Consul would refuse, or a service left
+without the health check its owner asked for).
 """
 
 from __future__ import annotations
@@ -65,23 +87,28 @@ import dataclasses
 import ipaddress
 import re
 
+from agentkit import nginx_safe
+
 from .model import (HEALTH_CHECK_SUFFIX, HEALTH_TTL, MARK_CONTAINER, MARK_HOST, RESERVED_META_PREFIX, Check,
-                    Service)
+                    Service, check_id)
+from .tag_template import Template, TemplateRunError
 
 DEFAULT_CHECK_INTERVAL = "10s"
-CHECK_KINDS = ("http", "https", "tcp", "ttl", "script")
-CHECK_OPTIONS = ("interval", "timeout", "initial_status", "deregister_after")
-RESERVED_KEYS = ("name", "tags", "id", "ignore")
+CHECK_KINDS = ("http", "https", "cmd", "script", "ttl", "tcp", "grpc")  # registrator's precedence
+CHECK_OPTIONS = ("interval", "timeout", "initial_status", "deregister_after", "http_method", "https_method",
+                 "grpc_use_tls", "tls_skip_verify")
+NOT_META = ("name", "tags", "id", "ignore")
 
-_DNS_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _SERVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,254}$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-# Whitespace, nginx/consul-template syntax and control characters (C0, DEL, C1).
-_UNSAFE = re.compile(r"[\s;{}\x00-\x1f\x7f-\x9f]")
+_CONSUL_META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
 _PATH = re.compile(r"^/[^\s\x00-\x1f\x7f-\x9f]*$")
-META_VALUE_MAX = 512
+_METHOD = re.compile(r"^[A-Za-z]{1,20}$")
+_GRPC_SERVICE = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+META_VALUE_MAX = 512   # Consul's limits on service meta
+META_PAIRS_MAX = 64
 FALSE = ("false", "no", "off", "0")
 TRUE = ("true", "yes", "on", "1")
 INITIAL_STATUSES = ("passing", "warning", "critical")
@@ -95,7 +122,8 @@ class MappingSettings:
     ip: str | None = None
     internal: bool = False
     explicit: bool = False
-    tags: tuple[str, ...] = ()
+    tags: Template | None = None  # --tags: a template evaluated per container
+    ip_label: str | None = None   # --use-ip-from-label: the address comes from this container label
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +145,7 @@ class Mapping:
 
 
 class Refused(Exception):
-    """A setting that makes one service invalid; the text is the warning."""
+    """A setting that leaves no usable service; the text is the warning."""
 
 
 def show(value: str, limit: int = 80) -> str:
@@ -142,6 +170,7 @@ def services_for(info: dict, settings: MappingSettings) -> Mapping:
     warnings: list[str] = []
     generic, per_port, problems = collect_settings(info)
     warnings += [f"{who}: {problem}" for problem in problems]
+    forced = forced_tags(info, settings.tags, who, warnings)
 
     candidates = candidate_ports(info, settings)
     group = len(candidates) > 1
@@ -154,7 +183,7 @@ def services_for(info: dict, settings: MappingSettings) -> Mapping:
         merged.update(from_port)
         try:
             service = _service(info, settings, name, short_id, exposed, proto, binding, merged,
-                               set(from_port), group, health, warnings, who)
+                               set(from_port), group, health, forced, warnings, who)
         except Refused as refusal:
             warnings.append(f"{who}: port {exposed}/{proto} skipped: {refusal}")
             continue
@@ -193,6 +222,37 @@ def collect_settings(info: dict) -> tuple[dict[str, Setting], dict[str, dict[str
         else:
             generic[rest] = setting
     return generic, per_port, problems
+
+
+def split_tags(text: str) -> list[str]:
+    """Comma-separated tags, ``\\,`` being a comma inside a tag (registrator's rule); blanks dropped."""
+    tags, current, escaped = [], [], False
+    for char in text:
+        if escaped:
+            current.append(char if char == "," else "\\" + char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ",":
+            tags.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if escaped:
+        current.append("\\")
+    tags.append("".join(current))
+    return [tag.strip() for tag in tags if tag.strip()]
+
+
+def forced_tags(info: dict, template: Template | None, who: str, warnings: list[str]) -> list[str]:
+    """``--tags`` for this container; a template that fails on it costs it those tags, with a warning."""
+    if template is None:
+        return []
+    try:
+        return split_tags(template.render(info))
+    except TemplateRunError as error:
+        warnings.append(f"{who}: --tags {show(template.source)} failed on it ({error}); registered without them")
+        return []
 
 
 def candidate_ports(info: dict, settings: MappingSettings) -> list[tuple[tuple[str, str], dict | None]]:
@@ -260,7 +320,8 @@ def _choose_binding(bindings) -> dict | None:
 
 
 def _service(info, settings: MappingSettings, name, short_id, exposed, proto, binding, merged: dict[str, Setting],
-             from_port: set[str], group: bool, health, warnings: list[str], who: str) -> Service | None:
+             from_port: set[str], group: bool, health, forced: list[str], warnings: list[str],
+             who: str) -> Service | None:
     if not exposed.isdigit() or not 0 < int(exposed) < 65536:
         raise Refused(f"exposed port {show(exposed)} is not a number")
     ignore = merged.get("ignore")
@@ -272,16 +333,17 @@ def _service(info, settings: MappingSettings, name, short_id, exposed, proto, bi
     # Name.
     if "name" in merged:
         service_name = merged["name"].value
-        _require(_DNS_LABEL.match(service_name), merged["name"], "is not a valid DNS label")
+        _require(not nginx_safe.name_problem(service_name), merged["name"],
+                 "is not a valid service name (letters, digits, '-', '_' and '.', starting and ending with a "
+                 "letter or digit)")
     else:
         service_name = default_name((info.get("Config") or {}).get("Image") or "")
-        if not _DNS_LABEL.match(service_name):
-            raise Refused(f"image base name {show(service_name)} is not a valid DNS label; set SERVICE_NAME")
+        if nginx_safe.name_problem(service_name):
+            raise Refused(f"image base name {show(service_name)} is not a valid service name; set SERVICE_NAME")
     if group and "name" not in from_port:
         service_name = f"{service_name}-{exposed}"
-        if not _DNS_LABEL.match(service_name):
-            raise Refused(f"name {show(service_name)} is not a valid DNS label")
-
+        if nginx_safe.name_problem(service_name):
+            raise Refused(f"name {show(service_name)} is not a valid service name")
     # ID.
     if "id" in merged:
         service_id = merged["id"].value
@@ -306,60 +368,104 @@ def _service(info, settings: MappingSettings, name, short_id, exposed, proto, bi
         if not str(binding.get("HostPort", "")).isdigit():
             raise Refused(f"published port {show(str(binding.get('HostPort')))} is not a number")
         port = int(binding["HostPort"])
+    address = _address_from_label(info, settings.ip_label, warnings, who) or address
 
-    # Tags.
-    tags: list[str] = []
-    if "tags" in merged:
-        for tag in merged["tags"].value.split(","):
-            tag = tag.strip()
-            if tag:
-                _require(not _UNSAFE.search(tag), merged["tags"],
-                         f"tag {show(tag)} contains whitespace, ';', '{{', '}}' or a control character")
-                tags.append(tag)
-    tags += settings.tags
-    if proto != "tcp":
-        tags.append(proto)
-    tags = list(dict.fromkeys(tags))
-
-    # Meta.
-    chosen: dict[str, Setting] = {}
-    for key, setting in sorted(merged.items(), key=lambda item: (item[0].startswith("meta_"), item[0])):
-        if key in RESERVED_KEYS or key.startswith("check_"):
-            continue
-        chosen[key[len("meta_"):] if key.startswith("meta_") else key] = setting  # SERVICE_META_X wins
-    meta: dict[str, str] = {}
-    for meta_key, setting in sorted(chosen.items()):
-        if not _META_KEY.match(meta_key) or meta_key.startswith("consul-") \
-                or meta_key.startswith(RESERVED_META_PREFIX):
-            warnings.append(f"{who}: {setting.cite()} not used as meta: key {show(meta_key)} is not allowed "
-                            "(letters, digits, _ and - only, at most 128, not consul-* or registrar-*)")
-            continue
-        _require(not _UNSAFE.search(setting.value), setting,
-                 "contains whitespace, ';', '{', '}' or a control character")
-        _require(len(setting.value) <= META_VALUE_MAX, setting, f"is longer than {META_VALUE_MAX} characters")
-        meta[meta_key] = setting.value
-    for unknown in sorted(k for k in merged if k.startswith("check_")
-                          and k[len("check_"):] not in CHECK_KINDS + CHECK_OPTIONS):
-        warnings.append(f"{who}: {merged[unknown].cite()} ignored: not a supported check setting")
+    # Checks first: a check setting that does not parse skips the service, and then nothing else
+    # about it needs saying.
+    checks = _checks(merged, service_id, address, port, info.get("Id", ""), warnings, who)
+    dns = nginx_safe.dns_problem(service_name)
+    if dns:
+        warnings.append(f"{who}: service {service_name}: {dns}")
+    tags = _tags(merged.get("tags"), forced, proto, warnings, who)
+    meta = _meta(merged, warnings, who)
     meta[MARK_HOST] = settings.hostname
     meta[MARK_CONTAINER] = short_id
-
-    checks = _checks(merged, service_id, address, port)
     if health is not None:
-        checks.append(Check(id=f"{service_id}:{HEALTH_CHECK_SUFFIX}", name="Docker HEALTHCHECK",
+        checks.append(Check(id=check_id(service_id, HEALTH_CHECK_SUFFIX), name="Docker HEALTHCHECK",
                             ttl=HEALTH_TTL, status=health[0], docker_health=True))
     return Service(id=service_id, name=service_name, address=address, port=port, tags=tuple(tags),
                    meta=tuple(sorted(meta.items())), checks=tuple(checks),
                    container_id=short_id, container_name=name)
 
 
-def _checks(merged: dict[str, Setting], service_id: str, address: str, port: int) -> list[Check]:
+def _address_from_label(info: dict, label: str | None, warnings: list[str], who: str) -> str | None:
+    """registrator's ``-useIpFromLabel``: the label's address (a ``/prefix`` dropped), when it has one."""
+    if not label:
+        return None
+    value = ((info.get("Config") or {}).get("Labels") or {}).get(label)
+    if not value:
+        return None
+    address = value.rsplit("/", 1)[0].strip()
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        warnings.append(f"{who}: label {label}={show(value)} is not an IP address; registered at its usual "
+                        "address")
+        return None
+    return address
+
+
+def _tags(setting: Setting | None, forced: list[str], proto: str, warnings: list[str], who: str) -> list[str]:
+    tags = split_tags(setting.value) if setting is not None else []
+    for tag in tags:
+        problem = nginx_safe.value_problem("tag", tag)
+        if problem:
+            warnings.append(f"{who}: {setting.cite()}: {problem}; registered, but the renderer will not show it "
+                            "to nginx")
+    tags += forced
+    if proto != "tcp":
+        tags.append(proto)
+    return list(dict.fromkeys(tags))
+
+
+def _meta(merged: dict[str, Setting], warnings: list[str], who: str) -> dict[str, str]:
+    """Every SERVICE_<KEY> but the four registrator consumes, as meta <key>; what Consul refuses is dropped."""
+    meta: dict[str, str] = {}
+    for key, setting in sorted(merged.items()):
+        if key in NOT_META:
+            continue
+        if not _CONSUL_META_KEY.match(key) or key.startswith("consul-") or key.startswith(RESERVED_META_PREFIX):
+            warnings.append(f"{who}: {setting.cite()} not used as meta: key {show(key)} is not allowed "
+                            "(letters, digits, _ and - only, at most 128, not consul-* or registrar-*)")
+            continue
+        if len(setting.value) > META_VALUE_MAX:
+            warnings.append(f"{who}: {setting.cite()} not used as meta: longer than {META_VALUE_MAX} characters "
+                            "(Consul's limit)")
+            continue
+        if len(meta) >= META_PAIRS_MAX - 3:  # Consul's limit, less the registrar's own three marks
+            warnings.append(f"{who}: {setting.cite()} not used as meta: more than {META_PAIRS_MAX - 3} keys "
+                            "(Consul's limit is 64 per service, the registrar uses 3)")
+            continue
+        problem = nginx_safe.value_problem(f"meta {key}", setting.value)
+        if problem:
+            warnings.append(f"{who}: {setting.cite()}: {problem}; registered, but the renderer will not show it "
+                            "to nginx")
+        meta[key] = setting.value
+    return meta
+
+
+def _checks(merged: dict[str, Setting], service_id: str, address: str, port: int, container_id: str,
+            warnings: list[str], who: str) -> list[Check]:
     def duration(option: str) -> str | None:
         setting = merged.get(f"check_{option}")
         if setting is None or not setting.value.strip():
             return None
         _require(_DURATION.match(setting.value.strip()), setting, "is not a duration (e.g. 10s, 1m30s, 500ms)")
         return setting.value.strip()
+
+    def wanted(kind: str) -> Setting | None:
+        setting = merged.get(f"check_{kind}")
+        if setting is None or not setting.value.strip() or setting.value.strip().lower() in FALSE:
+            return None
+        return setting
+
+    def flag(option: str) -> bool:
+        setting = merged.get(f"check_{option}")
+        return setting is not None and bool(setting.value.strip()) and setting.value.strip().lower() not in FALSE
+
+    for unknown in sorted(k for k in merged if k.startswith("check_")
+                          and k[len("check_"):] not in CHECK_KINDS + CHECK_OPTIONS):
+        warnings.append(f"{who}: {merged[unknown].cite()} is not a check setting; kept as meta only")
 
     interval = duration("interval") or DEFAULT_CHECK_INTERVAL
     timeout = duration("timeout")
@@ -372,29 +478,46 @@ def _checks(merged: dict[str, Setting], service_id: str, address: str, port: int
     target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
     common = {"status": status, "deregister_after": deregister_after}
     checks: list[Check] = []
-    for kind in ("http", "https"):
-        setting = merged.get(f"check_{kind}")
-        if setting is None or not setting.value.strip() or setting.value.strip().lower() in FALSE:
+
+    def add(kind: str, **fields) -> None:
+        # The first kind set is registrator's one check, with its ID; the others are named by kind.
+        checks.append(Check(id=check_id(service_id, kind if checks else None), **fields, **common))
+
+    for kind in CHECK_KINDS:
+        setting = wanted(kind)
+        if setting is None:
             continue
-        path = "/" if setting.value.strip().lower() in TRUE else setting.value.strip()
-        _require(_PATH.match(path), setting, "is not a URL path starting with /")
-        checks.append(Check(id=f"{service_id}:{kind}", name=f"{kind.upper()} GET {path}",
-                            http=f"{kind}://{target}{path}", interval=interval, timeout=timeout,
-                            tls_skip_verify=kind == "https", **common))
-    setting = merged.get("check_tcp")
-    if setting is not None and setting.value.strip() and setting.value.strip().lower() not in FALSE:
-        checks.append(Check(id=f"{service_id}:tcp", name=f"TCP {target}", tcp=target, interval=interval,
-                            timeout=timeout, **common))
-    setting = merged.get("check_ttl")
-    if setting is not None and setting.value.strip() and setting.value.strip().lower() not in FALSE:
-        _require(_DURATION.match(setting.value.strip()), setting, "is not a duration (e.g. 30s)")
-        checks.append(Check(id=f"{service_id}:ttl", name="TTL", ttl=setting.value.strip(), **common))
-    setting = merged.get("check_script")
-    if setting is not None and setting.value.strip() and setting.value.strip().lower() not in FALSE:
-        _require(not re.search(r"[\x00-\x1f\x7f-\x9f]", setting.value), setting, "contains a control character")
-        script = setting.value.replace("$SERVICE_IP", address).replace("$SERVICE_PORT", str(port))
-        checks.append(Check(id=f"{service_id}:script", name="script", args=("/bin/sh", "-c", script),
-                            interval=interval, timeout=timeout, **common))
+        value = setting.value.strip()
+        if kind in ("http", "https"):
+            path = "/" if value.lower() in TRUE else value
+            _require(_PATH.match(path), setting, "is not a URL path starting with /")
+            method = None
+            if (method_setting := merged.get(f"check_{kind}_method")) is not None and method_setting.value.strip():
+                method = method_setting.value.strip().upper()
+                _require(_METHOD.match(method), method_setting, "is not an HTTP method (GET, HEAD, POST ...)")
+            add(kind, name=f"{kind.upper()} {method or 'GET'} {path}", http=f"{kind}://{target}{path}",
+                method=method, interval=interval, timeout=timeout, tls_skip_verify=kind == "https")
+        elif kind == "cmd":
+            _require(not _CONTROL.search(setting.value), setting, "contains a control character")
+            add(kind, name=f"command in the container: {value[:60]}", docker_container_id=container_id,
+                shell="/bin/sh", args=("/bin/sh", "-c", value), interval=interval, timeout=timeout)
+        elif kind == "script":
+            _require(not _CONTROL.search(setting.value), setting, "contains a control character")
+            script = setting.value.replace("$SERVICE_IP", address).replace("$SERVICE_PORT", str(port))
+            add(kind, name="script", args=("/bin/sh", "-c", script), interval=interval, timeout=timeout)
+        elif kind == "ttl":
+            _require(_DURATION.match(value), setting, "is not a duration (e.g. 30s)")
+            add(kind, name="TTL", ttl=value)
+        elif kind == "tcp":
+            add(kind, name=f"TCP {target}", tcp=target, interval=interval, timeout=timeout)
+        elif kind == "grpc":
+            service = "" if value.lower() in TRUE else value
+            _require(not service or _GRPC_SERVICE.match(service), setting,
+                     "is neither true nor a gRPC service name")
+            add(kind, name=f"gRPC {target}{'/' + service if service else ''}",
+                grpc=f"{target}/{service}" if service else target, grpc_use_tls=flag("grpc_use_tls"),
+                tls_skip_verify=flag("grpc_use_tls") and flag("tls_skip_verify"), interval=interval,
+                timeout=timeout)
     return checks
 
 
@@ -412,7 +535,3 @@ def _unspecified(host_ip: str) -> bool:
 
 def valid_hostname(name: str) -> bool:
     return bool(_HOSTNAME.match(name))
-
-
-def valid_tag(tag: str) -> bool:
-    return bool(tag) and not _UNSAFE.search(tag)

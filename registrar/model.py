@@ -31,6 +31,15 @@ HEALTH_HEARTBEAT = 30.0
 HEALTH_CHECK_SUFFIX = "docker-health"
 
 
+def check_id(service_id: str, kind: str | None = None) -> str:
+    """Registrator's check ID: ``service:<service id>``, the ID Consul gives a service's one inline check.
+
+    Apps heartbeat a TTL check at ``PUT /v1/agent/check/pass/service:<id>``; a
+    service with more checks gets ``service:<id>:<kind>`` for the others.
+    """
+    return f"service:{service_id}" if kind is None else f"service:{service_id}:{kind}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Check:
     id: str
@@ -44,14 +53,20 @@ class Check:
     status: str | None = None
     deregister_after: str | None = None
     tls_skip_verify: bool = False
+    method: str | None = None                 # HTTP method of an http(s) check (Consul's default: GET)
+    grpc: str | None = None                   # ADDRESS:PORT[/service] of a gRPC health check
+    grpc_use_tls: bool = False
+    docker_container_id: str | None = None    # a Docker check: Args run inside this container
+    shell: str | None = None
     # True for the Docker HEALTHCHECK mirror: its status follows the
     # container and is pushed with TTL updates, so it is not part of identity.
     docker_health: bool = False
 
     def payload(self) -> dict:
         body: dict = {"CheckID": self.id, "Name": self.name}
-        for key, value in (("HTTP", self.http), ("TCP", self.tcp), ("TTL", self.ttl),
-                           ("Interval", self.interval), ("Timeout", self.timeout),
+        for key, value in (("HTTP", self.http), ("Method", self.method), ("TCP", self.tcp), ("TTL", self.ttl),
+                           ("GRPC", self.grpc), ("DockerContainerID", self.docker_container_id),
+                           ("Shell", self.shell), ("Interval", self.interval), ("Timeout", self.timeout),
                            ("Status", self.status),
                            ("DeregisterCriticalServiceAfter", self.deregister_after)):
             if value is not None:
@@ -60,6 +75,8 @@ class Check:
             body["Args"] = list(self.args)
         if self.tls_skip_verify:
             body["TLSSkipVerify"] = True
+        if self.grpc_use_tls:
+            body["GRPCUseTLS"] = True
         return body
 
     def identity(self) -> dict:

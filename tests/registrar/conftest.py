@@ -18,6 +18,7 @@ from testcontainers.core.container import DockerContainer
 
 from tests.support import require
 from tests.support.consul_agent import ConsulAgent
+from tests.support.docker_engine import OwnContainers
 from tests.support.registrar_process import REGISTRAR, RegistrarProcess, owned  # noqa: F401 (re-exported)
 
 MASTER_TOKEN = "root-token-for-tests"
@@ -25,13 +26,21 @@ HTTPD = "httpd -f -p 80 -h /www"
 
 
 @pytest.fixture
-def registrar(consul_agent, docker_engine, unique, tmp_path):
+def own_containers(docker_engine, unique):
+    """This test's containers: what its registrar's services() counts (the engine is shared)."""
+    return OwnContainers(docker_engine.client, unique)
+
+
+@pytest.fixture
+def registrar(consul_agent, docker_engine, unique, tmp_path, own_containers):
     """Start ``registrar run`` (args...); stopped with SIGTERM at teardown, which must exit 0."""
     started: list[RegistrarProcess] = []
 
-    def start(*args, agent=None, env=None) -> RegistrarProcess:
+    def start(*args, agent=None, env=None, docker_url=None) -> RegistrarProcess:
+        if docker_url:
+            args = ("--docker-url", docker_url, *args)
         process = RegistrarProcess(agent or consul_agent, unique, args, tmp_path / f"registrar-{len(started)}.log",
-                                   env).start()
+                                   env, own=own_containers).start()
         started.append(process)
         return process
 
@@ -64,21 +73,22 @@ def run_sync(consul_agent, unique):
 
 
 @pytest.fixture
-def containers(docker_engine, busybox_image, unique):
+def containers(docker_engine, busybox_image, unique, own_containers):
     """Start a busybox container (testcontainers), named ``<unique>-<suffix>``; all removed at teardown."""
     made: list[DockerContainer] = []
 
     def start(suffix: str = "web", command: str = HTTPD, ports=("80/tcp",), labels=None, env=None,
-              **kwargs) -> DockerContainer:
-        container = DockerContainer(busybox_image).with_name(f"{unique}-{suffix}").with_command(command)
+              image: str | None = None, **kwargs) -> DockerContainer:
+        container = DockerContainer(image or busybox_image).with_name(f"{unique}-{suffix}").with_command(command)
         for port in ports:
             container.with_bind_ports(port, None)
         for key, value in (env or {}).items():
             container.with_env(key, value)
         # SIGKILL on stop: busybox as PID 1 ignores SIGTERM, and docker stop would wait 10s.
-        container.with_kwargs(labels=labels or {}, stop_signal="SIGKILL", **kwargs)
+        container.with_kwargs(**{"labels": labels or {}, "stop_signal": "SIGKILL", **kwargs})
         made.append(container)
         container.start()
+        own_containers.add(container.get_wrapped_container().id)
         return container
 
     yield start

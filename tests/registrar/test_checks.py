@@ -30,19 +30,20 @@ def test_http_and_tcp_checks_target_the_registered_address_and_port(registrar, c
                              "SERVICE_CHECK_INTERVAL": "1s", "SERVICE_CHECK_TIMEOUT": "1s"})
     daemon.wait_for(lambda s: len(s) == 2, "two services")
     base = f"{unique}:{unique}-web"
-    http = wait_check(consul_agent, f"{base}:80:http", "passing")
+    # The first kind set (registrator's precedence: http before tcp) has registrator's ID.
+    http = wait_check(consul_agent, f"service:{base}:80", "passing")
     assert http["Type"] == "http"
     assert f"http://127.0.0.1:{web.get_exposed_port(80)}/index.html" in http["Output"]
-    assert wait_check(consul_agent, f"{base}:80:tcp", "passing")["Type"] == "tcp"
-    wait_check(consul_agent, f"{base}:81:http", "critical")
-    assert f"{base}:81:tcp" not in checks_of(consul_agent, f"{base}:81")
+    assert wait_check(consul_agent, f"service:{base}:80:tcp", "passing")["Type"] == "tcp"
+    wait_check(consul_agent, f"service:{base}:81", "critical")
+    assert list(checks_of(consul_agent, f"{base}:81")) == [f"service:{base}:81"]
 
 
 def test_ttl_check_with_initial_status(registrar, containers, consul_agent, unique):
     daemon = registrar()
     containers("ttl", labels={"SERVICE_CHECK_TTL": "30s", "SERVICE_CHECK_INITIAL_STATUS": "warning"})
     daemon.wait_for(lambda s: s, "ttl service")
-    check = checks_of(consul_agent, f"{unique}:{unique}-ttl:80")[f"{unique}:{unique}-ttl:80:ttl"]
+    check = checks_of(consul_agent, f"{unique}:{unique}-ttl:80")[f"service:{unique}:{unique}-ttl:80"]
     assert (check["Type"], check["Status"]) == ("ttl", "warning")
 
 
@@ -61,8 +62,8 @@ def test_script_checks_on_an_agent_that_enables_them(registrar, containers, acl_
     containers("bad", labels={"SERVICE_NAME": "bad", "SERVICE_CHECK_SCRIPT": "exit 2",
                               "SERVICE_CHECK_INTERVAL": "1s"})
     daemon.wait_for(lambda s: len(s) == 2, "both services")
-    assert wait_check(acl_agent, f"{unique}:{unique}-ok:80:script", "passing")["Type"] == "script"
-    wait_check(acl_agent, f"{unique}:{unique}-bad:80:script", "critical")
+    assert wait_check(acl_agent, f"service:{unique}:{unique}-ok:80", "passing")["Type"] == "script"
+    wait_check(acl_agent, f"service:{unique}:{unique}-bad:80", "critical")
     assert MASTER_TOKEN not in daemon.log
 
 
@@ -72,7 +73,10 @@ def test_script_check_refused_by_the_agent_costs_only_that_service(registrar, co
     containers("plain", labels={"SERVICE_NAME": "plain"})
     services = daemon.wait_for(lambda s: s, "the plain service")
     assert [s["Service"] for s in services.values()] == ["plain"]
+    # One line naming the culprit and what the agent lacks.
     wait_until(lambda: "Scripts are disabled" in daemon.log, 5, what="refusal logged")
+    line = next(line for line in daemon.log.splitlines() if "Scripts are disabled" in line)
+    assert f"registering script ({unique}:{unique}-script:80)" in line and "enable_script_checks" in line
     assert daemon.alive()
 
 
@@ -82,7 +86,7 @@ def test_docker_healthcheck_is_mirrored_as_a_ttl_check(registrar, containers, co
                      healthcheck={"test": ["CMD", "cat", "/tmp/healthy"], "interval": 300_000_000,
                                   "timeout": 1_000_000_000, "retries": 1})
     daemon.wait_for(lambda s: s, "service")
-    check_id = f"{unique}:{unique}-health:80:docker-health"
+    check_id = f"service:{unique}:{unique}-health:80:docker-health"
     assert wait_check(consul_agent, check_id, "critical")["Type"] == "ttl"  # starting or unhealthy
     container = web.get_wrapped_container()
     container.exec_run(["sh", "-c", "echo ok > /tmp/healthy"])

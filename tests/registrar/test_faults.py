@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
+from tests.support.docker_engine import PrivateDockerEngine
+from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
 
@@ -15,10 +15,7 @@ def test_consul_agent_restart_is_noticed_and_services_restored(registrar, contai
     daemon.wait_for(lambda s: len(s) == 1, "registered")
 
     consul_agent.restart()  # a dev agent comes back empty; no Docker event says anything
-    back = time.monotonic()
-    daemon.wait_for(lambda s: len(s) == 1, "service restored", timeout=10)
-    elapsed = time.monotonic() - back
-    assert elapsed < 5, f"restored only after {elapsed:.1f}s"
+    daemon.wait_for(lambda s: len(s) == 1, "service restored (the agent is polled every second)", timeout=10)
     # The log line follows the registration it reports; give it a moment to be written.
     wait_until(lambda: "answers again" in daemon.log or "Consul lost 1 of this host's services" in daemon.log,
                2, what="the restart reported")
@@ -32,13 +29,12 @@ def test_consul_outage_keeps_following_docker(registrar, containers, consul_agen
     consul_agent.stop()
     try:
         # While Consul is away Docker is still followed: this one must appear when it is back.
-        containers("late", labels={"SERVICE_NAME": "late"})
-        time.sleep(1.0)
+        late = containers("late", labels={"SERVICE_NAME": "late"})
+        seen = f"docker event start {late.get_wrapped_container().name}"
+        wait_until(lambda: seen in daemon.log, 10, what="the start event handled while Consul is away")
     finally:
         consul_agent.start()  # the agent is shared: it must run again whatever happens
-    back = time.monotonic()
     services = daemon.wait_for(lambda s: len(s) == 2, "both services restored", timeout=10)
-    assert time.monotonic() - back < 5
     assert sorted(s["Service"] for s in services.values()) == ["late", "web"]
     assert daemon.alive()
     wait_until(lambda: "keeping the desired state" in daemon.log, 2, what="the outage reported")
@@ -82,50 +78,68 @@ def test_stopped_while_down_is_deregistered_at_start_without_cleanup(run_sync, c
     assert "container " + f"{unique}-web stopped" in result.stderr
 
 
-def test_dockerd_restart_is_survived(registrar, containers, docker_engine, unique):
-    if not docker_engine.started_here:
-        pytest.skip("dockerd was already running before the tests; only one started by them can be restarted")
-    daemon = registrar()
-    containers("always", labels={"SERVICE_NAME": "always"}, restart_policy={"Name": "always"})
-    containers("once", labels={"SERVICE_NAME": "once"})
-    daemon.wait_for(lambda s: len(s) == 2, "both registered")
+@pytest.fixture
+def private_engine(tmp_path, docker_engine):
+    """A dockerd of this test's own, so restarting it costs no other test its containers."""
+    engine = PrivateDockerEngine(tmp_path / "dockerd").start()
+    yield engine
+    engine.stop()
 
-    docker_engine.restart()  # stops every container; only "always" comes back, on a new port
 
-    def current_port() -> int | None:
-        container = docker_engine.client.containers.get(f"{unique}-always")
-        bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get("80/tcp") or []
-        return int(bindings[0]["HostPort"]) if container.status == "running" and bindings else None
+def test_dockerd_restart_is_survived(registrar, private_engine, own_containers, unique):
+    image = private_engine.busybox_image()
+    api = private_engine.client.api
+    daemon = registrar(docker_url=private_engine.url)
+
+    def host_container(suffix: str, restart: dict | None = None) -> str:
+        # No bridge on the private engine: host networking, the exposed port registered as is.
+        created = api.create_container(image, ["sleep", "600"], name=f"{unique}-{suffix}", ports=[free_port()],
+                                       labels={"SERVICE_NAME": suffix}, stop_signal="SIGKILL",
+                                       host_config=api.create_host_config(network_mode="host",
+                                                                          restart_policy=restart))
+        own_containers.add(created["Id"])
+        api.start(created["Id"])
+        return created["Id"]
+
+    host_container("always", {"Name": "always"})
+    host_container("once")
+    daemon.wait_for(lambda s: sorted(x["Service"] for x in s.values()) == ["always", "once"], "both registered")
+
+    private_engine.restart()  # stops every container; only "always" comes back
 
     # Intermediate states pass by (one container's die handled before the other's), so wait
-    # for the end state: only "always", registered at the port it has now.
-    daemon.wait_for(lambda s: [(x["Service"], x["Port"]) for x in s.values()] == [("always", current_port())],
-                    "only the restarted container, at its new port", timeout=30)
+    # for the end state: only "always".
+    daemon.wait_for(lambda s: [x["Service"] for x in s.values()] == ["always"],
+                    "only the restarted container", timeout=30)
     assert daemon.alive()
     assert "reconnecting" in daemon.log and "reconciling everything" in daemon.log
 
     # And events flow again on the new stream.
-    containers("after", labels={"SERVICE_NAME": "after"})
-    daemon.wait_for(lambda s: len(s) == 2, "a container started after the restart")
+    host_container("after")
+    daemon.wait_for(lambda s: sorted(x["Service"] for x in s.values()) == ["after", "always"],
+                    "a container started after the restart")
 
 
-def test_hostile_labels_are_refused_with_a_warning_and_the_daemon_goes_on(registrar, containers, unique):
+def test_hostile_labels_cost_only_what_is_unusable_and_the_daemon_goes_on(registrar, containers, unique):
     daemon = registrar()
     containers("evil1", labels={"SERVICE_NAME": "x;} server { listen 80"})
     containers("evil2", labels={"SERVICE_NAME": "ok", "SERVICE_TAGS": "a\nb", "SERVICE_CHECK_INTERVAL": "1s"})
     containers("evil3", labels={"SERVICE_ID": "../../../v1/agent/leave", "SERVICE_NAME": "leave"})
     containers("evil4", labels={"SERVICE_NAME": "spaced", "SERVICE_VERSION": "1 2"})
-    containers("spoof", labels={"SERVICE_META_REGISTRAR-HOST": "someone-else", "SERVICE_NAME": "spoof"})
+    containers("spoof", labels={"SERVICE_REGISTRAR-HOST": "someone-else", "SERVICE_NAME": "spoof"})
     containers("evil5", labels={"SERVICE_NAME": "big", "SERVICE_DATA": "x" * 100_000})
     containers("good", labels={"SERVICE_NAME": "good"})
-    services = daemon.wait_for(lambda s: len(s) == 2, "the good containers")
-    assert sorted(s["Service"] for s in services.values()) == ["good", "spoof"]
-    spoof = next(s for s in services.values() if s["Service"] == "spoof")
-    assert spoof["Meta"]["registrar-host"] == unique  # the ownership mark cannot be overridden
+    services = daemon.wait_for(lambda s: len(s) == 5, "every container with a usable name and ID")
+    by_name = {s["Service"]: s for s in services.values()}
+    assert sorted(by_name) == ["big", "good", "ok", "spaced", "spoof"]
+    assert by_name["spoof"]["Meta"]["registrar-host"] == unique  # the ownership mark cannot be overridden
+    assert by_name["ok"]["Tags"] == ["a\nb"], "Consul takes it; the renderer withholds it from nginx"
+    assert by_name["spaced"]["Meta"]["version"] == "1 2"
+    assert "data" not in by_name["big"]["Meta"], "over Consul's 512 characters: dropped, the service kept"
     log = daemon.log
     assert f"container {unique}-evil1" in log and "label SERVICE_NAME='x;} server { listen 80'" in log
-    assert "label SERVICE_TAGS='a\\nb'" in log
+    assert "label SERVICE_TAGS='a\\nb'" in log and "the renderer will not show it to nginx" in log
     assert "SERVICE_ID='../../../v1/agent/leave'" in log
-    assert "SERVICE_META_REGISTRAR-HOST" in log and "SERVICE_VERSION='1 2'" in log
+    assert "SERVICE_REGISTRAR-HOST" in log and "SERVICE_VERSION='1 2'" in log
     assert "SERVICE_DATA" in log and "x" * 1000 not in log
     assert daemon.alive()

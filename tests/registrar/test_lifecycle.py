@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 
 def one(services: dict) -> dict:
@@ -23,10 +22,11 @@ def test_containers_running_before_start_up_are_registered_once(registrar, conta
     assert service["Tags"] == ["http", "front"]
     assert service["Meta"]["registrar-container"] == web.get_wrapped_container().id[:12]
 
-    # Unchanged services are never written again: several resyncs (2s) and Consul polls later,
-    # the catalog entry has not moved and the log has one registration.
+    # Unchanged services are never written again: two full reconciliations (every 2 s) and many
+    # Consul polls later, the catalog entry has not moved and the log has one registration.
     index = consul_agent.get(f"/v1/catalog/service/{unique}-web")[0]["ModifyIndex"]
-    time.sleep(4.5)
+    passes = daemon.log.count("full reconciliation done")
+    wait_until(lambda: daemon.log.count("full reconciliation done") >= passes + 2, 15, what="two more resyncs")
     assert consul_agent.get(f"/v1/catalog/service/{unique}-web")[0]["ModifyIndex"] == index
     assert daemon.log.count("registered ") == 1, daemon.log
     assert f"registered {unique}-web ({unique}:{unique}-web:80) at 127.0.0.1:{host_port}" in daemon.log
@@ -102,7 +102,8 @@ def test_meta_and_global_tags(registrar, containers, unique):
     service = one(daemon.wait_for(lambda s: s, "service with meta"))
     assert service["Tags"] == ["http", "dc-a", "prod"]
     meta = service["Meta"]
-    assert (meta["version"], meta["team"], meta["registrar-host"]) == ("2.1", "blue", unique)
+    # As registrator writes it: SERVICE_META_TEAM is meta meta_team.
+    assert (meta["version"], meta["meta_team"], meta["registrar-host"]) == ("2.1", "blue", unique)
     assert len(meta["registrar-hash"]) == 16
 
 
@@ -135,13 +136,35 @@ def test_host_network_container_registers_exposed_port_on_host_address(registrar
         api.remove_container(created["Id"], force=True)
 
 
-def test_deregister_on_success_keeps_services_of_crashed_containers(registrar, containers, unique):
+def exit_code(container) -> int:
+    wrapped = container.get_wrapped_container()
+    wrapped.reload()
+    return wrapped.attrs["State"]["ExitCode"]
+
+
+def test_deregister_on_success_keeps_crashed_and_drops_stopped_or_killed(registrar, containers, unique):
     daemon = registrar("--deregister", "on-success")
-    crash = containers("crash", command="sh -c 'sleep 2; exit 3'", labels={"SERVICE_NAME": "crash"})
-    containers("clean", command="sh -c 'sleep 2; exit 0'", labels={"SERVICE_NAME": "clean"})
-    daemon.wait_for(lambda s: len(s) == 2, "both registered while running")
-    daemon.wait_for(lambda s: [x["Service"] for x in s.values()] == ["crash"], "clean exit deregistered", timeout=15)
-    time.sleep(2.5)  # a resync later, the crashed container's service is still kept
-    assert [x["Service"] for x in daemon.services().values()] == ["crash"]
+    # Each exits when the test says, with the code it is given.
+    exit_when_told = "sh -c 'until [ -f /tmp/exit ]; do sleep 0.1; done; exit $(cat /tmp/exit)'"
+    crash = containers("crash", command=exit_when_told, labels={"SERVICE_NAME": "crash"})
+    clean = containers("clean", command=exit_when_told, labels={"SERVICE_NAME": "clean"})
+    # docker stop: SIGTERM, which this shell turns into an exit by that signal (143).
+    stopped = containers("stopped", command="sh -c \"trap 'exit 143' TERM; sleep 600 & wait\"",
+                         labels={"SERVICE_NAME": "stopped"}, stop_signal="SIGTERM")
+    killed = containers("killed", command="sleep 600", labels={"SERVICE_NAME": "killed"})  # docker kill: 137
+    daemon.wait_for(lambda s: len(s) == 4, "all registered while running")
+
+    crash.get_wrapped_container().exec_run(["sh", "-c", "echo 3 > /tmp/exit"])
+    clean.get_wrapped_container().exec_run(["sh", "-c", "echo 0 > /tmp/exit"])
+    stopped.get_wrapped_container().stop(timeout=10)
+    killed.get_wrapped_container().kill()
+    daemon.wait_for(lambda s: [x["Service"] for x in s.values()] == ["crash"],
+                    "exit 0, docker stop and docker kill deregistered (registrator counts a signal as success)",
+                    timeout=15)
+    assert [exit_code(c) for c in (crash, clean, stopped, killed)] == [3, 0, 143, 137]
+
+    passes = daemon.log.count("full reconciliation done")
+    wait_until(lambda: daemon.log.count("full reconciliation done") > passes, 10, what="a resync")
+    assert [x["Service"] for x in daemon.services().values()] == ["crash"], "a resync keeps the crashed one"
     crash.get_wrapped_container().remove()  # destroy cleans whatever is left
     daemon.wait_for(lambda s: not s, "crashed container's service gone after remove")

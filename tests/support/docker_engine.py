@@ -13,6 +13,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import docker
@@ -85,6 +86,76 @@ class DockerEngine:
         return BUSYBOX_IMAGE
 
 
+class PrivateDockerEngine:
+    """A second dockerd of the test's own: its socket, data, exec root and pid file under one directory.
+
+    For what must not touch the shared engine (restarting it). It gets a
+    bridge of its own, made here: dockerd started with ``--bridge none``
+    deletes ``docker0`` (the default bridge, the shared engine's) as it
+    starts. No iptables rules: the tests use host networking on it.
+    """
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.socket = self.dir / "docker.sock"
+        self.url = f"unix://{self.socket}"
+        self.process: subprocess.Popen | None = None
+        self.client: docker.DockerClient | None = None
+        self.bridge = f"dx{uuid.uuid4().hex[:8]}"
+        subnet = 100 + uuid.uuid4().int % 150
+        subprocess.run(["ip", "link", "add", "name", self.bridge, "type", "bridge"], check=True)
+        subprocess.run(["ip", "addr", "add", f"10.254.{subnet}.1/24", "dev", self.bridge], check=True)
+        subprocess.run(["ip", "link", "set", self.bridge, "up"], check=True)
+
+    def start(self, timeout: float = 60.0) -> "PrivateDockerEngine":
+        dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
+        # Short paths: the exec root holds unix sockets, whose paths are limited to 108 bytes.
+        self.exec_root = Path(tempfile.mkdtemp(prefix="dx-", dir="/run"))
+        log = open(self.dir / "dockerd.log", "ab")
+        self.process = subprocess.Popen(
+            [dockerd, "-H", self.url, "--data-root", str(self.dir / "data"), "--exec-root", str(self.exec_root),
+             "--pidfile", str(self.dir / "docker.pid"), "--bridge", self.bridge, "--iptables=false",
+             "--ip-masq=false", "--shutdown-timeout", "1", "--containerd-namespace", f"test-{self.exec_root.name}",
+             "--containerd-plugins-namespace", f"test-plugins-{self.exec_root.name}"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.client = docker.DockerClient(base_url=self.url, timeout=10)
+                self.client.ping()
+                return self
+            except Exception:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"private dockerd did not start: "
+                                       f"{(self.dir / 'dockerd.log').read_text()[-2000:]}") from None
+                time.sleep(0.2)
+
+    def restart(self) -> None:
+        self._stop_daemon()
+        self.start()
+
+    def stop(self) -> None:
+        self._stop_daemon()
+        subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
+
+    def _stop_daemon(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        terminate(self.process, 30)
+        self.process = None
+        shutil.rmtree(self.exec_root, ignore_errors=True)
+
+    def busybox_image(self) -> str:
+        try:
+            self.client.images.get(BUSYBOX_IMAGE)
+        except docker.errors.ImageNotFound:
+            self.client.api.import_image_from_data(
+                busybox_rootfs(), repository=BUSYBOX_IMAGE.split(":")[0], tag=BUSYBOX_IMAGE.split(":")[1])
+        return BUSYBOX_IMAGE
+
+
 def _pid_file_owner() -> int | None:
     try:
         return int(PID_FILE.read_text().strip())
@@ -121,3 +192,34 @@ def busybox_rootfs() -> bytes:
         info.size = len(index)
         tar.addfile(info, io.BytesIO(index))
     return buffer.getvalue()
+
+
+class OwnContainers:
+    """The containers one test made (named ``<unique>-...``), so it counts only its own.
+
+    A registrar registers every container on the engine, and the engine is
+    shared (other tests, a bench, the demo); a test asserting "one service"
+    must mean one of its own. A container is the test's once it was added or
+    seen with the test's name prefix, and stays so after it is removed.
+    """
+
+    def __init__(self, client, prefix: str):
+        self.client = client
+        self.prefix = f"{prefix}-"
+        self.ids: set[str] = set()
+        self.others: set[str] = set()
+
+    def add(self, container_id: str) -> None:
+        self.ids.add(container_id[:12])
+
+    def __contains__(self, short_id: str) -> bool:
+        if short_id in self.ids:
+            return True
+        if short_id in self.others or not short_id:
+            return False
+        try:
+            name = self.client.containers.get(short_id).name
+        except docker.errors.NotFound:
+            return False  # gone before we saw it: not known to be ours (not remembered either)
+        (self.ids if name.startswith(self.prefix) else self.others).add(short_id)
+        return short_id in self.ids

@@ -105,9 +105,19 @@ class GrpcBackend:
         def say(request: bytes, context) -> bytes:
             return f"{name}:".encode() + request
 
+        def health(request: bytes, context) -> bytes:
+            # grpc.health.v1: HealthCheckRequest{service = 1}; answer SERVING (status = 1) for "" and
+            # this backend's name, NOT_FOUND otherwise, as the standard health service does.
+            service = request[2:].decode() if request[:1] == b"\x0a" else ""
+            if service not in ("", name):
+                context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {service}")
+            return b"\x08\x01"
+
         handler = grpc.method_handlers_generic_handler("demo.Echo", {
             "Say": grpc.unary_unary_rpc_method_handler(say)})
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=[handler])
+        health_handler = grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
+            "Check": grpc.unary_unary_rpc_method_handler(health)})
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=[handler, health_handler])
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
 

@@ -139,9 +139,9 @@ def test_docker_health_changes_push_ttl_updates_without_re_registering():
     info["State"]["Health"]["Status"] = "healthy"
     registrar.observe(info["Id"])
     registrar.apply()
-    assert consul.calls == [("register", "node1:web:80"), ("ttl", "node1:web:80:docker-health", "passing")]
+    assert consul.calls == [("register", "node1:web:80"), ("ttl", "service:node1:web:80:docker-health", "passing")]
     registrar.heartbeat()
-    assert consul.calls[-1] == ("ttl", "node1:web:80:docker-health", "passing")
+    assert consul.calls[-1] == ("ttl", "service:node1:web:80:docker-health", "passing")
 
 
 def test_start_up_retries_only_unavailability_and_as_often_as_told():
@@ -166,9 +166,9 @@ def test_config_flags_beat_environment_and_bad_values_name_the_flag():
     env = {"CONSUL_HTTP_ADDR": "10.1.1.1:8500", "CONSUL_HTTP_TOKEN": "s3cret", "DOCKER_HOST": "tcp://d:2375"}
     cfg = config_module.build(consul_addr="127.0.0.1:9", hostname="h", environ=env, tags="a, b", retry_interval=500)
     assert str(cfg.consul_address) == "http://127.0.0.1:9" and cfg.docker_url == "tcp://d:2375"
-    assert cfg.tags == ("a", "b") and cfg.retry_interval == 0.5 and cfg.consul_token == "s3cret"
+    assert cfg.tags.render({}) == "a, b" and cfg.retry_interval == 0.5 and cfg.consul_token == "s3cret"
     assert "s3cret" not in repr(cfg)
-    for bad, flag in (({"tags": "a b"}, "--tags"), ({"hostname": "a:b"}, "--hostname"), ({"ip": "a b"}, "--ip"),
+    for bad, flag in (({"tags": "{{ .Name"}, "--tags"), ({"tags": "{{ httpGet \"http://x\" }}"}, "--tags"), ({"hostname": "a:b"}, "--hostname"), ({"ip": "a b"}, "--ip"),
                       ({"resync": -1}, "--resync"), ({"retry_attempts": -2}, "--retry-attempts")):
         with pytest.raises(ConfigError, match=flag):
             config_module.build(environ={}, **({"hostname": "h"} | bad))

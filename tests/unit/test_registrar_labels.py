@@ -6,7 +6,8 @@ import copy
 
 import pytest
 
-from registrar.labels import MappingSettings, default_name, services_for
+from registrar.labels import MappingSettings, default_name, services_for, split_tags
+from registrar.tag_template import Template
 
 HOST = MappingSettings(hostname="node1", host_address="10.0.0.1")
 
@@ -169,20 +170,39 @@ def test_host_network_container_registers_exposed_ports_on_host_address():
 
 
 def test_global_tags_are_appended_and_deduplicated():
-    settings = MappingSettings("node1", "10.0.0.1", tags=("prod", "http"))
+    settings = MappingSettings("node1", "10.0.0.1", tags=Template("prod,http"))
     assert only(inspect(labels={"SERVICE_TAGS": "http, canary,,"}), settings).tags == ("http", "canary", "prod")
 
 
-def test_meta_from_other_keys_and_meta_prefix_wins():
+def test_escaped_commas_stay_inside_a_tag():
+    assert split_tags(r"a\,b,c") == ["a,b", "c"]
+    assert split_tags(r"/(;\,:-_)/") == ["/(;,:-_)/"], "registrator's own documented example"
+    assert split_tags("x\\y,,z\\") == ["x\\y", "z\\"], "a backslash before anything else is kept"
+    assert only(inspect(labels={"SERVICE_TAGS": r"a\,b,c"})).tags == ("a,b", "c")
+
+
+def test_forced_tags_are_a_go_template_evaluated_per_container():
+    settings = MappingSettings("node1", "10.0.0.1", tags=Template("{{.Config.Hostname}},{{ strSlice .ID 0 6 }}"))
+    info = inspect()
+    info["Config"]["Hostname"] = "abc123"
+    assert only(info, settings).tags == ("abc123", "012345")
+    # A template that fails on one container costs it those tags only, with a warning.
+    del info["Config"]["Hostname"]
+    mapping = services_for(info, settings)
+    assert mapping.services[0].tags == ()
+    assert "--tags" in mapping.warnings[0] and "can't evaluate field .Config.Hostname" in mapping.warnings[0]
+
+
+def test_meta_is_every_other_key_as_registrator_writes_it():
     info = inspect(labels={"SERVICE_VERSION": "1", "SERVICE_META_VERSION": "2", "SERVICE_TEAM": "blue",
                            "SERVICE_80_WEIGHT": "5", "SERVICE_443_WEIGHT": "9", "SERVICE_CHECK_TCP": "true",
-                           "OTHER": "x"})
+                           "SERVICE_NAME": "web", "SERVICE_TAGS": "a", "SERVICE_IGNORE": "false", "OTHER": "x"})
     meta = only(info).meta_dict
-    assert meta == {"version": "2", "team": "blue", "weight": "5",
+    assert meta == {"version": "1", "meta_version": "2", "team": "blue", "weight": "5", "check_tcp": "true",
                     "registrar-host": "node1", "registrar-container": "0123456789ab"}
 
 
-@pytest.mark.parametrize("key", ["SERVICE_META_REGISTRAR-HOST", "SERVICE_CONSUL-X", "SERVICE_META_BAD.KEY",
+@pytest.mark.parametrize("key", ["SERVICE_REGISTRAR-HOST", "SERVICE_CONSUL-X", "SERVICE_META_BAD.KEY",
                                  "SERVICE_META_" + "K" * 129])
 def test_meta_keys_consul_refuses_or_that_spoof_ownership_are_skipped_with_warning(key):
     mapping = services_for(inspect(labels={key: "v"}), HOST)
@@ -194,7 +214,7 @@ def test_meta_keys_consul_refuses_or_that_spoof_ownership_are_skipped_with_warni
 def test_http_check_targets_registered_address_and_port_with_defaults():
     service = only(inspect(labels={"SERVICE_CHECK_HTTP": "/health"}))
     (check,) = service.checks
-    assert check.payload() == {"CheckID": "node1:web:80:http", "Name": "HTTP GET /health",
+    assert check.payload() == {"CheckID": "service:node1:web:80", "Name": "HTTP GET /health",
                                "HTTP": "http://10.0.0.1:32768/health", "Interval": "10s"}
 
 
@@ -202,7 +222,7 @@ def test_check_options_apply():
     labels = {"SERVICE_CHECK_HTTPS": "/", "SERVICE_CHECK_INTERVAL": "5s", "SERVICE_CHECK_TIMEOUT": "1s",
               "SERVICE_CHECK_INITIAL_STATUS": "passing", "SERVICE_CHECK_DEREGISTER_AFTER": "10m"}
     (check,) = only(inspect(labels=labels)).checks
-    assert check.payload() == {"CheckID": "node1:web:80:https", "Name": "HTTPS GET /",
+    assert check.payload() == {"CheckID": "service:node1:web:80", "Name": "HTTPS GET /",
                                "HTTP": "https://10.0.0.1:32768/", "Interval": "5s", "Timeout": "1s",
                                "Status": "passing", "DeregisterCriticalServiceAfter": "10m",
                                "TLSSkipVerify": True}
@@ -211,14 +231,50 @@ def test_check_options_apply():
 def test_tcp_ttl_and_script_checks():
     labels = {"SERVICE_CHECK_TCP": "true", "SERVICE_CHECK_TTL": "30s",
               "SERVICE_CHECK_SCRIPT": "nc -z $SERVICE_IP $SERVICE_PORT"}
-    checks = {c.id.rsplit(":", 1)[1]: c.payload() for c in only(inspect(labels=labels)).checks}
-    assert checks["tcp"]["TCP"] == "10.0.0.1:32768" and checks["tcp"]["Interval"] == "10s"
-    assert checks["ttl"] == {"CheckID": "node1:web:80:ttl", "Name": "TTL", "TTL": "30s"}
-    assert checks["script"]["Args"] == ["/bin/sh", "-c", "nc -z 10.0.0.1 32768"]
+    checks = {c.id: c.payload() for c in only(inspect(labels=labels)).checks}
+    # registrator's precedence: script, then ttl, then tcp; the first is the service's own check ID.
+    assert list(checks) == ["service:node1:web:80", "service:node1:web:80:ttl", "service:node1:web:80:tcp"]
+    assert checks["service:node1:web:80"]["Args"] == ["/bin/sh", "-c", "nc -z 10.0.0.1 32768"]
+    assert checks["service:node1:web:80:ttl"] == {"CheckID": "service:node1:web:80:ttl", "Name": "TTL", "TTL": "30s"}
+    tcp = checks["service:node1:web:80:tcp"]
+    assert tcp["TCP"] == "10.0.0.1:32768" and tcp["Interval"] == "10s"
+
+
+def test_a_single_ttl_check_has_the_id_apps_heartbeat():
+    (check,) = only(inspect(labels={"SERVICE_CHECK_TTL": "30s"})).checks
+    assert check.payload() == {"CheckID": "service:node1:web:80", "Name": "TTL", "TTL": "30s"}
+
+
+def test_http_method_grpc_and_docker_command_checks():
+    labels = {"SERVICE_CHECK_HTTP": "/up", "SERVICE_CHECK_HTTP_METHOD": "head", "SERVICE_CHECK_TIMEOUT": "2s"}
+    (check,) = only(inspect(labels=labels)).checks
+    assert check.payload()["Method"] == "HEAD" and check.name == "HTTP HEAD /up"
+    (grpc,) = only(inspect(labels={"SERVICE_CHECK_GRPC": "true", "SERVICE_CHECK_GRPC_USE_TLS": "true",
+                                   "SERVICE_CHECK_TLS_SKIP_VERIFY": "true"})).checks
+    assert grpc.payload() == {"CheckID": "service:node1:web:80", "Name": "gRPC 10.0.0.1:32768",
+                              "GRPC": "10.0.0.1:32768", "Interval": "10s", "TLSSkipVerify": True,
+                              "GRPCUseTLS": True}
+    (named,) = only(inspect(labels={"SERVICE_CHECK_GRPC": "shop.Cart"})).checks
+    assert named.grpc == "10.0.0.1:32768/shop.Cart" and not named.grpc_use_tls
+    (command,) = only(inspect(labels={"SERVICE_CHECK_CMD": "test -f /www/index.html"})).checks
+    assert command.payload() == {"CheckID": "service:node1:web:80", "Name": "command in the container: test -f "
+                                 "/www/index.html", "DockerContainerID": "0123456789ab" + "c" * 52,
+                                 "Shell": "/bin/sh", "Interval": "10s",
+                                 "Args": ["/bin/sh", "-c", "test -f /www/index.html"]}
+
+
+@pytest.mark.parametrize("labels, culprit", [
+    ({"SERVICE_CHECK_HTTP": "/", "SERVICE_CHECK_HTTP_METHOD": "GE T"}, "SERVICE_CHECK_HTTP_METHOD"),
+    ({"SERVICE_CHECK_GRPC": "a b"}, "SERVICE_CHECK_GRPC"),
+    ({"SERVICE_CHECK_CMD": "true\nrm -rf /"}, "SERVICE_CHECK_CMD"),
+])
+def test_a_check_setting_that_cannot_be_used_skips_the_service_naming_it(labels, culprit):
+    mapping = services_for(inspect(labels=labels), HOST)
+    assert mapping.services == () and len(mapping.warnings) == 1 and culprit in mapping.warnings[0]
 
 
 @pytest.mark.parametrize("key", ["SERVICE_CHECK_TCP", "SERVICE_CHECK_HTTP", "SERVICE_CHECK_TTL",
-                                 "SERVICE_CHECK_SCRIPT"])
+                                 "SERVICE_CHECK_SCRIPT", "SERVICE_CHECK_CMD", "SERVICE_CHECK_GRPC"])
 @pytest.mark.parametrize("value", ["false", "False", "no", "0", "off", ""])
 def test_false_looking_check_values_add_no_check(key, value):
     assert only(inspect(labels={key: value})).checks == ()
@@ -240,7 +296,7 @@ def test_docker_healthcheck_becomes_a_ttl_check_following_health():
     for health, status in (("healthy", "passing"), ("starting", "critical"), ("unhealthy", "critical")):
         (check,) = only(inspect(health=health, healthcheck="true")).checks
         assert (check.id, check.ttl, check.status, check.docker_health) == \
-            ("node1:web:80:docker-health", "90s", status, True)
+            ("service:node1:web:80:docker-health", "90s", status, True)
 
 
 def test_health_status_does_not_change_the_fingerprint_but_definitions_do():
@@ -256,3 +312,13 @@ def test_payload_carries_ownership_marks_and_hash():
     assert payload["Meta"]["registrar-host"] == "node1"
     assert len(payload["Meta"]["registrar-hash"]) == 16
     assert payload["Tags"] == ["a"] and payload["Address"] == "10.0.0.1" and payload["Port"] == 32768
+
+
+def test_use_ip_from_label_as_registrator_does():
+    settings = MappingSettings("node1", "10.0.0.1", ip_label="com.example.ip")
+    info = inspect(labels={"com.example.ip": "192.0.2.9/24", "SERVICE_CHECK_TCP": "true"})
+    service = only(info, settings)
+    assert service.address == "192.0.2.9" and service.checks[0].tcp == "192.0.2.9:32768"
+    assert only(inspect(), settings).address == "10.0.0.1", "without the label: the usual address"
+    mapping = services_for(inspect(labels={"com.example.ip": "not-an-ip"}), settings)
+    assert mapping.services[0].address == "10.0.0.1" and "is not an IP address" in mapping.warnings[0]

@@ -75,6 +75,14 @@ def test_on_success_keeps_services_of_containers_that_exited_non_zero():
     assert plan(desired_state([clean_exit], ON_SUCCESS), actual, cleanup=False).deregister
 
 
+def test_on_success_counts_an_exit_by_signal_as_success_as_registrator_does():
+    s = service()
+    actual = {s.id: Actual.from_service(s)}
+    for code in (137, 143, 130):  # docker kill, docker stop, SIGINT
+        stopped = ContainerState("aaaaaaaaaaaa", "web", False, exit_code=code)
+        assert plan(desired_state([stopped], ON_SUCCESS), actual, cleanup=False).deregister, code
+
+
 def test_removed_container_is_cleaned_without_cleanup_flag():
     s = service()
     steps = plan(desired_state([removed("aaaaaaaaaaaa" + "f" * 52, "web")], ON_SUCCESS),
