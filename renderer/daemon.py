@@ -322,6 +322,12 @@ class Daemon:
             failures=tuple(outcome.failed) if outcome else ("incomplete: Consul unreachable",),
             reloaded=bool(result and result.reloaded), complete=bool(outcome and not outcome.missing)),
             self.render_pass.pending_failures())
+        if outcome is None:
+            log.debug("pass %d incomplete: Consul unreachable", self.serial)
+        else:
+            log.debug("pass %d done at catalog index %d: %d template(s) rendered, %d file(s) changed%s (%.0f ms)",
+                      self.serial, self.state.catalog_index, outcome.rendered, len(result.applied) if result else 0,
+                      ", nginx reloaded" if result and result.reloaded else "", (self.clock() - started) * 1000)
 
     # Settings and templates ---------------------------------------------------------------------
     def _configure(self, settings: Settings) -> None:

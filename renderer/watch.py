@@ -64,6 +64,9 @@ class BlockingWatch:
                 delay = self.backoff.next()
                 if self.backoff.failures == 1:
                     log.warning("%s watch: %s; keeping the last good config, retrying", self.source, error)
+                else:
+                    log.debug("%s watch: still failing (try %d): %s; next try in %.1fs", self.source,
+                              self.backoff.failures, error, delay)
                 self.deliver(Update(self.source, error=str(error)))
                 resync = True
                 self.stop_event.wait(delay)

@@ -10,16 +10,16 @@ from __future__ import annotations
 import re
 import signal
 import stat
-import time
 from pathlib import Path
 
-import pytest
 import requests
 
 from tests.faults.conftest import ACL_MASTER_TOKEN
+from tests.support.docker_engine import PrivateDockerEngine
 from tests.support.probe import Probe
 from tests.support.renderer_process import run_once
 from tests.support.waiting import wait_until
+from tests.support.web_containers import WebContainers
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -55,7 +55,7 @@ def test_consul_restarted_empty_loses_no_request(loop, consul_agent):
         outage = probe.answered
         try:
             renderer.wait_for_log("catalog watch: cannot reach Consul", timeout=10)
-            time.sleep(5)
+            registrar.wait_for_log("keeping the desired state", timeout=10)  # both daemons saw the outage
             probe.cover(20, since=outage)  # the outage itself was probed
             registrar.signal(signal.SIGSTOP)
         finally:
@@ -84,38 +84,49 @@ def test_consul_restarted_empty_loses_no_request(loop, consul_agent):
     assert renderer.alive() and registrar.alive()
 
 
-def test_dockerd_restart_converges_to_what_runs(loop, docker_engine):
+def test_dockerd_restart_converges_to_what_runs(loop, tmp_path):
     """Case 2: dockerd restarts; its containers stop, one comes back (restart=always) on a new port.
 
-    The probe is expected to fail while the container is down: that is the
-    container, not the loop. What is asserted is convergence: the registrar
-    reconnects, Consul holds exactly the running container at its current
-    port, no stale service remains, and nginx routes to it again.
+    On a dockerd of the test's own, so it always runs and costs no other test
+    its containers. The probe is expected to fail while the container is
+    down: that is the container, not the loop. What is asserted is
+    convergence: the registrar reconnects, Consul holds exactly the running
+    container at its current port, no stale service remains, and nginx
+    routes to it again.
     """
-    if not docker_engine.started_here:
-        pytest.skip("dockerd was running before the tests; only one started by them can be restarted")
-    renderer = loop.start_renderer()
-    registrar = loop.start_registrar("--resync", "2")
-    loop.web.start("always", "always", restart=True)
-    loop.web.start("once", "once")
-    loop.wait_for(registrar, lambda s: len(s) == 2, "both registered")
-    loop.serving("always", "always")
-    loop.serving("once", "once")
+    engine = PrivateDockerEngine(tmp_path / "dockerd").start()
+    shared_web = loop.web
+    try:
+        loop.web = WebContainers(engine, engine.busybox_image(), loop.unique)
+        renderer = loop.start_renderer()
+        registrar = loop.start_registrar("--resync", "2", "--docker-url", engine.url)
+        loop.web.start("always", "always", restart=True)
+        loop.web.start("once", "once")
+        loop.wait_for(registrar, lambda s: len(s) == 2, "both registered")
+        loop.serving("always", "always")
+        loop.serving("once", "once")
 
-    with Probe(loop.nginx.http_port, loop.host("always"), "always") as probe:
-        docker_engine.restart()
-        loop.wait_for(registrar, lambda s: sorted((x["Service"], x["Port"]) for x in s.values())
-                      == [("always", loop.web.port("always"))],
-                      "only the running container, at its current port", timeout=40)
-        loop.serving("always", "always", timeout=15)
-        wait_until(lambda: loop.scene.get("once").status_code == 404, 10, what="route of the stopped container gone")
-    assert loop.web.running() == [f"{loop.unique}-always"]
-    assert "reconnecting" in registrar.log and "reconciling everything" in registrar.log
-    assert [e["ServicePort"] for e in catalog_entry(loop.scene.consul, "always")
-            if e["ServiceMeta"].get("registrar-host") == loop.unique] == [loop.web.port("always")]
-    assert "upstream once " not in loop.rendered()
-    assert registrar.alive() and renderer.alive()
-    print(f"dockerd restart: {probe.report()}")
+        with Probe(loop.nginx.http_port, loop.host("always"), "always") as probe:
+            engine.restart()
+            loop.wait_for(registrar, lambda s: sorted((x["Service"], x["Port"]) for x in s.values())
+                          == [("always", loop.web.port("always"))],
+                          "only the running container, at its current port", timeout=40)
+            loop.serving("always", "always", timeout=15)
+            wait_until(lambda: loop.scene.get("once").status_code == 404, 10,
+                       what="route of the stopped container gone")
+        assert loop.web.running() == [f"{loop.unique}-always"]
+        assert "reconnecting" in registrar.log and "reconciling everything" in registrar.log
+        assert [e["ServicePort"] for e in catalog_entry(loop.scene.consul, "always")
+                if e["ServiceMeta"].get("registrar-host") == loop.unique] == [loop.web.port("always")]
+        assert "upstream once " not in loop.rendered()
+        assert registrar.alive() and renderer.alive()
+        print(f"dockerd restart: {probe.report()}")
+    finally:
+        for process in loop.registrars:  # before its engine goes
+            process.stop()
+        loop.web.close()
+        loop.web = shared_web
+        engine.stop()
 
 
 def test_registrar_sigkill_then_cleanup_touches_only_its_own(loop, consul_agent):
@@ -144,7 +155,6 @@ def test_registrar_sigkill_then_cleanup_touches_only_its_own(loop, consul_agent)
     with Probe(loop.nginx.http_port, loop.host("web"), "web-") as probe:
         first.kill()
         loop.web.remove("b")  # no registrar sees its events; Docker forgets it
-        time.sleep(1)
         assert f"{u}:{u}-b:80" in consul_agent.services(), "stale until a registrar cleans up"
 
         second = loop.start_registrar("--cleanup", "--resync", "600")
@@ -152,7 +162,7 @@ def test_registrar_sigkill_then_cleanup_touches_only_its_own(loop, consul_agent)
         second.wait_for_log(f"deregistered web ({u}:{u}-b:80): container gone (--cleanup)", timeout=2)
         loop.serving("web", "web-a")
         assert f":{gone_port} " not in loop.rendered()
-        time.sleep(2.5)  # outlive a poll of Consul and a render pass
+        probe.cover(25)  # a few polls of Consul and render passes later, still no failed request
     assert not probe.failures, probe.report()
     assert {name: catalog_entry(consul_agent, name) for name in untouched} == untouched
     assert second.log.count(f"deregistered web ({u}:") == 1

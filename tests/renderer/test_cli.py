@@ -3,7 +3,6 @@
 import http.server
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -54,13 +53,11 @@ def test_render_writes_nothing(scene, tmp_path):
 
 def test_once_names_an_unreachable_consul(tmp_path):
     port = free_port()
-    started = time.monotonic()
     result = run_once("--consul-addr", f"127.0.0.1:{port}", "--template",
                       f"{HTTP_TEMPLATE}:{tmp_path / 'out.conf'}", "--var", "domain=x")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f"renderer: cannot reach Consul at http://127.0.0.1:{port}: connection refused")
-    assert time.monotonic() - started < 15
     assert not (tmp_path / "out.conf").exists()
 
 

@@ -104,6 +104,12 @@ class ConsulAgent:
         response.raise_for_status()
         return response.json()
 
+    def index(self) -> int:
+        """The catalog's current Raft index: a renderer pass at this index or later has seen every write so far."""
+        response = requests.get(f"{self.url}/v1/catalog/services", timeout=10, headers=self.headers)
+        response.raise_for_status()
+        return int(response.headers["X-Consul-Index"])
+
     def kv_put(self, key: str, value: str) -> None:
         """Write a raw KV value (``put`` would send JSON, quotes included)."""
         requests.put(f"{self.url}/v1/kv/{key}", data=value.encode(), timeout=10,

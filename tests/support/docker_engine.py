@@ -67,12 +67,6 @@ class DockerEngine:
     def started_here(self) -> bool:
         return self.process is not None
 
-    def restart(self) -> None:
-        """Restart an engine this session started (the fault tests need it)."""
-        assert self.started_here, "only a dockerd started by the tests can be restarted"
-        self.stop()
-        self.start()
-
     def stop(self) -> None:
         terminate(self.process, 30)
         self.process = None
