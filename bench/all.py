@@ -26,7 +26,7 @@ from bench.common import check, emit_json, loadavg, print_checks, say
 from bench.renderer_scale import GENERAL_TARGETS, TARGETS
 from tests.support.docker_engine import DockerEngine
 
-BENCHES = ("e2e", "churn", "registrar", "renderer", "routes", "stages")
+BENCHES = ("e2e", "churn", "registrar", "renderer", "routes", "deploy", "stages")
 
 
 def plan(args) -> list[tuple[str, list[str]]]:
@@ -39,6 +39,7 @@ def plan(args) -> list[tuple[str, list[str]]]:
         "renderer": ["bench.renderer_scale", "--services", args.sizes or ("100,1000" if args.quick else "100,1000,5000")]
                     + (["--quick"] if args.quick else []),
         "routes": ["bench.routed_once", "--services", "1000", "--runs", "1" if args.quick else "3"],
+        "deploy": ["bench.rolling_deploy", "--rounds", "1" if args.quick else "2"],
         # No target: where a change's time goes in the renderer, the evidence for renderer's figures.
         "stages": ["bench.renderer_stages", "--services", "1000" if args.quick else "1000,5000"],
     }
@@ -46,7 +47,8 @@ def plan(args) -> list[tuple[str, list[str]]]:
     unknown = set(chosen) - set(BENCHES)
     if unknown:
         sys.exit(f"bench: unknown bench(es) {', '.join(sorted(unknown))}; choose from {', '.join(BENCHES)}")
-    return [(name, full[name] + (profile(name) if name != "stages" else [])) for name in BENCHES if name in chosen]
+    return [(name, full[name] + (profile(name) if name not in ("stages", "deploy") else [])) for name in BENCHES
+            if name in chosen]
 
 
 def run_one(name: str, module_args: list[str]) -> tuple[dict | None, int, float]:
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[str] = []
     engine = None
     try:
-        if any(name in ("e2e", "registrar") for name, _ in plan(args)):
+        if any(name in ("e2e", "registrar", "deploy") for name, _ in plan(args)):
             engine = DockerEngine().start()
             engine.busybox_image()
         for name, module_args in plan(args):

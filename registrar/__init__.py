@@ -4,8 +4,11 @@ The data path reads off the module names, in order:
 
 * :mod:`registrar.docker_source` -- Docker edge: container listing, inspect, the
   event stream (reconnect with backoff, then a full reconciliation);
-* :mod:`registrar.labels` -- pure: one inspect payload -> the services it wants,
-  by registrator's conventions, plus warnings for refused settings;
+* :mod:`registrar.labels` (+ :mod:`registrar.tag_template`) -- pure: one
+  inspect payload -> the services it wants, by registrator's conventions,
+  plus warnings for refused settings;
+* :mod:`registrar.stopping` -- pure: which ``kill`` events ask a container to
+  stop (its services are drained until it exits);
 * :mod:`registrar.model` -- the plain values: Service, Check, ownership marks;
 * :mod:`registrar.desired` -- pure: every container's state -> the desired services;
 * :mod:`registrar.reconcile` -- pure: desired vs this host's services in Consul

@@ -52,6 +52,9 @@ def registrar_options(command):
         click.option("--cleanup", is_flag=True, default=False,
                      help="Remove this host's registrar-made services whose container is gone, "
                           "at start and at every resync."),
+        click.option("--drain", type=click.Choice(("on", "off")), default="on",
+                     help="Take a container's services out of routing when it is sent its stop signal, "
+                          "before it exits (default: on); off: registrator's timing, deregister on exit."),
         click.option("--deregister", type=click.Choice(DEREGISTER_POLICIES), default="always",
                      help="When a container dies: always deregister, or only if it exited 0 (default: always)."),
         click.option("--hostname", default=None, metavar="NAME",

@@ -32,6 +32,7 @@ class Config:
     explicit: bool = False
     tags: Template | None = None  # --tags, a registrator-style Go template (plain text is a plain list)
     use_ip_from_label: str | None = None
+    drain: bool = True  # take a container's services out of routing at its stop signal (registrar.stopping)
     resync: float = DEFAULT_RESYNC
     cleanup: bool = False
     deregister: str = "always"
@@ -46,7 +47,7 @@ def build(*, consul_addr=None, consul_token=None, consul_token_file=None, consul
           consul_tls_skip_verify=None, docker_url=None, ip=None,
           internal=False, explicit=False, tags=None, resync=None, cleanup=False, deregister=None,
           hostname=None, retry_attempts=None, retry_interval=None, log_level=None, use_ip_from_label=None,
-          environ=os.environ) -> Config:
+          drain=None, environ=os.environ) -> Config:
     """Flags > environment > defaults; every problem is a ConfigError naming the flag."""
     address = resolve_address(consul_addr, environ)
     token = resolve_token(consul_token, consul_token_file, environ)
@@ -65,6 +66,9 @@ def build(*, consul_addr=None, consul_token=None, consul_token_file=None, consul
             raise ConfigError(f"--tags {tags!r}: {error}") from None
     if use_ip_from_label is not None and not use_ip_from_label.strip():
         raise ConfigError("--use-ip-from-label needs a label name")
+    drain = (drain or "on").lower()
+    if drain not in ("on", "off"):
+        raise ConfigError("--drain must be on or off")
     resync = DEFAULT_RESYNC if resync is None else float(resync)
     if resync < 0:
         raise ConfigError("--resync must be 0 (off) or a positive number of seconds")
@@ -85,7 +89,8 @@ def build(*, consul_addr=None, consul_token=None, consul_token_file=None, consul
                   ip=ip or None, internal=internal, explicit=explicit, tags=forced, resync=resync,
                   cleanup=cleanup, deregister=deregister, hostname=hostname, retry_attempts=retry_attempts,
                   retry_interval=retry_interval / 1000, log_level=(log_level or "info").lower(),
-                  use_ip_from_label=use_ip_from_label.strip() if use_ip_from_label else None)
+                  use_ip_from_label=use_ip_from_label.strip() if use_ip_from_label else None,
+                  drain=drain == "on")
 
 
 def _is_ip_or_host(text: str) -> bool:

@@ -45,10 +45,11 @@ from agentkit.notify import Watchdog, notify
 
 from .config import Config
 from .consul_sink import ConsulSink
+from . import stopping
 from .desired import ContainerState, container_state, desired_state, from_summary, removed
-from .docker_source import DockerSource, EventStream, relevant
+from .docker_source import ContainerEvent, DockerSource, EventStream
 from .errors import AgentError, ConsulDenied, ConsulUnavailable, DockerUnavailable, ServiceRejected
-from .labels import MappingSettings
+from .labels import MappingSettings, is_running
 from .model import HEALTH_HEARTBEAT
 from .reconcile import Actual, plan
 
@@ -72,6 +73,8 @@ class Registrar:
         self._left: set[str] = set()
         self._rejected: dict[str, str] = {}
         self._health_pushed: dict[str, tuple[str, str]] = {}
+        self.stops: dict[str, stopping.StopRequest] = {}  # short container ID -> its stop request (drain)
+        self._draining_said: set[str] = set()
 
     # Docker side -----------------------------------------------------------------
     def read_docker(self) -> None:
@@ -94,18 +97,87 @@ class Registrar:
             if state.removed and state.id not in states and state.id in holders:
                 states[state.id] = state
         self.containers = states
+        for short_id in [c for c in self.stops if not (c in states and states[c].running)]:
+            del self.stops[short_id]
+        if self.config.drain:
+            self._recover_stops()
 
-    def observe(self, container_id: str, name: str = "") -> ContainerState:
-        """Re-read one container after an event (level-triggered: the event says only 'look')."""
+    def _recover_stops(self) -> None:
+        """Stops under way as Docker's recent events tell them (level-triggered: no event is needed).
+
+        At start, and after the event stream broke, stops began or ended
+        unseen. For each running container the last kill (with its stop
+        signal), start or die Docker still holds decides whether it is being
+        stopped; what no event mentions keeps its state.
+        """
+        now = time.time()
+        found: dict[str, stopping.StopRequest | None] = {}
+        for event in self.docker.recent_events(now - stopping.LOOKBACK, ("kill", "start", "die")):
+            short_id = event.id[:12]
+            state = self.containers.get(short_id)
+            if event.action != "kill" or state is None or not state.running:
+                found[short_id] = None
+            elif found.get(short_id) is None:  # the first stop signal counts; a later SIGKILL does not reset it
+                info = self.docker.inspect(event.id)
+                request = stopping.stop_request(info, event.attribute("signal"), event.at) if info else None
+                if request is not None:
+                    found[short_id] = request
+                elif short_id not in found:
+                    found[short_id] = None
+        changed = []
+        for short_id, request in found.items():
+            if request is not None and request.give_up_at <= now:
+                request = None  # given up already: it did not stop
+            known = self.stops.get(short_id)
+            if request is None and known is not None:
+                del self.stops[short_id]
+                changed.append(short_id)
+            elif request is not None and known is None:
+                self.stops[short_id] = request
+                changed.append(short_id)
+        for short_id in changed:  # their services follow from this reconciliation on
+            info = self.docker.inspect(short_id)
+            if info is not None:
+                self.containers[short_id] = self._state(info)
+
+    def observe(self, container_id: str, name: str = "", event: ContainerEvent | None = None) -> ContainerState:
+        """Re-read one container after an event (level-triggered: the event says only 'look').
+
+        A ``kill`` event is the one whose content counts: with the stop signal it
+        starts a drain (see :mod:`registrar.stopping`); a ``start`` ends one.
+        """
         info = self.docker.inspect(container_id)
+        short_id = container_id[:12]
+        if info is None or not is_running(info) or (event is not None and event.action == "start"):
+            self.stops.pop(short_id, None)
+        elif event is not None and event.action == "kill" and self.config.drain and short_id not in self.stops:
+            request = stopping.stop_request(info, event.attribute("signal"), event.at)
+            if request is not None and request.give_up_at > time.time():
+                self.stops[short_id] = request
         state = self._state(info) if info is not None else removed(container_id, name)
         self.containers[state.id] = state
         return state
 
+    def give_up_stops(self, now: float) -> None:
+        """Containers asked to stop that still run past their stop timeout did not stop: put them back."""
+        for short_id, request in list(self.stops.items()):
+            if now < request.give_up_at:
+                continue
+            del self.stops[short_id]
+            state = self.containers.get(short_id)
+            if state is not None and state.running:
+                log.warning("container %s was %s and still runs past its stop timeout: it did not stop; its "
+                            "services are routable again", state.name, request.reason())
+                self.observe(short_id, state.name)
+
+    def next_give_up(self) -> float | None:
+        """Wall-clock time of the next stop request to give up, if any."""
+        return min((request.give_up_at for request in self.stops.values()), default=None)
+
     def _state(self, info: dict) -> ContainerState:
         # One container's odd payload must not stop the others (issue 3: "never crashes the agent").
         try:
-            return container_state(info, self.mapping)
+            return container_state(info, self.mapping, self.stops.get(str(info.get("Id", ""))[:12]))
         except Exception as error:  # a bug or a payload shape Docker never documented
             log.exception("container %s: cannot map its settings", info.get("Name") or info.get("Id"))
             return ContainerState(str(info.get("Id", ""))[:12], str(info.get("Name", "")).lstrip("/"), True,
@@ -164,7 +236,15 @@ class Registrar:
             if check is not None:
                 state = self.containers.get(service.container_id)
                 self._health_pushed[check.id] = state.health if state and state.health else (check.status, "")
-            log.info("registered %s%s", service.describe(), " (definition changed)" if changed else "")
+            stop = self.containers.get(service.container_id)
+            if service.stopping_check is not None and stop is not None and stop.stopping is not None:
+                if service.id not in self._draining_said:
+                    log.info("drained %s: container %s was %s; out of routing until it exits", service.describe(),
+                             stop.name, stop.stopping.reason())
+                self._draining_said.add(service.id)
+            else:
+                self._draining_said.discard(service.id)
+                log.info("registered %s%s", service.describe(), " (definition changed)" if changed else "")
         for step in steps.deregister:
             try:
                 self.consul.deregister(step.id, step.name)
@@ -249,11 +329,9 @@ class Daemon:
             self.notify(f"READY=1\nSTATUS={status}")
 
     def _on_event(self, event: dict) -> None:
-        action = event.get("Action") or event.get("status") or ""
-        if relevant(action):
-            actor = event.get("Actor") or {}
-            self.queue.put(("event", actor.get("ID") or event.get("id"), action,
-                            (actor.get("Attributes") or {}).get("name", "")))
+        container_event = ContainerEvent.from_docker(event)
+        if container_event is not None:
+            self.queue.put(("event", container_event))
 
     def run(self) -> None:
         events = self.events_factory(self.config.docker_url, self._on_event,
@@ -282,6 +360,9 @@ class Daemon:
             timeout = max(0.0, min(full_due, poll_due, health_due) - now)
             if watchdog.enabled:
                 timeout = min(timeout, watchdog.due_in(now))
+            give_up = registrar.next_give_up()
+            if give_up is not None:
+                timeout = min(timeout, max(0.0, give_up - time.time()))
             try:
                 item = self.queue.get(timeout=timeout)
             except queue.Empty:
@@ -290,9 +371,10 @@ class Daemon:
                 break
             try:
                 if item and item[0] == "event":
-                    _, container_id, action, name = item
-                    log.debug("docker event %s %s (%s)", action, name, container_id[:12])
-                    registrar.observe(container_id, name)
+                    event = item[1]
+                    log.debug("docker event %s %s (%s)%s", event.action, event.name, event.id[:12],
+                              f" signal {event.attribute('signal')}" if event.action == "kill" else "")
+                    registrar.observe(event.id, event.name, event)
                     if not consul_down:
                         registrar.apply()
                 elif item and item[0] == "resync":
@@ -320,6 +402,10 @@ class Daemon:
                     health_due = now + HEALTH_HEARTBEAT
                     if not consul_down:
                         registrar.heartbeat()
+                if registrar.next_give_up() is not None and registrar.next_give_up() <= time.time():
+                    registrar.give_up_stops(time.time())
+                    if not consul_down:
+                        registrar.apply()
             except (ConsulUnavailable, ConsulDenied) as error:
                 registrar.actual = None
                 delay = consul_backoff.next()

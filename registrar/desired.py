@@ -32,7 +32,8 @@ import re
 from typing import Iterable
 
 from .labels import MappingSettings, container_name, docker_health, is_running, services_for
-from .model import Service
+from .model import STOPPING_CHECK_SUFFIX, STOPPING_TTL, Check, Service, check_id
+from .stopping import StopRequest
 
 DEREGISTER_POLICIES = ("always", "on-success")
 SIGNALED = 128  # Docker's exit code for a process killed by signal N is 128 + N
@@ -50,6 +51,7 @@ class ContainerState:
     warnings: tuple[str, ...] = ()
     health: tuple[str, str] | None = None  # (Consul status, output) of a Docker HEALTHCHECK
     unreadable: bool = False  # its settings could not be mapped: leave its services as they are
+    stopping: StopRequest | None = None  # asked to stop and still running: its services are drained
 
     def keeps_services(self, deregister: str) -> bool:
         if self.unreadable:
@@ -62,14 +64,24 @@ class ContainerState:
         return self.exit_code not in (None, 0) and not self.exit_code & SIGNALED
 
 
-def container_state(info: dict, settings: MappingSettings) -> ContainerState:
+def container_state(info: dict, settings: MappingSettings, stopping: StopRequest | None = None) -> ContainerState:
     short_id = info.get("Id", "")[:12]
     state = info.get("State") or {}
     if not is_running(info):
         return ContainerState(short_id, container_name(info), False, exit_code=state.get("ExitCode"))
     mapping = services_for(info, settings)
-    return ContainerState(short_id, container_name(info), True, services=mapping.services,
-                          warnings=mapping.warnings, health=docker_health(info))
+    services = mapping.services
+    if stopping is not None:
+        services = tuple(draining(service, stopping) for service in services)
+    return ContainerState(short_id, container_name(info), True, services=services,
+                          warnings=mapping.warnings, health=docker_health(info), stopping=stopping)
+
+
+def draining(service: Service, request: StopRequest) -> Service:
+    """``service`` with the critical check that takes it out of routing while its container stops."""
+    check = Check(id=check_id(service.id, STOPPING_CHECK_SUFFIX), name=f"Container stopping: {request.reason()}",
+                  ttl=STOPPING_TTL, status="critical", stopping=True)
+    return dataclasses.replace(service, checks=(*service.checks, check))
 
 
 def from_summary(summary: dict) -> ContainerState:

@@ -8,8 +8,10 @@ plain dicts :mod:`registrar.labels` takes. Every Docker failure becomes
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+import time
 from typing import Callable
 
 import docker
@@ -28,6 +30,33 @@ RELEVANT_ACTIONS = ("start", "restart", "unpause", "die", "stop", "kill", "destr
 
 def relevant(action: str) -> bool:
     return action in RELEVANT_ACTIONS or action.startswith("health_status")
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerEvent:
+    """One Docker container event, as the loop needs it."""
+
+    id: str
+    action: str
+    name: str = ""
+    attributes: tuple[tuple[str, str], ...] = ()
+    at: float = 0.0  # wall-clock seconds
+
+    @classmethod
+    def from_docker(cls, event: dict) -> "ContainerEvent | None":
+        action = event.get("Action") or event.get("status") or ""
+        actor = event.get("Actor") or {}
+        container_id = actor.get("ID") or event.get("id")
+        if not relevant(action) or not container_id:
+            return None
+        attributes = actor.get("Attributes") or {}
+        nano = event.get("timeNano")
+        at = nano / 1e9 if isinstance(nano, (int, float)) else float(event.get("time") or time.time())
+        return cls(container_id, action, attributes.get("name", ""),
+                   tuple(sorted((str(k), str(v)) for k, v in attributes.items())), at)
+
+    def attribute(self, key: str) -> str | None:
+        return dict(self.attributes).get(key)
 
 
 class DockerSource:
@@ -50,6 +79,15 @@ class DockerSource:
                 return self.api.inspect_container(container_id)
             except docker.errors.NotFound:
                 return None
+
+    def recent_events(self, since: float, actions: tuple[str, ...]) -> list["ContainerEvent"]:
+        """Container events Docker still holds from ``since`` until now, oldest first (it keeps its last ones)."""
+        until = time.time()
+        with _translate(self.url):
+            raw = self.api.events(since=int(since), until=int(until) + 1, decode=True,
+                                  filters={"type": ["container"], "event": list(actions)})
+            events = [ContainerEvent.from_docker(event) for event in raw]
+        return [event for event in events if event is not None]
 
     def close(self) -> None:
         self.api.close()

@@ -29,6 +29,8 @@ RESERVED_META_PREFIX = "registrar-"
 HEALTH_TTL = "90s"
 HEALTH_HEARTBEAT = 30.0
 HEALTH_CHECK_SUFFIX = "docker-health"
+STOPPING_CHECK_SUFFIX = "stopping"
+STOPPING_TTL = "24h"  # never passed: the check is removed with the request, or the service on die
 
 
 def check_id(service_id: str, kind: str | None = None) -> str:
@@ -61,6 +63,7 @@ class Check:
     # True for the Docker HEALTHCHECK mirror: its status follows the
     # container and is pushed with TTL updates, so it is not part of identity.
     docker_health: bool = False
+    stopping: bool = False  # the drain check: the container was asked to stop (registrar.stopping)
 
     def payload(self) -> dict:
         body: dict = {"CheckID": self.id, "Name": self.name}
@@ -105,6 +108,10 @@ class Service:
     @property
     def health_check(self) -> Check | None:
         return next((check for check in self.checks if check.docker_health), None)
+
+    @property
+    def stopping_check(self) -> Check | None:
+        return next((check for check in self.checks if check.stopping), None)
 
     def fingerprint(self) -> str:
         """A digest of everything Consul should hold for this service."""

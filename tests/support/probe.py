@@ -9,8 +9,11 @@ import requests
 
 
 class Probe:
-    def __init__(self, port: int, host: str, expect: str | None = None, interval: float = 0.1):
-        self.url, self.host, self.expect, self.interval = f"http://127.0.0.1:{port}/", host, expect, interval
+    def __init__(self, port: int, host: str, expect: str | None = None, interval: float = 0.1, path: str = "/",
+                 method: str = "GET"):
+        self.url, self.host, self.expect, self.interval = f"http://127.0.0.1:{port}{path}", host, expect, interval
+        # POST: nginx never retries it on another upstream once sent, so a cut request shows as a failure.
+        self.method = method
         self.sent = 0
         self.answered = 0  # probes finished, failed or not: what proves a phase was measured
         self.failures: list[str] = []
@@ -40,7 +43,8 @@ class Probe:
             started = time.monotonic()
             self.sent += 1
             try:
-                response = requests.get(self.url, headers=headers, timeout=2)
+                response = requests.request(self.method, self.url, headers=headers, timeout=2,
+                                            data=b"probe" if self.method == "POST" else None)
                 body = response.text.strip()
                 if response.status_code != 200 or (self.expect and not body.startswith(self.expect)):
                     self.failures.append(f"{time.strftime('%X')} HTTP {response.status_code} {body[:60]!r}")

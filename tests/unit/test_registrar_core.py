@@ -12,6 +12,7 @@ from agentkit.errors import ConfigError
 from registrar import config as config_module
 from agentkit.backoff import Backoff
 from registrar.daemon import Daemon, Registrar, connect
+from registrar.docker_source import ContainerEvent
 from registrar.errors import ConsulDenied, ConsulUnavailable
 from registrar.labels import MappingSettings
 from registrar.reconcile import Actual
@@ -23,14 +24,19 @@ MAPPING = MappingSettings(hostname="node1", host_address="10.0.0.1")
 class FakeDocker:
     def __init__(self, *infos):
         self.infos = {info["Id"]: info for info in infos}
+        self.events: list = []  # what recent_events gives back
 
     def containers(self):
         return [{"Id": cid, "Names": [info["Name"]], "State": "running" if info["State"]["Running"] else "exited",
                  "Status": "Up" if info["State"]["Running"] else f"Exited ({info['State']['ExitCode']}) now"}
                 for cid, info in self.infos.items()]
 
+    def recent_events(self, since, actions):
+        return [event for event in self.events if event.action in actions]
+
     def inspect(self, cid):
-        return self.infos.get(cid)
+        # Docker takes a unique prefix of an ID, as the registrar's short IDs are.
+        return next((info for full, info in self.infos.items() if full.startswith(cid)), None) if cid else None
 
 
 class FakeConsul:
@@ -213,8 +219,11 @@ class ScriptedRegistrar:
         self.on_success()
         return []
 
-    def observe(self, container_id, name=""):
+    def observe(self, container_id, name="", event=None):
         self.calls.append(f"observe {container_id}")
+
+    def next_give_up(self):
+        return None
 
     def apply(self, cleanup=False):
         self.calls.append("apply")
@@ -237,7 +246,7 @@ def test_loop_retries_consul_with_backoff_and_follows_docker_meanwhile(caplog):
     daemon = Daemon(registrar, cfg, events_factory=FakeEvents, consul_backoff=backoff, poll_interval=60)
     holder["daemon"] = daemon
     # A Docker event during the outage is observed (desired state kept current), not applied.
-    registrar.during_outage = lambda: daemon.queue.put(("event", "c" * 64, "start", "web"))
+    registrar.during_outage = lambda: daemon.queue.put(("event", ContainerEvent("c" * 64, "start", "web")))
     with caplog.at_level(logging.WARNING, logger="registrar"):
         runner = threading.Thread(target=daemon.run)
         runner.start()
@@ -264,3 +273,97 @@ def test_a_payload_that_breaks_the_mapping_costs_only_that_container(caplog):
         meta=(("registrar-container", "bbbbbbbbbbbb"), ("registrar-host", "node1")))
     registrar.full_sync()
     assert "kept" in consul.services
+
+
+def kill(info, sig, at=None):
+    import time as _time
+    return ContainerEvent(info["Id"], "kill", "web", (("name", "web"), ("signal", str(sig))), at or _time.time())
+
+
+def test_the_stop_signal_drains_and_other_signals_change_nothing():
+    info = inspect()
+    registrar, consul = make(info)
+    registrar.full_sync()
+    registrar.observe(info["Id"], "web", kill(info, 1))  # docker kill -s HUP: a config reload
+    registrar.apply()
+    assert consul.calls == [("register", "node1:web:80")]
+
+    registrar.observe(info["Id"], "web", kill(info, 15))  # docker stop
+    registrar.apply()
+    assert consul.calls[-1] == ("register", "node1:web:80")
+    check = consul.services["node1:web:80"].stopping_check
+    assert (check.id, check.status) == ("service:node1:web:80:stopping", "critical")
+    assert check.name.startswith("Container stopping: sent SIGTERM at ")
+    # SIGKILL after the timeout: still the same drain, not a second registration.
+    registrar.observe(info["Id"], "web", kill(info, 9))
+    registrar.apply()
+    assert len(consul.calls) == 2
+
+    info["State"] = {"Running": False, "ExitCode": 143}  # die: deregistered as before
+    registrar.observe(info["Id"], "web", ContainerEvent(info["Id"], "die", "web"))
+    registrar.apply()
+    assert consul.calls[-1] == ("deregister", "node1:web:80") and registrar.stops == {}
+
+
+def test_a_custom_stop_signal_drains_and_a_restart_ends_the_drain():
+    info = inspect()
+    info["Config"]["StopSignal"] = "SIGUSR1"
+    registrar, consul = make(info)
+    registrar.full_sync()
+    registrar.observe(info["Id"], "web", kill(info, 10))  # SIGUSR1: this container's stop signal
+    registrar.apply()
+    assert consul.services["node1:web:80"].stopping_check is not None
+    registrar.observe(info["Id"], "web", ContainerEvent(info["Id"], "start", "web"))
+    registrar.apply()
+    assert consul.services["node1:web:80"].stopping_check is None
+
+
+def test_a_container_that_did_not_stop_is_put_back(caplog):
+    info = inspect()
+    info["Config"]["StopTimeout"] = 1
+    registrar, consul = make(info)
+    registrar.full_sync()
+    registrar.observe(info["Id"], "web", kill(info, 15))
+    registrar.apply()
+    request = registrar.stops["0123456789ab"]
+    assert request.give_up_at == request.at + 1 + 5, "its stop timeout plus the margin"
+    registrar.give_up_stops(request.give_up_at - 0.5)
+    assert registrar.stops, "not before its time"
+    with caplog.at_level(logging.WARNING):
+        registrar.give_up_stops(request.give_up_at)
+    registrar.apply()
+    assert consul.services["node1:web:80"].stopping_check is None
+    assert "was sent SIGTERM at" in caplog.text and "it did not stop" in caplog.text
+
+
+def test_drain_off_keeps_registrators_timing():
+    info = inspect()
+    registrar, consul = make(info, drain="off")
+    registrar.full_sync()
+    registrar.observe(info["Id"], "web", kill(info, 15))
+    registrar.apply()
+    assert consul.calls == [("register", "node1:web:80")] and registrar.stops == {}
+
+
+def test_an_old_stop_replayed_at_start_is_ignored_but_a_recent_one_drains():
+    info = inspect()
+    registrar, consul = make(info)
+    registrar.full_sync()
+    import time as _time
+    registrar.observe(info["Id"], "web", kill(info, 15, at=_time.time() - 60))  # past its timeout + margin
+    assert registrar.stops == {}
+    registrar.observe(info["Id"], "web", kill(info, 15, at=_time.time() - 2))  # a stop under way
+    assert "0123456789ab" in registrar.stops
+
+
+def test_a_stop_under_way_before_the_registrar_started_is_drained_by_the_first_reconciliation():
+    info = inspect()
+    registrar, consul = make(info)
+    registrar.docker.events = [ContainerEvent(info["Id"], "start", "web"), kill(info, 15)]
+    registrar.full_sync()
+    assert consul.services["node1:web:80"].stopping_check is not None
+    assert consul.calls == [("register", "node1:web:80")], "registered drained, never routable in between"
+    # A later start (docker restart) ends it.
+    registrar.docker.events.append(ContainerEvent(info["Id"], "start", "web"))  # no live event seen
+    registrar.full_sync()
+    assert consul.services["node1:web:80"].stopping_check is None

@@ -322,3 +322,10 @@ def test_use_ip_from_label_as_registrator_does():
     assert only(inspect(), settings).address == "10.0.0.1", "without the label: the usual address"
     mapping = services_for(inspect(labels={"com.example.ip": "not-an-ip"}), settings)
     assert mapping.services[0].address == "10.0.0.1" and "is not an IP address" in mapping.warnings[0]
+
+
+@pytest.mark.parametrize("raw, name", [("15", "SIGTERM"), (15, "SIGTERM"), ("TERM", "SIGTERM"), ("sigint", "SIGINT"),
+                                       ("9", "SIGKILL"), ("", None), ("999", None), ("NOPE", None)])
+def test_signal_names(raw, name):
+    from registrar.stopping import signal_name
+    assert signal_name(raw) == name
