@@ -32,6 +32,10 @@ import time
 from .notify import Watchdog
 
 
+TICK_EVERY = 5.0      # an idle loop still turns this often, so /health can tell idle from stuck
+STUCK_AFTER = 30.0    # a loop that has not turned for this long is reported unhealthy
+
+
 class Stopping(Exception):
     """The daemon was asked to stop while the loop was waiting on something."""
 
@@ -42,6 +46,7 @@ class Lifecycle:
         self.watchdog = watchdog or Watchdog(None)
         self.clock = clock
         self.stop_reason = ""
+        self.last_tick = clock()  # when the loop last made progress: /health reads it
         self._requested = False  # set by request_stop: a plain store, safe in a signal handler
         self._wakers: list = []
 
@@ -71,11 +76,27 @@ class Lifecycle:
             self.stop_event.set()  # ordinary code: now the threads waiting on it may learn it
         return self._requested
 
+    def tick_due_in(self, now: float) -> float:
+        """Seconds until an idle loop should turn anyway (TICK_EVERY after the last tick)."""
+        return max(0.0, self.last_tick + TICK_EVERY - now)
+
+    def health(self) -> tuple[bool, str]:
+        """``/health``: does the loop run? (an idle one turns every TICK_EVERY seconds)."""
+        age = self.clock() - self.last_tick
+        if age > STUCK_AFTER:
+            return False, f"unhealthy: the loop has not turned for {age:.0f}s"
+        return True, f"ok: the loop turned {age:.1f}s ago"
+
+    def tick(self) -> None:
+        """The loop made progress: say so to systemd's watchdog and to ``/health``."""
+        self.last_tick = now = self.clock()
+        self.watchdog.ping(now)
+
     def check(self) -> None:
-        """Raise :class:`Stopping` if a stop was requested; ping the watchdog otherwise."""
+        """Raise :class:`Stopping` if a stop was requested; tick otherwise (a bounded wait is progress)."""
         if self.stopping:
             raise Stopping()
-        self.watchdog.ping(self.clock())
+        self.tick()
 
     def wait_slice(self, seconds: float) -> None:
         """Wait at most ``seconds`` (bounded by 0.1 s), then :meth:`check`."""

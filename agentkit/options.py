@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .logs import LEVELS
+from .logs import FORMATS, LEVELS
 
 # (flag, destination, metavar, help); each defaults to Consul's own environment variable.
 _CONSUL_OPTIONS = (
@@ -43,8 +43,17 @@ def tls_values(values: dict) -> dict:
 
 
 def log_level_option(command):
+    command = click.option("--log-format", type=click.Choice(FORMATS, case_sensitive=False), default=None,
+                           help="text, or json: one object per line with the decision's fields "
+                                "(default: text).")(command)
     return click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default=None,
                         help="Logging threshold (default: info).")(command)
+
+
+def status_address_option(command):
+    return click.option("--status-address", default=None, metavar="HOST:PORT",
+                        help="Serve /metrics (Prometheus), /health, /ready and a status page here "
+                             "(default: off; the systemd units use loopback).")(command)
 
 
 def version_option(program: str):

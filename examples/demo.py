@@ -107,6 +107,8 @@ def up() -> None:
 
     tcp_port = 9999 if _port_is_free(9999) else free_port()
     https_port = free_port()
+    renderer_status = 9465 if _port_is_free(9465) else free_port()
+    registrar_status = 9466 if _port_is_free(9466) else free_port()
     state["tcp_port"], state["https_port"] = tcp_port, https_port
     STATE.write_text(json.dumps(state))
     authority = CertificateAuthority(RUN / "tls")  # the demo's own CA, as an operator's PKI would issue
@@ -114,13 +116,15 @@ def up() -> None:
     say(f"    TLS          a demo CA ({authority.ca}) and a certificate for shop.{DOMAIN} in {authority.cert_dir}")
 
     background("registrar", [str(BIN / "registrar"), "run", "--consul-addr", consul.address, "--hostname", "demo",
-                             "--ip", "127.0.0.1", "--cleanup", "--resync", "30"])
+                             "--ip", "127.0.0.1", "--cleanup", "--resync", "30",
+                             "--status-address", f"127.0.0.1:{registrar_status}"])
     background("renderer", [
         str(BIN / "renderer"), "run", "--consul-addr", consul.address,
         "--template-dir", f"{ROOT / 'templates' / 'http'}:{nginx.conf_d}",
         "--template-dir", f"{ROOT / 'templates' / 'stream'}:{nginx.stream_d}",
         "--var", f"domain={DOMAIN}", "--var", f"http_port={nginx.http_port}", "--var", "listen_address=127.0.0.1",
-        "--var", f"https_port={https_port}", "--var", f"cert_dir={authority.cert_dir}", *nginx.renderer_args])
+        "--var", f"https_port={https_port}", "--var", f"cert_dir={authority.cert_dir}", *nginx.renderer_args,
+        "--status-address", f"127.0.0.1:{renderer_status}"])
     say(f"    registrar    pid {(RUN / 'registrar.pid').read_text().strip()}, log {RUN / 'registrar.log'}")
     say(f"    renderer     pid {(RUN / 'renderer.pid').read_text().strip()}, log {RUN / 'renderer.log'}")
 
@@ -218,6 +222,8 @@ def up() -> None:
     say(f"          curl -H 'Host: cart.{DOMAIN}' -H 'X-Canary: always' http://127.0.0.1:{nginx.http_port}/")
     say(f"          {BIN / 'renderer'} routes --consul-addr {consul.address} --var domain={DOMAIN} "
         f"--var cert_dir={authority.cert_dir} --url https://shop.{DOMAIN}/api/x")
+    say(f"    status pages: http://127.0.0.1:{renderer_status}/ (renderer: the routes nginx has, and what was left "
+        f"out), http://127.0.0.1:{registrar_status}/ (registrar); /metrics, /health, /ready on both")
     say(f"    logs: {RUN}/*.log      stop everything: make demo-stop")
 
 

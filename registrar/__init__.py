@@ -16,5 +16,7 @@ The data path reads off the module names, in order:
 * :mod:`registrar.consul_sink` -- Consul edge: agent register/deregister, TTL
   updates, listing this host's services;
 * :mod:`registrar.daemon` -- the loop: events, resync, Consul restart detection,
-  backoff; :mod:`registrar.config` and :mod:`registrar.cli` -- the operator's edge.
+  backoff; :mod:`registrar.status` + :mod:`registrar.status_page` +
+  :mod:`registrar.metrics` -- what it shows at ``--status-address``;
+  :mod:`registrar.config` and :mod:`registrar.cli` -- the operator's edge.
 """

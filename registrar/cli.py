@@ -18,7 +18,7 @@ from agentkit import logs, nginx_safe
 from agentkit.argv import hide_token_from_ps
 from agentkit.consul import Consul
 from agentkit.errors import AgentError, ConfigError
-from agentkit.options import consul_options, log_level_option, version_option
+from agentkit.options import consul_options, log_level_option, status_address_option, version_option
 
 from . import config as config_module
 from .consul_sink import ConsulSink
@@ -66,7 +66,7 @@ def registrar_options(command):
     ]
     for option in reversed(options):
         command = option(command)
-    return log_level_option(consul_options(command))
+    return status_address_option(log_level_option(consul_options(command)))
 
 
 def operator_errors(command):
@@ -123,8 +123,8 @@ def sync(**options):
 
 
 def _build(options: dict, wait_for_consul: bool = True) -> tuple[Registrar, config_module.Config]:
-    logs.configure(options.get("log_level") or "info", "registrar")
     config = config_module.build(**options)
+    logs.configure(config.log_level, "registrar", config.log_format)
     sink = ConsulSink(Consul(config.consul_address, config.consul_token, tls=config.consul_tls), config.hostname)
     if wait_for_consul:
         connect(sink, config.retry_attempts, config.retry_interval)

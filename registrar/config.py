@@ -10,6 +10,8 @@ import socket
 
 from agentkit.consul import ConsulAddress, ConsulTLS, resolve_address, resolve_tls, resolve_token
 from agentkit.errors import ConfigError
+from agentkit.logs import FORMATS
+from agentkit.status_server import parse_address
 
 from .desired import DEREGISTER_POLICIES
 from .labels import valid_hostname
@@ -33,6 +35,8 @@ class Config:
     tags: Template | None = None  # --tags, a registrator-style Go template (plain text is a plain list)
     use_ip_from_label: str | None = None
     drain: bool = True  # take a container's services out of routing at its stop signal (registrar.stopping)
+    log_format: str = "text"
+    status_address: tuple[str, int] | None = None
     resync: float = DEFAULT_RESYNC
     cleanup: bool = False
     deregister: str = "always"
@@ -47,7 +51,7 @@ def build(*, consul_addr=None, consul_token=None, consul_token_file=None, consul
           consul_tls_skip_verify=None, docker_url=None, ip=None,
           internal=False, explicit=False, tags=None, resync=None, cleanup=False, deregister=None,
           hostname=None, retry_attempts=None, retry_interval=None, log_level=None, use_ip_from_label=None,
-          drain=None, environ=os.environ) -> Config:
+          drain=None, log_format=None, status_address=None, environ=os.environ) -> Config:
     """Flags > environment > defaults; every problem is a ConfigError naming the flag."""
     address = resolve_address(consul_addr, environ)
     token = resolve_token(consul_token, consul_token_file, environ)
@@ -66,6 +70,15 @@ def build(*, consul_addr=None, consul_token=None, consul_token_file=None, consul
             raise ConfigError(f"--tags {tags!r}: {error}") from None
     if use_ip_from_label is not None and not use_ip_from_label.strip():
         raise ConfigError("--use-ip-from-label needs a label name")
+    log_format = (log_format or "text").lower()
+    if log_format not in FORMATS:
+        raise ConfigError("--log-format must be text or json")
+    status = None
+    if status_address:
+        try:
+            status = parse_address(status_address)
+        except ValueError as error:
+            raise ConfigError(f"--status-address: {error}") from None
     drain = (drain or "on").lower()
     if drain not in ("on", "off"):
         raise ConfigError("--drain must be on or off")
@@ -90,7 +103,7 @@ def build(*, consul_addr=None, consul_token=None, consul_token_file=None, consul
                   cleanup=cleanup, deregister=deregister, hostname=hostname, retry_attempts=retry_attempts,
                   retry_interval=retry_interval / 1000, log_level=(log_level or "info").lower(),
                   use_ip_from_label=use_ip_from_label.strip() if use_ip_from_label else None,
-                  drain=drain == "on")
+                  drain=drain == "on", log_format=log_format, status_address=status)
 
 
 def _is_ip_or_host(text: str) -> bool:

@@ -38,10 +38,12 @@ import queue
 import time
 
 import tenacity
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from agentkit.backoff import Backoff, consul_agent_backoff
 from agentkit.lifecycle import Lifecycle
 from agentkit.notify import Watchdog, notify
+from agentkit.status_server import StatusEndpoint, package_version
 
 from .config import Config
 from .consul_sink import ConsulSink
@@ -50,7 +52,10 @@ from .desired import ContainerState, container_state, desired_state, from_summar
 from .docker_source import ContainerEvent, DockerSource, EventStream
 from .errors import AgentError, ConsulDenied, ConsulUnavailable, DockerUnavailable, ServiceRejected
 from .labels import MappingSettings, is_running
+from .metrics import RegistrarMetrics
 from .model import HEALTH_HEARTBEAT
+from .status import RegistrarSnapshot, container_views, readiness
+from .status_page import render as render_page
 from .reconcile import Actual, plan
 
 log = logging.getLogger("registrar")
@@ -62,8 +67,10 @@ UNEXPECTED_RETRY = 5.0
 class Registrar:
     """Desired and actual state, and the decisions; no threads, no timers."""
 
-    def __init__(self, config: Config, docker: DockerSource, consul: ConsulSink, mapping: MappingSettings):
+    def __init__(self, config: Config, docker: DockerSource, consul: ConsulSink, mapping: MappingSettings,
+                 metrics: RegistrarMetrics | None = None):
         self.config = config
+        self.metrics = metrics or RegistrarMetrics()
         self.docker = docker
         self.consul = consul
         self.mapping = mapping
@@ -74,6 +81,8 @@ class Registrar:
         self._rejected: dict[str, str] = {}
         self._health_pushed: dict[str, tuple[str, str]] = {}
         self.stops: dict[str, stopping.StopRequest] = {}  # short container ID -> its stop request (drain)
+        self.last_reconcile: float | None = None
+        self.left: tuple[str, ...] = ()
         self._draining_said: set[str] = set()
 
     # Docker side -----------------------------------------------------------------
@@ -193,6 +202,7 @@ class Registrar:
         self.actual = actual
         self.read_docker()
         failures = self.apply(cleanup=cleanup)
+        self.last_reconcile = time.time()
         log.debug("full reconciliation done: %d container(s) known, %d service(s) of this host in Consul",
                   len(self.containers), len(self.actual or ()))
         return failures
@@ -227,9 +237,11 @@ class Registrar:
             try:
                 self.consul.register(service)
             except (ServiceRejected, ConsulDenied) as error:
+                self.metrics.registrations.labels("refused").inc()
                 failures.append(error)
                 self._refused(service.id, str(error))
                 continue
+            self.metrics.registrations.labels("ok").inc()
             self._rejected.pop(service.id, None)
             self.actual[service.id] = Actual.from_service(service)
             check = service.health_check
@@ -239,27 +251,36 @@ class Registrar:
             stop = self.containers.get(service.container_id)
             if service.stopping_check is not None and stop is not None and stop.stopping is not None:
                 if service.id not in self._draining_said:
+                    self.metrics.drains.inc()
                     log.info("drained %s: container %s was %s; out of routing until it exits", service.describe(),
-                             stop.name, stop.stopping.reason())
+                             stop.name, stop.stopping.reason(),
+                             extra={"service": service.name, "service_id": service.id, "container": stop.name,
+                                    "signal": stop.stopping.signal})
                 self._draining_said.add(service.id)
             else:
                 self._draining_said.discard(service.id)
-                log.info("registered %s%s", service.describe(), " (definition changed)" if changed else "")
+                log.info("registered %s%s", service.describe(), " (definition changed)" if changed else "",
+                         extra={"service": service.name, "service_id": service.id,
+                                "container": service.container_name})
         for step in steps.deregister:
             try:
                 self.consul.deregister(step.id, step.name)
             except (ServiceRejected, ConsulDenied) as error:
+                self.metrics.deregistrations.labels("refused").inc()
                 failures.append(error)
                 self._refused(step.id, str(error))
                 continue
+            self.metrics.deregistrations.labels("ok").inc()
             self._rejected.pop(step.id, None)
             self.actual.pop(step.id, None)
-            log.info("deregistered %s (%s): %s", step.name, step.id, step.reason)
+            log.info("deregistered %s (%s): %s", step.name, step.id, step.reason,
+                     extra={"service": step.name, "service_id": step.id, "reason": step.reason})
         for service_id in steps.left:
             if service_id not in self._left:
                 log.info("left %s in Consul: its container is unknown to Docker (--cleanup removes it)",
                          service_id)
         self._left = set(steps.left)
+        self.left = tuple(steps.left)
         holders = {service.container for service in self.actual.values()}
         for container_id in [c for c, s in self.containers.items() if s.removed and c not in holders]:
             del self.containers[container_id]
@@ -284,7 +305,8 @@ class Registrar:
                 log.debug("health update of %s refused: %s", check.id, error)
                 continue
             if self._health_pushed.get(check.id, (None,))[0] != status:
-                log.info("health of %s (%s) is %s: %s", service.name, service.id, status, output)
+                log.info("health of %s (%s) is %s: %s", service.name, service.id, status, output,
+                         extra={"service": service.name, "service_id": service.id, "status": status})
             self._health_pushed[check.id] = state.health
         return failures
 
@@ -318,6 +340,12 @@ class Daemon:
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.lifecycle.on_stop(lambda: self.queue.put(("stop",)))
         self.ready = False
+        self.consul_down = self.docker_down = False
+        self.reconciled = False  # the first full reconciliation is done
+        self.started = time.time()
+        self.version = package_version()
+        self.endpoint = StatusEndpoint("registrar", self.lifecycle, render_page, registrar.metrics.text,
+                                       CONTENT_TYPE_LATEST, self._snapshot())
 
     def stop(self, reason: str = "asked to stop") -> None:
         """Safe from a signal handler (agentkit's Lifecycle: a flag and a reentrant queue put)."""
@@ -333,7 +361,25 @@ class Daemon:
         if container_event is not None:
             self.queue.put(("event", container_event))
 
+    def _snapshot(self) -> RegistrarSnapshot:
+        registrar = self.registrar
+        consul = None if registrar.actual is None and not self.consul_down else not self.consul_down
+        docker = None if not self.reconciled and not self.docker_down else not self.docker_down
+        ready, reason = readiness(self.reconciled, consul, docker)
+        desired_warnings = tuple(w for state in registrar.containers.values() for w in state.warnings)
+        return RegistrarSnapshot(self.version, self.config.hostname, self.started, time.time(), ready, reason,
+                                 consul, docker, len(registrar.actual or {}),
+                                 container_views(registrar.containers, set(registrar.actual or {})),
+                                 desired_warnings, registrar.left, registrar.last_reconcile)
+
+    def _publish(self) -> None:
+        snapshot = self._snapshot()
+        self.registrar.metrics.publish(snapshot)
+        self.endpoint.publish(snapshot)
+
     def run(self) -> None:
+        if self.config.status_address:
+            self.endpoint.serve(*self.config.status_address)
         events = self.events_factory(self.config.docker_url, self._on_event,
                                      lambda: self.queue.put(("resync", "Docker event stream reconnected")))
         events.start()
@@ -344,6 +390,7 @@ class Daemon:
             log.info("%s; stopping", self.lifecycle.stop_reason or "asked to stop")
         finally:
             self.notify("STOPPING=1")
+            self.endpoint.stop()
             events.stop()
             events.join()
             log.info("stopped")
@@ -352,7 +399,6 @@ class Daemon:
         now = self.clock()
         full_due, poll_due, health_due = now, now + self.poll_interval, now + HEALTH_HEARTBEAT
         consul_backoff, docker_backoff = self.consul_backoff, self.docker_backoff
-        consul_down = docker_down = False
         registrar = self.registrar
         watchdog = self.lifecycle.watchdog
         while not self.lifecycle.stopping:
@@ -372,61 +418,65 @@ class Daemon:
             try:
                 if item and item[0] == "event":
                     event = item[1]
+                    registrar.metrics.docker_events.labels(event.action).inc()
                     log.debug("docker event %s %s (%s)%s", event.action, event.name, event.id[:12],
                               f" signal {event.attribute('signal')}" if event.action == "kill" else "")
                     registrar.observe(event.id, event.name, event)
-                    if not consul_down:
+                    if not self.consul_down:
                         registrar.apply()
                 elif item and item[0] == "resync":
                     log.debug("full reconciliation requested: %s", item[1])
                     full_due = self.clock()
                 now = self.clock()
                 if now >= full_due:
-                    registrar.full_sync(cleanup=self.config.cleanup)
+                    with registrar.metrics.reconcile_seconds.time():
+                        registrar.full_sync(cleanup=self.config.cleanup)
+                    self.reconciled = True
                     full_due = now + self.config.resync if self.config.resync else math.inf
                     # systemd (Type=notify): started once the first full reconciliation is done.
                     self._ready("reconciled; following Docker")
-                    if consul_down:
+                    if self.consul_down:
                         log.info("Consul at %s answers again; reconciled", self.config.consul_address)
                         self.notify("STATUS=following Docker")
-                    if docker_down:
+                    if self.docker_down:
                         log.info("Docker at %s answers again; reconciled", self.config.docker_url)
-                    consul_down = docker_down = False
+                    self.consul_down = self.docker_down = False
                     consul_backoff.reset()
                     docker_backoff.reset()
                 if now >= poll_due:
                     poll_due = now + self.poll_interval
-                    if not consul_down:
+                    if not self.consul_down:
                         registrar.check_consul()
                 if now >= health_due:
                     health_due = now + HEALTH_HEARTBEAT
-                    if not consul_down:
+                    if not self.consul_down:
                         registrar.heartbeat()
                 if registrar.next_give_up() is not None and registrar.next_give_up() <= time.time():
                     registrar.give_up_stops(time.time())
-                    if not consul_down:
+                    if not self.consul_down:
                         registrar.apply()
             except (ConsulUnavailable, ConsulDenied) as error:
                 registrar.actual = None
                 delay = consul_backoff.next()
-                if not consul_down or consul_backoff.failures % 10 == 0:  # once, then every 10th try
+                if not self.consul_down or consul_backoff.failures % 10 == 0:  # once, then every 10th try
                     log.warning("%s; keeping the desired state, retrying (next in %.1fs)", error, delay)
-                if not consul_down:
+                if not self.consul_down:
                     self._ready(f"Consul unreachable ({error}); following Docker, retrying")
                     self.notify("STATUS=Consul unreachable; following Docker, retrying")
-                consul_down = True
+                self.consul_down = True
                 full_due = self.clock() + delay
             except DockerUnavailable as error:
                 delay = docker_backoff.next()
-                if not docker_down:
+                if not self.docker_down:
                     log.warning("%s; keeping the last known containers, retrying (next in %.1fs)", error, delay)
                     self._ready(f"Docker unreachable ({error}); retrying")
-                docker_down = True
+                self.docker_down = True
                 full_due = self.clock() + delay
             except Exception:  # a bug must cost one pass, not the daemon; the next full pass retries
                 log.exception("unexpected error; reconciling everything again in %.0fs", UNEXPECTED_RETRY)
                 full_due = self.clock() + UNEXPECTED_RETRY
-            watchdog.ping(self.clock())
+            self._publish()
+            self.lifecycle.tick()
 
 
 def connect(sink: ConsulSink, attempts: int, interval: float, sleep=time.sleep) -> dict:

@@ -22,5 +22,8 @@ The data path reads off the module names, in order:
   -- stage, check, reload once, confirm nginx took it, put back what it refused;
 * :mod:`renderer.daemon` -- the one loop (:mod:`renderer.quiescence`,
   :mod:`renderer.template_files`, :mod:`renderer.loop_state`);
+* :mod:`renderer.status` + :mod:`renderer.status_page` + :mod:`renderer.metrics`
+  (pure) and :mod:`renderer.status_service` -- what it shows of itself at
+  ``--status-address``: the snapshot a pass publishes, the page, Prometheus;
   :mod:`renderer.settings` and :mod:`renderer.cli` -- the operator's edge.
 """

@@ -87,6 +87,15 @@ class Rejected:
         return f"node {self.node!r}: {self.reason}"
 
     @property
+    def category(self) -> str:
+        """What was unsafe, in a word (a metric label): name, address, port, id, tag, meta, node, ..."""
+        first = self.reason.split(" ", 1)[0]
+        if not self.service_id:
+            return "node"
+        return first if first in ("name", "address", "port", "id", "tag", "tags", "meta", "kind", "status") \
+            else "other"
+
+    @property
     def line(self) -> str:
         """The operator's warning."""
         return f"{self} (withheld from templates; the instance is kept)" if self.kept else f"skipped {self}"

@@ -24,7 +24,7 @@ from agentkit.argv import hide_token_from_ps
 from agentkit.consul import Consul
 from agentkit.errors import AgentError, ConfigError, ConsulUnavailable
 from agentkit.lifecycle import Lifecycle, Stopping
-from agentkit.options import consul_options, log_level_option, version_option
+from agentkit.options import consul_options, log_level_option, status_address_option, version_option
 
 from . import bounded, certificates, consul_data, route_report, routes, snapshot
 from . import settings as settings_module
@@ -85,7 +85,7 @@ def _settings(flags: dict, need_templates: bool = False) -> settings_module.Sett
             raise ConfigError("no templates: give --template SRC:DEST or --template-dir SRCDIR:DESTDIR")
     except AgentError as error:
         _fail(str(error), 2)
-    logs.configure(settings.log_level, "renderer")
+    logs.configure(settings.log_level, "renderer", settings.log_format)
     return settings
 
 
@@ -97,6 +97,7 @@ def main():
 
 @main.command()
 @template_options
+@status_address_option
 @click.option("--wait", default=None, metavar="MIN[:MAX]",
               help="Quiescence: render once changes are quiet for MIN, at the latest MAX after the first "
                    "(e.g. 500ms:5s; default off).")
@@ -113,7 +114,7 @@ def run(**flags):
     try:
         daemon.run()
     except AgentError as error:
-        _fail(str(error))
+        _fail(str(error), 2 if isinstance(error, ConfigError) else 1)
 
 
 @main.command()

@@ -51,7 +51,10 @@ from .loop_state import LoopState, PassRecord
 from .nginx_master import NginxMaster
 from .quiescence import Quiescence, Wait
 from .render_pass import PassOutcome, RenderPass
+from .routes import RouteTable
 from .settings import Settings
+from .status import StatusSnapshot, TemplateStatus, readiness, route_change
+from .status_service import StatusService
 from .template_api import TemplateData
 from .template_files import TemplateFiles
 from .templates import TemplateLoader
@@ -173,6 +176,10 @@ class Daemon:
         self.filtered_warned = False
         self.imported_said = 0
         self.last_raw = None
+        self.status = StatusService(self.lifecycle)
+        self.change_seen: float | None = None  # when the catalog change not yet in nginx arrived
+        self.running_table = self.running_catalog = None  # what nginx runs (renderer.status)
+        self.last_change: tuple[tuple[str, ...], float | None] = ((), None)
 
     # Signal handlers call these: a flag and a reentrant queue put, nothing that can deadlock.
     def stop(self) -> None:
@@ -188,14 +195,18 @@ class Daemon:
         try:
             recover_destinations(self.settings)
             self.client = self.connect(self.settings, timeout=30)
+            if self.settings.status_address:
+                self.status.serve(*self.settings.status_address)
             self.files = self.files_factory(lambda: self.events.put(FILES_CHANGED)).start()
             self._configure(self.settings)
+            self._publish()
             while self.step():
                 pass
         except Stopping:
             log.info("%s; stopping", self.lifecycle.stop_reason or "asked to stop")
         finally:
             self.notify("STOPPING=1")
+            self.status.stop()
             self._stop_threads()
             if self.client is not None:
                 self.client.close()
@@ -235,12 +246,12 @@ class Daemon:
             self._rescan_templates()
         if force or self._pass_due(now):
             self._pass()
-        self.lifecycle.watchdog.ping(self.clock())
+        self.lifecycle.tick()
         return True
 
     def _next_timeout(self, now: float) -> float | None:
         due = [self.quiescence.due_in(now), self.template_settle.due_in(now), self.guard.due_in(now),
-               self.lifecycle.watchdog.due_in(now)]
+               self.lifecycle.watchdog.due_in(now), self.lifecycle.tick_due_in(now)]
         for when in (self.render_pass.next_retry(), self.pass_retry.at, self.rescan_retry.at):
             if when is not None:
                 due.append(max(0.0, when - now))
@@ -320,14 +331,50 @@ class Daemon:
             rendered=outcome.rendered if outcome else 0,
             changed=tuple(str(c.destination) for c in result.applied) if result else (),
             failures=tuple(outcome.failed) if outcome else ("incomplete: Consul unreachable",),
-            reloaded=bool(result and result.reloaded), complete=bool(outcome and not outcome.missing)),
+            reloaded=bool(result and result.reloaded), complete=bool(outcome and not outcome.missing),
+            check_ms=result.check_ms if result and result.check_ms else None,
+            reload_ms=result.reload_ms if result and result.reloaded else None,
+            reload_error=result.reload_error if result else None),
             self.render_pass.pending_failures())
+        record = self.state.passes[-1]
+        result_ok = outcome is not None and not outcome.failed and not outcome.missing
+        if result_ok and not self.render_pass.applier.reload_pending:
+            # nginx runs what this pass rendered (applied and confirmed, or nothing it needed changed)
+            self._running(self.data)
+        self.status.pass_done(outcome, record, self.change_seen, self.clock())
+        if result is not None and result.confirmed or result_ok and result is None:
+            self.change_seen = None  # that change is in nginx now (or needed nothing from it)
+        self._publish()
         if outcome is None:
             log.debug("pass %d incomplete: Consul unreachable", self.serial)
         else:
             log.debug("pass %d done at catalog index %d: %d template(s) rendered, %d file(s) changed%s (%.0f ms)",
                       self.serial, self.state.catalog_index, outcome.rendered, len(result.applied) if result else 0,
                       ", nginx reloaded" if result and result.reloaded else "", (self.clock() - started) * 1000)
+
+    def _running(self, data: TemplateData) -> None:
+        table = data.evaluated(("routes", self.render_pass.loader.route_options))
+        table = table if isinstance(table, RouteTable) else None  # None: no template reads routes()
+        change = route_change(self.running_table, table)
+        if change:
+            self.last_change = (change, time.time())
+        self.running_table, self.running_catalog = table, data.catalog
+
+    def _publish(self) -> None:
+        """A snapshot of what the loop knows, for /ready, /metrics' gauges and the status page."""
+        state, pass_ = self.state, self.render_pass
+        pending = pass_.pending_failures() if pass_ is not None else {}
+        ready, reason = readiness(state.first_pass_done, state.consul_reachable, pending, state.running_serial,
+                                  state.catalog_index)
+        templates = () if pass_ is None else tuple(
+            TemplateStatus(str(s.spec.source), str(s.spec.destination), s.error) for s in pass_.states.values())
+        held = self.guard.missing() if pass_ is not None else ()
+        due = self.guard.due_in(self.clock()) if held else None
+        self.status.publish(StatusSnapshot(
+            self.status.version, state.started, time.time(), ready, reason, state.consul_reachable,
+            state.catalog_index, state.running_serial, tuple(reversed(state.passes))[:20],
+            tuple(sorted(pending.items())), templates, self.running_table, self.running_catalog, held,
+            time.time() + due if due is not None else None, *self.last_change))
 
     # Settings and templates ---------------------------------------------------------------------
     def _configure(self, settings: Settings) -> None:
@@ -412,8 +459,14 @@ class Daemon:
     # Data ----------------------------------------------------------------------------------
     def _take(self, update: Update) -> None:
         if update.error:
+            if self.state.consul_reachable is not False:  # the watch says why (once); /ready says so too
+                self.state.consul_reachable = False
+                self._publish()
             return
+        self.state.consul_reachable = True
         if update.source == "catalog" and update.data is not None:
+            if self.change_seen is None:
+                self.change_seen = self.clock()
             self._observe(update.data)
             self.state.catalog_index = update.index
             self._use_catalog(self.guard.offer(self.data.catalog, update.data, update.reset, self.clock()))

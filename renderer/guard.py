@@ -65,6 +65,10 @@ class CatalogGuard:
         self.held, self.since = new, now
         return _with_instances(new, self.kept, self.kept_nodes)
 
+    def missing(self) -> tuple[Instance, ...]:
+        """The instances the hold keeps in nginx that the newest catalog still lacks (none when not holding)."""
+        return self._missing(self.held) if self.holding else ()
+
     def due_in(self, now: float) -> float | None:
         if not self.holding:
             return None

@@ -23,6 +23,9 @@ class PassRecord:
     failures: tuple[str, ...]  # one line each
     reloaded: bool             # nginx confirmed it runs this pass's files
     complete: bool             # every template rendered with all its data
+    check_ms: float | None = None      # nginx -t, when it ran
+    reload_ms: float | None = None     # signal to confirmation, when nginx was reloaded
+    reload_error: str | None = None    # nginx's own line, when it refused the reload
 
 
 @dataclasses.dataclass

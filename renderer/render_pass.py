@@ -59,6 +59,7 @@ class PassOutcome:
     rendered: int = 0
     result: ApplyResult | None = None
     failed: list[str] = dataclasses.field(default_factory=list)  # one line per failure this pass
+    renders: dict[str, str] = dataclasses.field(default_factory=dict)  # template -> "ok" or "error", this pass
 
     @property
     def ok(self) -> bool:
@@ -109,6 +110,10 @@ class RenderPass:
         if self.applier.reload_pending and self.applier.reload_retry.pending:
             times.append(self.applier.reload_retry.at)
         return min(times) if times else None
+
+    def template_errors(self) -> dict[str, str | None]:
+        """Every template, and why it fails now (None: it does not)."""
+        return {str(state.spec.source): state.error for state in self.states.values()}
 
     def pending_failures(self) -> dict[str, str]:
         """What is failing now, by template (and ``nginx reload``), for the status page."""
@@ -167,12 +172,14 @@ class RenderPass:
         if rendered.inputs:
             state.inputs = dict(rendered.inputs)
         if rendered.error is not None:
+            outcome.renders[str(spec.source)] = "error"
             self._failed(state, f"{rendered.error}; {spec.destination} left as it was", outcome, now)
             return None
         if rendered.missing:
             outcome.missing |= rendered.missing
             return None
         outcome.rendered += 1
+        outcome.renders[str(spec.source)] = "ok"
         self.loader.keep_fragments(spec.source, rendered, table)
         for warning in rendered.warnings:
             if warning not in state.warnings:
@@ -213,21 +220,25 @@ class RenderPass:
     def _report_rejected(self, catalog) -> None:
         """One warning per hostile or broken instance or value, when it first appears."""
         self.last_catalog = catalog
-        current = {rejected.line for rejected in catalog.rejected}
-        for text in sorted(current - self.rejected_seen):
-            log.warning("%s", text)
-        self.rejected_seen = current
+        current = {rejected.line: rejected for rejected in catalog.rejected}
+        for text in sorted(set(current) - self.rejected_seen):
+            rejected = current[text]
+            log.warning("%s", text, extra={"instance": rejected.service_id or None, "node": rejected.node,
+                                           "reason": rejected.reason})
+        self.rejected_seen = set(current)
 
     def _failed(self, state: _TemplateState, message: str, outcome: PassOutcome, now: float) -> None:
         outcome.failed.append(message)
         delay = state.retry.failed(now)
         if message != state.error:
-            log.error("%s%s", message, f" (retrying in {delay:.0f}s, then with backoff)" if self.retrying else "")
+            log.error("%s%s", message, f" (retrying in {delay:.0f}s, then with backoff)" if self.retrying else "",
+                      extra={"template": str(state.spec.source), "file": str(state.spec.destination)})
             state.error = message
 
     def _succeeded(self, state: _TemplateState) -> None:
         if state.error:
-            log.info("template %s renders and applies again", state.spec.source)
+            log.info("template %s renders and applies again", state.spec.source,
+                     extra={"template": str(state.spec.source)})
         state.error = None
         state.rejected_digest = None
         state.blocked = None
@@ -238,7 +249,8 @@ class RenderPass:
         now = self.clock()
         for change in result.applied:
             verb = "removed" if change.content is None else "rendered"
-            log.info("%s %s from %s", verb, change.destination, change.template)
+            log.info("%s %s from %s", verb, change.destination, change.template,
+                     extra={"file": str(change.destination), "template": change.template})
             state = by_destination.get(change.destination)
             if state:
                 self._succeeded(state)
@@ -262,7 +274,7 @@ class RenderPass:
             log.debug("nginx config check took %.0f ms", result.check_ms)
         if result.reloaded and result.confirmed:
             log.info("nginx reload confirmed in %.0f ms: its new workers run the new configuration",
-                     result.reload_ms)
+                     result.reload_ms, extra={"duration_ms": round(result.reload_ms)})
         elif result.reloaded:
             log.info("nginx reload command succeeded in %.0f ms (not confirmed: nginx_pid_file is empty)",
                      result.reload_ms)

@@ -19,6 +19,8 @@ from the same sources. TOML keys are the flags' names with underscores:
     wait = "500ms:5s"
     grace = "30s"
     log_level = "info"
+    log_format = "text"                              # or "json"
+    status_address = "127.0.0.1:9465"                # /metrics, /health, /ready, the status page (renderer run)
     [var]
     domain = "example.com"
 
@@ -39,6 +41,8 @@ from types import MappingProxyType
 
 from agentkit import consul as consul_connection
 from agentkit.consul import ConsulAddress, ConsulTLS
+from agentkit.logs import FORMATS
+from agentkit.status_server import parse_address
 
 from .bounded import DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, Limits
 from .errors import ConfigError
@@ -56,12 +60,13 @@ DEFAULTS = {
     "render_max_output": str(DEFAULT_MAX_OUTPUT),
     "consistency": "default",
     "log_level": "info",
+    "log_format": "text",
     "grace": "30s",
 }
 STRING_KEYS = ("consul_addr", "consul_token", "consul_token_file", "consul_cacert", "consul_capath",
                "consul_client_cert", "consul_client_key", "consul_tls_server_name", "consistency",
                "check_command", "reload_command", "nginx_pid_file", "nginx_error_log", "reload_timeout",
-               "render_timeout", "render_max_output", "wait", "log_level", "grace")
+               "render_timeout", "render_max_output", "wait", "log_level", "log_format", "grace", "status_address")
 PATH_KEYS = ("consul_token_file", "consul_cacert", "consul_capath", "consul_client_cert", "consul_client_key",
              "nginx_pid_file", "nginx_error_log")
 FILE_KEYS = {*STRING_KEYS, "consul_tls_skip_verify", "template", "template_dir", "var"}
@@ -93,6 +98,8 @@ class Settings:
     grace: float
     log_level: str
     config_file: Path | None
+    log_format: str = "text"
+    status_address: tuple[str, int] | None = None  # renderer run's status endpoint
 
     def template_specs(self) -> list[TemplateSpec]:
         """Explicit templates, then every *.j2 of the template directories, as of now.
@@ -155,7 +162,25 @@ def build(flags: Mapping, environ: Mapping[str, str] = os.environ) -> Settings:
         wait=parse_wait(wait_text) if wait_text else None,
         grace=parse_duration(pick("grace") or DEFAULTS["grace"]),
         log_level=(pick("log_level") or DEFAULTS["log_level"]).lower(),
+        log_format=_log_format(pick("log_format")),
+        status_address=_status_address(pick("status_address")),
         config_file=config_file)
+
+
+def _log_format(value) -> str:
+    fmt = (value or DEFAULTS["log_format"]).lower()
+    if fmt not in FORMATS:
+        raise ConfigError(f"--log-format {value!r}: expected text or json")
+    return fmt
+
+
+def _status_address(value) -> tuple[str, int] | None:
+    if not value:
+        return None
+    try:
+        return parse_address(str(value))
+    except ValueError as error:
+        raise ConfigError(f"--status-address: {error}") from None
 
 
 def _optional_path(pick, key: str) -> Path | None:

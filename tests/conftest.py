@@ -58,6 +58,20 @@ def docker_engine():
 
 
 @pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session (status pages are checked as a person sees them)."""
+    from tests.support.browser import Browser
+    chromium, driver = require.binary("chromium"), require.binary("chromedriver")
+    try:
+        __import__("selenium")
+    except ImportError:
+        require.unavailable("selenium (the test extra)")
+    started = Browser(chromium, driver)
+    yield started
+    started.close()
+
+
+@pytest.fixture(scope="session")
 def busybox_image(docker_engine):
     return docker_engine.busybox_image()
 

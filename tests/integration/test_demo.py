@@ -1,8 +1,11 @@
 """`make demo` and `make demo-stop` work, twice in a row, and leave nothing behind."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,5 +39,13 @@ def run_twice():
         canary = int(out.split("cart-v2 (canary, 20 %) x")[1].split(";")[0])
         assert 20 <= canary <= 60, out  # 20 % of 200 clients
         assert "httpfront-2 x" not in out.split("Stopping httpfront-2")[1]
+        # The status pages it names answer, and say the loop converged.
+        pages = re.search(r"status pages: (http://127\.0\.0\.1:\d+/) .*?(http://127\.0\.0\.1:\d+/) ", out)
+        assert pages, out
+        renderer_page, registrar_page = pages.groups()
+        ready = requests.get(f"{renderer_page}ready", timeout=5)
+        assert ready.status_code == 200 and ready.text.startswith("ready: nginx runs pass "), ready.text
+        assert "cart.demo.test/" in requests.get(renderer_page, timeout=5).text
+        assert requests.get(f"{registrar_page}ready", timeout=5).status_code == 200
     stopped = demo("down")
     assert stopped.returncode == 0 and "demo stopped: 9 container(s) removed" in stopped.stdout

@@ -204,10 +204,13 @@ class ScriptedRegistrar:
     """Records what the loop asks for; Consul fails for the first ``outages`` full syncs."""
 
     def __init__(self, outages: int, on_success):
+        from registrar.metrics import RegistrarMetrics
         self.outages = outages
         self.on_success = on_success
         self.calls: list[str] = []
         self.actual = {}
+        self.metrics = RegistrarMetrics()
+        self.containers, self.left, self.last_reconcile = {}, (), None
 
     def full_sync(self, cleanup=False):
         self.calls.append("full_sync")

@@ -1,0 +1,115 @@
+"""The renderer's status page (``/``): the routing table as nginx has it, and why anything is missing (pure).
+
+Server-rendered HTML from one :class:`renderer.status.StatusSnapshot`,
+readable without JavaScript, refreshing itself every few seconds. Every value
+is HTML-escaped (catalog values are nginx-safe, not HTML-safe: ``<`` may be
+in a meta value). The template is ``status_page.html.j2`` next to this
+module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from pathlib import Path
+
+import jinja2
+
+from .catalog import PASSING, Catalog, Instance
+from .routes import Location, Pool, RouteTable
+from .status import StatusSnapshot
+
+REFRESH_SECONDS = 5
+_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent)), autoescape=True,
+                          undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One instance of a route's service, in nginx or not, and why."""
+
+    address: str
+    instance: str
+    node: str
+    status: str
+    weight: int | None
+    routed: bool
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class RouteRow:
+    listener: str         # http, https, tcp/9999, tls-passthrough
+    where: str            # host and path, or port
+    service: str
+    action: str           # proxy, redirect to HTTPS, 503 ...
+    options: str
+    members: tuple[Member, ...]
+
+
+def clock(at: float | None) -> str:
+    if at is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _members(pools: tuple[Pool | None, ...], service: str, catalog: Catalog | None) -> tuple[Member, ...]:
+    servers = {}
+    for pool in pools:
+        if pool is None:
+            continue
+        for server in pool.servers:
+            note = "canary" if pool.name.startswith("_canary_") else ""
+            servers[server.instance] = Member(server.address, server.instance, server.node, PASSING, server.weight,
+                                              True, note)
+    members = list(servers.values())
+    for instance in catalog.instances_of(service) if catalog is not None else ():
+        if instance.id not in servers:
+            why = "not passing" if instance.status != PASSING else "not routed (see left out)"
+            members.append(Member(instance.host_port, instance.id, instance.node, instance.status, None, False, why))
+    return tuple(members)
+
+
+def _action(location: Location) -> str:
+    if location.action == "redirect":
+        return "301 to HTTPS"
+    if location.action == "unavailable":
+        return "503: no passing instance"
+    if location.auth is not None and location.auth.pool is None:
+        return f"503: auth service {location.auth.service} has no passing instance"
+    return f"{location.backend} proxy"
+
+
+def route_rows(table: RouteTable, catalog: Catalog | None) -> list[RouteRow]:
+    rows = []
+    for host in table.hosts:
+        for scheme, locations in (("http", host.http), ("https", host.https)):
+            for location in locations:
+                members = () if location.action == "redirect" else _members(
+                    (location.pool, location.canary), location.service, catalog)
+                rows.append(RouteRow(scheme, f"{host.name}{location.path}", location.service, _action(location),
+                                     " ".join(location.options) if location.action != "redirect" else "", members))
+    for route in table.passthrough:
+        rows.append(RouteRow("tls-passthrough", route.host, route.service,
+                             "TLS to the instances" if route.pool else "closed: no passing instance", "",
+                             _members((route.pool,), route.service, catalog)))
+    for listener in table.listeners:
+        rows.append(RouteRow(listener.protocol, str(listener.port), listener.service,
+                             "proxy" if listener.pool else "no passing instance", "",
+                             _members((listener.pool,), listener.service, catalog)))
+    return rows
+
+
+def service_rows(catalog: Catalog) -> list[tuple[str, tuple[Instance, ...]]]:
+    return [(name, catalog.instances_of(name)) for name, _, _ in catalog.services()]
+
+
+def render(snapshot: StatusSnapshot, hostname: str) -> str:
+    table, catalog = snapshot.table, snapshot.catalog
+    return _ENV.get_template("status_page.html.j2").render(
+        s=snapshot, hostname=hostname, refresh=REFRESH_SECONDS, clock=clock,
+        routes=route_rows(table, catalog) if table is not None else None,
+        services=service_rows(catalog) if table is None and catalog is not None else None,
+        rejected=[r for r in catalog.rejected] if catalog is not None else [],
+        refused=list(table.refused) if table is not None else [],
+        notes=list(table.notes) if table is not None else [])
