@@ -90,6 +90,12 @@ def renderer_checks(payload: dict) -> list[dict]:
             rows.append(check(f"{size}: {key}", value, targets.get(key), units[key]))
         served = r.get("change_served_median_ms")
         rows.append(check(f"{size}: change_served_median_ms", None if served is None else round(served, 1), None))
+        dynamic = r.get("dynamic_change_served_median_ms")
+        if dynamic is not None:
+            rows.append(check(f"{size}: dynamic peers change_served_median_ms", round(dynamic, 1),
+                              targets.get("dynamic_change_served_median_ms")))
+            rows.append(check(f"{size}: dynamic peers reloads during the changes",
+                              r.get("dynamic_reloads_during_changes"), 0, ""))
     return rows
 
 
@@ -158,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         c = results["churn"]
         rows.append(check(f"churn: renders / reloads in {c['seconds']:g} s", f"{c['renders']} / {c['reloads']}",
                           None, ""))
+        d = c.get("modes", {}).get("dynamic")
+        if d:
+            rows.append(check(f"churn dynamic peers: renders / reloads / pushes in {c['seconds']:g} s",
+                              f"{d['renders']} / {d['reloads']} / {d['pushes']}", None, ""))
     total = round(time.perf_counter() - started, 1)
     print(f"\n\n######## summary: issue 6 figures against targets ({total:.0f} s; load average at start "
           f"{load_start}, at end {load_end}; {os.cpu_count()} cores)")

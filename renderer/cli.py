@@ -70,6 +70,12 @@ def template_options(command):
                      help="Time limit of one template's render (default: 10s)."),
         click.option("--render-max-output", default=None, metavar="SIZE",
                      help="Largest output one template may render, e.g. 64m (default: 64m)."),
+        click.option("--dynamic-peers", "dynamic_peers", is_flag=True, default=None,
+                     help="Instance changes reach nginx through its Lua balancer, without a reload (needs nginx's "
+                          "Lua module; see docs/renderer.md)."),
+        click.option("--peers-dir", default=None, metavar="DIR",
+                     help="Where the peer table nginx loads at start and its Lua module are written "
+                          "(default: /var/lib/renderer)."),
         click.option("--consistency", type=click.Choice(settings_module.CONSISTENCY_MODES), default=None,
                      help="Consul read consistency: stale lets any server answer (default: default)."),
     ]):

@@ -49,6 +49,8 @@ from .guard import CatalogGuard
 from .kv import common_prefix
 from .loop_state import LoopState, PassRecord
 from .nginx_master import NginxMaster
+from .peer_sync import PeerPushFailed, PeerSync
+from .peers import PeerTable
 from .quiescence import Quiescence, Wait
 from .render_pass import PassOutcome, RenderPass
 from .routes import RouteTable
@@ -63,7 +65,8 @@ from .watch import BlockingWatch, Update
 log = logging.getLogger("renderer")
 
 STOP, RELOAD_SETTINGS, FILES_CHANGED = "stop", "reload-settings", "files-changed"
-MAX_FILL_ROUNDS = 4  # a template may reveal new keys only once it has the previous ones
+MAX_FILL_ROUNDS = 4
+PEER_CHECK_EVERY = 10.0  # seconds between asking nginx which peer table it holds (dynamic peers)  # a template may reveal new keys only once it has the previous ones
 # An editor or `cat >` writes a template in steps (truncate, write); rendering
 # the half-written file could apply an empty, valid config. Template events
 # therefore settle this long before the template set is re-read.
@@ -180,6 +183,15 @@ class Daemon:
         self.change_seen: float | None = None  # when the catalog change not yet in nginx arrived
         self.running_table = self.running_catalog = None  # what nginx runs (renderer.status)
         self.last_change: tuple[tuple[str, ...], float | None] = ((), None)
+        self.peers: PeerSync | None = None      # dynamic peers (renderer.peer_sync), when on
+        self.peer_retry = Retry()               # a push nginx did not take
+        self.peer_confirmed: str | None = None  # the digest nginx confirmed holding
+        self.peer_held: PeerTable | None = None  # ...and that table
+        self.peers_took_at: float | None = None  # when a push this pass confirmed (change_to_reload)
+        self.peer_version: int | None = None
+        self.peer_pushed_at: float | None = None
+        self.peer_error: str | None = None
+        self.peer_check_at = 0.0                # next time to ask nginx what it holds
 
     # Signal handlers call these: a flag and a reentrant queue put, nothing that can deadlock.
     def stop(self) -> None:
@@ -246,12 +258,16 @@ class Daemon:
             self._rescan_templates()
         if force or self._pass_due(now):
             self._pass()
+        elif self.peers is not None and (self.peer_retry.due(now) or now >= self.peer_check_at):
+            self._sync_peers(verify=True)
         self.lifecycle.tick()
         return True
 
     def _next_timeout(self, now: float) -> float | None:
         due = [self.quiescence.due_in(now), self.template_settle.due_in(now), self.guard.due_in(now),
                self.lifecycle.watchdog.due_in(now), self.lifecycle.tick_due_in(now)]
+        if self.peers is not None:
+            due.append(max(0.0, min(self.peer_check_at, self.peer_retry.at or self.peer_check_at) - now))
         for when in (self.render_pass.next_retry(), self.pass_retry.at, self.rescan_retry.at):
             if when is not None:
                 due.append(max(0.0, when - now))
@@ -273,6 +289,7 @@ class Daemon:
         self.serial += 1
         started, wall = self.clock(), time.time()
         outcome = None
+        self.peers_took_at = None
         try:
             self.data, outcome = complete_pass(self.render_pass, self.data, self.client, self.fetched, force,
                                                self.settings.consistency)
@@ -295,6 +312,13 @@ class Daemon:
                 log.debug("templates still miss %s; rendering again in %.1fs", sorted(map(str, outcome.missing)), delay)
             else:
                 self.pass_retry.succeeded()
+                if self.peers is not None:
+                    self._sync_peers()
+                    if outcome.result is None and self.peers_took_at is not None and self.change_seen is not None:
+                        # The change reached nginx through the peer table alone; with a reload in the same
+                        # pass, the reload is what carried it (observed when the pass is recorded).
+                        self.status.metrics.change_to_reload.observe(max(0.0, self.peers_took_at - self.change_seen))
+                        self.change_seen = None
                 if not self.state.first_pass_done:
                     self.state.first_pass_done = True
                     self._ready(f"rendered {len(self.render_pass.states)} template(s); following the catalog")
@@ -352,6 +376,88 @@ class Daemon:
                       self.serial, self.state.catalog_index, outcome.rendered, len(result.applied) if result else 0,
                       ", nginx reloaded" if result and result.reloaded else "", (self.clock() - started) * 1000)
 
+    # Dynamic peers -------------------------------------------------------------------------------
+    def _peer_table(self, data: TemplateData) -> PeerTable | None:
+        table = data.evaluated(("routes", self.render_pass.loader.route_options))
+        return PeerTable.of(table) if isinstance(table, RouteTable) else None
+
+    def _write_peers(self, data: TemplateData) -> None:
+        """Before files are applied: the table a reload makes nginx load (init_by_lua) is the new one."""
+        peers = self._peer_table(data)
+        if peers is not None:
+            self.peer_version = self.peers.write(peers)
+
+    def _push_early(self, data: TemplateData) -> None:
+        """Before the templates render: an instance move reaches nginx now, not after the render.
+
+        Pools this table drops stay in the push (``PeerTable.keeping``): the
+        configuration nginx runs may still read them until the reload this
+        pass brings is confirmed. A push that fails here is left to
+        ``_sync_peers`` after the pass, which retries and reports it.
+        """
+        peers = self._peer_table(data)
+        if peers is None or peers.digest == self.peer_confirmed or self.peer_error is not None:
+            return
+        pushed = peers.keeping(self.peer_held)
+        started = self.clock()
+        try:
+            version = self.peers.write(peers) if pushed is peers else self.peers.new_version()
+            held = self.peers.push(pushed, version)
+        except (PeerPushFailed, OSError) as error:
+            log.debug("early peer push failed (%s); pushing after the pass", error)
+            return
+        self._peers_taken(pushed, held, started)
+
+    def _sync_peers(self, verify: bool = False) -> None:
+        """Make nginx hold the current peer table; with ``verify``, ask it first (a restart, a lost push).
+
+        The table is this pass's, plus (while a reload or a template is
+        pending, so nginx may still run a configuration that reads them) the
+        pools only the table nginx holds has.
+        """
+        now = self.clock()
+        self.peer_check_at = now + PEER_CHECK_EVERY
+        peers = self._peer_table(self.data)
+        if peers is None:
+            return
+        if self.render_pass.applier.reload_pending or self.render_pass.pending_failures():
+            pushed = peers.keeping(self.peer_held)
+        else:
+            pushed = peers
+        try:
+            self.peer_version = self.peers.write(peers)
+            if verify and self.peer_confirmed == pushed.digest:
+                if self.peers.held().digest == pushed.digest:
+                    self.peer_retry.succeeded()
+                    return
+                log.warning("nginx no longer holds peer table %s (restarted?): pushing it again", pushed.digest)
+            elif self.peer_confirmed == pushed.digest:
+                return
+            started = self.clock()
+            held = self.peers.push(pushed, self.peer_version if pushed is peers else self.peers.new_version())
+        except (PeerPushFailed, OSError) as error:
+            delay = self.peer_retry.failed(self.clock())
+            message = str(error) if isinstance(error, PeerPushFailed) else f"writing {self.peers.table_file}: {error}"
+            if message != self.peer_error:
+                log.warning("peer table not pushed: %s; retrying in %.0fs", message, delay)
+            self.peer_error = message
+            self.status.metrics.peer_pushes.labels("failed").inc()
+            self._publish()
+            return
+        self._peers_taken(pushed, held, started)
+
+    def _peers_taken(self, peers: PeerTable, held, started: float) -> None:
+        self.peer_retry.succeeded()
+        self.peer_confirmed, self.peer_held, self.peer_version, self.peer_error = peers.digest, peers, held.version, None
+        self.peer_pushed_at = time.time()
+        self.peers_took_at = self.clock()
+        self.status.metrics.peer_pushes.labels("confirmed").inc()
+        self.status.metrics.peer_version.set(held.version)
+        log.info("nginx took peer table %d: %d peer(s) in %d pool(s), no reload (%.0f ms)", held.version,
+                 peers.servers, len(peers.pools), (self.clock() - started) * 1000,
+                 extra={"duration_ms": round((self.clock() - started) * 1000)})
+        self._publish()
+
     def _running(self, data: TemplateData) -> None:
         table = data.evaluated(("routes", self.render_pass.loader.route_options))
         table = table if isinstance(table, RouteTable) else None  # None: no template reads routes()
@@ -364,6 +470,8 @@ class Daemon:
         """A snapshot of what the loop knows, for /ready, /metrics' gauges and the status page."""
         state, pass_ = self.state, self.render_pass
         pending = pass_.pending_failures() if pass_ is not None else {}
+        if self.peer_error:
+            pending["nginx peer table"] = self.peer_error
         ready, reason = readiness(state.first_pass_done, state.consul_reachable, pending, state.running_serial,
                                   state.catalog_index)
         templates = () if pass_ is None else tuple(
@@ -374,7 +482,8 @@ class Daemon:
             self.status.version, state.started, time.time(), ready, reason, state.consul_reachable,
             state.catalog_index, state.running_serial, tuple(reversed(state.passes))[:20],
             tuple(sorted(pending.items())), templates, self.running_table, self.running_catalog, held,
-            time.time() + due if due is not None else None, *self.last_change))
+            time.time() + due if due is not None else None, *self.last_change,
+            peers=(self.peer_version, self.peer_confirmed, self.peer_pushed_at) if self.peers else None))
 
     # Settings and templates ---------------------------------------------------------------------
     def _configure(self, settings: Settings) -> None:
@@ -387,6 +496,15 @@ class Daemon:
             fresh.applier.unconfirmed = self.render_pass.applier.unconfirmed
             fresh.applier.reload_retry = self.render_pass.applier.reload_retry
         self.render_pass = fresh
+        self.peers = PeerSync(settings.peers_dir, settings.peers_socket) if settings.dynamic_peers else None
+        if self.peers is not None:
+            try:
+                self.peers.install()  # before nginx checks a configuration that loads it
+            except OSError as error:
+                raise ConfigError(f"--peers-dir {settings.peers_dir}: cannot write the Lua module "
+                                  f"({error.strerror})") from None
+            fresh.before_apply = self._write_peers
+            fresh.before_render = self._push_early
         self.quiescence = Quiescence(settings.wait)
         self.guard = CatalogGuard(grace=settings.grace)
         self.template_settle = Quiescence(TEMPLATE_SETTLE)

@@ -38,7 +38,12 @@ class RendererMetrics:
                                       buckets=SECOND_BUCKETS, registry=registry)
         self.change_to_reload = Histogram(
             "renderer_change_to_reload_seconds", "From a catalog change reaching the renderer to nginx confirming "
-            "the reload that carries it", buckets=SECOND_BUCKETS, registry=registry)
+            "the reload (or, with dynamic peers, the peer table) that carries it", buckets=SECOND_BUCKETS,
+            registry=registry)
+        self.peer_pushes = Counter("renderer_peer_pushes", "Peer tables pushed to nginx's Lua balancer (dynamic "
+                                   "peers), by outcome: confirmed, failed", ["outcome"], registry=registry)
+        self.peer_version = Gauge("renderer_peer_table_version", "Version of the peer table nginx confirmed "
+                                  "holding (dynamic peers)", registry=registry)
         self.last_pass_seconds = Gauge("renderer_last_pass_duration_seconds", "Duration of the last pass",
                                        registry=registry)
         self.last_reload_seconds = Gauge("renderer_last_reload_duration_seconds",

@@ -81,6 +81,12 @@ class RenderPass:
         self.rejected_seen: set[str] = set()
         self.routes_seen: set[str] = set()
         self.last_catalog = None
+        # Called with the pass's data right before files are applied (dynamic peers write the table
+        # nginx loads on reload here, so a reload that adds an upstream finds its peers).
+        self.before_apply = None
+        # Called with the pass's data once the route table is built, before templates render
+        # (dynamic peers push it here: instance moves reach nginx without waiting for the render).
+        self.before_render = None
         self.set_specs(specs)
 
     def set_specs(self, specs: list[TemplateSpec]) -> None:
@@ -135,6 +141,8 @@ class RenderPass:
         # computes it): what each() keeps is keyed by its objects' addresses, valid only for objects that
         # outlive the child.
         table = data.evaluated(("routes", self.loader.route_options))
+        if due and table is not None and self.before_render is not None:
+            self.before_render(data)
         results = bounded.render_all(self.loader, [state.spec.source for state in due], data, self.limits,
                                      self.lifecycle)
         by_destination = {}
@@ -146,6 +154,8 @@ class RenderPass:
         if due:
             self._report_routes(data)
         if changes or self.applier.reload_due(now):
+            if changes and self.before_apply is not None:
+                self.before_apply(data)
             outcome.result = self.applier.apply(changes)
             self._report(outcome, by_destination)
         if self.applier.reload_pending and outcome.result is None:

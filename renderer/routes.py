@@ -60,6 +60,7 @@ import collections
 import dataclasses
 import functools
 import hashlib
+import ipaddress
 from collections.abc import Mapping
 
 from . import route_values as values
@@ -91,6 +92,11 @@ class Pool:
     name: str
     service: str
     servers: tuple[Server, ...]
+
+    @property
+    def ip_only(self) -> bool:
+        """Every server is an IP address: the pool can take its peers from nginx's Lua balancer."""
+        return all(ip_port(server.address) is not None for server in self.servers)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -424,6 +430,22 @@ def _servers(name: str, passing: tuple[Instance, ...], refused: list[Refusal]) -
             server = Server(instance.host_port, chosen["weight"], instance.id, instance.node)
             (canary if chosen["canary"] else stable).append(server)
     return stable, canary
+
+
+@functools.lru_cache(maxsize=65536)
+def ip_port(address: str) -> tuple[str, int] | None:
+    """``10.0.0.1:80`` or ``[fe80::1]:80`` -> (ip, port); None for a host name.
+
+    Cached: ``ipaddress`` parsing costs microseconds, every pass asks for every
+    server, and the addresses of a fleet change slowly.
+    """
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return host, int(port)
 
 
 def _short_id(text: str) -> str:

@@ -21,6 +21,8 @@ from the same sources. TOML keys are the flags' names with underscores:
     log_level = "info"
     log_format = "text"                              # or "json"
     status_address = "127.0.0.1:9465"                # /metrics, /health, /ready, the status page (renderer run)
+    dynamic_peers = true                             # instance changes without a reload (nginx's Lua module)
+    peers_dir = "/var/lib/renderer"                  # where the peer table and its Lua module are written
     [var]
     domain = "example.com"
 
@@ -62,14 +64,17 @@ DEFAULTS = {
     "log_level": "info",
     "log_format": "text",
     "grace": "30s",
+    "peers_dir": "/var/lib/renderer",
 }
 STRING_KEYS = ("consul_addr", "consul_token", "consul_token_file", "consul_cacert", "consul_capath",
                "consul_client_cert", "consul_client_key", "consul_tls_server_name", "consistency",
                "check_command", "reload_command", "nginx_pid_file", "nginx_error_log", "reload_timeout",
-               "render_timeout", "render_max_output", "wait", "log_level", "log_format", "grace", "status_address")
+               "render_timeout", "render_max_output", "wait", "log_level", "log_format", "grace", "status_address",
+               "peers_dir")
 PATH_KEYS = ("consul_token_file", "consul_cacert", "consul_capath", "consul_client_cert", "consul_client_key",
-             "nginx_pid_file", "nginx_error_log")
-FILE_KEYS = {*STRING_KEYS, "consul_tls_skip_verify", "template", "template_dir", "var"}
+             "nginx_pid_file", "nginx_error_log", "peers_dir")
+FILE_KEYS = {*STRING_KEYS, "consul_tls_skip_verify", "template", "template_dir", "var", "dynamic_peers"}
+PEERS_SOCKET = "nginx-renderer-peers.sock"
 CONSISTENCY_MODES = ("default", "stale")
 _TLS_FILE_KEYS = {"consul_cacert": "CONSUL_CACERT", "consul_capath": "CONSUL_CAPATH",
                   "consul_client_cert": "CONSUL_CLIENT_CERT", "consul_client_key": "CONSUL_CLIENT_KEY",
@@ -100,6 +105,9 @@ class Settings:
     config_file: Path | None
     log_format: str = "text"
     status_address: tuple[str, int] | None = None  # renderer run's status endpoint
+    dynamic_peers: bool = False  # instance changes reach nginx's Lua balancer, not a reload (renderer.peers)
+    peers_dir: Path | None = None
+    peers_socket: Path | None = None
 
     def template_specs(self) -> list[TemplateSpec]:
         """Explicit templates, then every *.j2 of the template directories, as of now.
@@ -141,6 +149,14 @@ def build(flags: Mapping, environ: Mapping[str, str] = os.environ) -> Settings:
     template_dirs = _pairs(flags.get("template_dir"), "--template-dir") or tuple(file_values.get("template_dir", ()))
     variables = dict(file_values.get("var", {}))
     variables.update(parse_variables(flags.get("var") or ()))
+    dynamic = bool(flags.get("dynamic_peers") or file_values.get("dynamic_peers"))
+    peers_dir = Path(pick("peers_dir") or DEFAULTS["peers_dir"])
+    peers_socket = None
+    if dynamic:
+        # What the default http template needs to render upstreams fed by the Lua balancer.
+        peers_socket = Path(variables.get("peers_socket")
+                            or Path(variables.get("socket_dir") or "/run") / PEERS_SOCKET)
+        variables.update({"dynamic_peers": "true", "peers_dir": str(peers_dir), "peers_socket": str(peers_socket)})
     ListenPolicy.from_variables(variables)  # stream_ports, http_port, https_port: say now if they are wrong
     consistency = (pick("consistency") or DEFAULTS["consistency"]).lower()
     if consistency not in CONSISTENCY_MODES:
@@ -164,6 +180,7 @@ def build(flags: Mapping, environ: Mapping[str, str] = os.environ) -> Settings:
         log_level=(pick("log_level") or DEFAULTS["log_level"]).lower(),
         log_format=_log_format(pick("log_format")),
         status_address=_status_address(pick("status_address")),
+        dynamic_peers=dynamic, peers_dir=peers_dir, peers_socket=peers_socket,
         config_file=config_file)
 
 
@@ -235,8 +252,9 @@ def load_file(path: Path) -> dict:
     for key in STRING_KEYS:
         if key in data and not isinstance(data[key], str):
             raise ConfigError(f"config file {path}: {key} must be a string")
-    if "consul_tls_skip_verify" in data and not isinstance(data["consul_tls_skip_verify"], bool):
-        raise ConfigError(f"config file {path}: consul_tls_skip_verify must be true or false")
+    for key in ("consul_tls_skip_verify", "dynamic_peers"):
+        if key in data and not isinstance(data[key], bool):
+            raise ConfigError(f"config file {path}: {key} must be true or false")
     for key in PATH_KEYS:
         if data.get(key):
             data[key] = str(_relative(base, data[key]))

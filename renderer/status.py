@@ -53,6 +53,7 @@ class StatusSnapshot:
     held_until: float | None = None        # wall clock
     change: tuple[str, ...] = ()           # what the last change of the route table did
     change_at: float | None = None
+    peers: tuple[int | None, str | None, float | None] | None = None  # dynamic peers: version, digest, pushed
 
 
 def readiness(first_pass_done: bool, consul_reachable: bool | None, pending: dict[str, str],

@@ -21,11 +21,14 @@ from renderer.nginx_master import children, process_title
 from .ports import free_port, wait_for_port
 
 STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+# nginx's Lua module (libnginx-mod-http-lua) needs its development kit loaded first: --dynamic-peers.
+LUA_MODULES = (Path("/usr/lib/nginx/modules/ndk_http_module.so"), Path("/usr/lib/nginx/modules/ngx_http_lua_module.so"))
 
 MAIN_CONFIG = """\
-# The stream module is dynamic; under a private prefix the stock
-# modules-enabled includes resolve relative to the prefix, so load it by path.
+# The stream and Lua modules are dynamic; under a private prefix the stock
+# modules-enabled includes resolve relative to the prefix, so load them by path.
 load_module {stream_module};
+{lua_modules}
 worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {prefix}/logs/error.log warn;
@@ -58,8 +61,9 @@ stream {{
 
 
 class Nginx:
-    def __init__(self, binary: str, prefix: Path | None = None):
+    def __init__(self, binary: str, prefix: Path | None = None, lua: bool | None = None):
         self.binary = binary
+        self.lua = all(module.exists() for module in LUA_MODULES) if lua is None else lua
         self.prefix = Path(prefix) if prefix else Path(tempfile.mkdtemp(prefix="nginx-test-"))
         self.http_port = free_port()
         self.conf_d = self.prefix / "conf.d"
@@ -97,8 +101,9 @@ class Nginx:
             (self.prefix / sub).mkdir(parents=True, exist_ok=True)
         # mkdtemp makes it 0700; the workers (nobody) must reach the unix sockets the templates put here.
         self.prefix.chmod(0o755)
+        lua = "".join(f"load_module {module};\n" for module in LUA_MODULES) if self.lua else ""
         self.config.write_text(MAIN_CONFIG.format(
-            stream_module=STREAM_MODULE, prefix=self.prefix, http_port=self.http_port))
+            stream_module=STREAM_MODULE, lua_modules=lua, prefix=self.prefix, http_port=self.http_port))
         subprocess.run(shlex.split(self.check_command), check=True, capture_output=True)
         subprocess.run(shlex.split(self.base_command), check=True, capture_output=True)
         wait_for_port(self.http_port)

@@ -1,0 +1,222 @@
+-- The renderer's peer table in nginx (dynamic_peers): each upstream's servers, changed without a reload.
+--
+-- Written by the renderer into its peers_dir, with the table (peers.txt); the
+-- default http template loads it (lua_package_path), fills the shared dict
+-- from the file when nginx starts or reloads (init_by_lua), takes pushes of
+-- a new table on a local-only socket (serve), and picks each request's peer
+-- (balance), so an instance coming, going, failing its checks or changing
+-- weight reaches nginx without a reload.
+--
+-- The table, as text (what the renderer sends and writes):
+--   renderer-peers 1 <version> <digest>
+--   pool <name>
+--   peer <ip> <port> <weight>
+--   ...
+-- Each pool is stored under "pool:<name>" as its peer lines, the version and
+-- digest under "version" and "digest"; a pool missing from a new table is
+-- deleted. The shared dict survives reloads; the file covers restarts.
+--
+-- Balancing is nginx's: smooth weighted round robin, and the passive health
+-- of "max_fails=3 fail_timeout=60": a peer that failed 3 times within 60 s
+-- is skipped for 60 s, and a failed try goes to another peer (as
+-- proxy_next_upstream does). The counts are per worker process (nginx's are
+-- shared through the upstream zone).
+
+local balancer = require "ngx.balancer"
+
+local dict = ngx.shared.renderer_peers
+local MAX_FAILS, FAIL_TIMEOUT = 3, 60
+
+local _M = {}
+
+-- Per worker: pool name -> {text = the stored lines, peers = parsed, with their balancing state}
+local pools = {}
+
+local function parse(text)
+    local lines = {}
+    for line in text:gmatch("[^\n]+") do
+        lines[#lines + 1] = line
+    end
+    local version, digest = (lines[1] or ""):match("^renderer%-peers 1 (%d+) (%x+)$")
+    if not version then
+        return nil, "not a renderer peer table (first line: " .. (lines[1] or "") .. ")"
+    end
+    local result, current = {}, nil
+    for i = 2, #lines do
+        local line = lines[i]
+        local name = line:match("^pool ([%w_%.%-]+)$")
+        if name then
+            current = {}
+            result[name] = current
+        else
+            local host, port, weight = line:match("^peer ([%x%.:]+) (%d+) (%d+)$")
+            if not host or not current then
+                return nil, "line " .. i .. " is not 'pool NAME' or 'peer IP PORT WEIGHT': " .. line
+            end
+            current[#current + 1] = host .. " " .. port .. " " .. weight
+        end
+    end
+    return {version = tonumber(version), digest = digest, pools = result}
+end
+
+-- The table into the shared dict; returns its version, or nil and why not.
+function _M.store(text)
+    local table_, err = parse(text)
+    if not table_ then
+        return nil, err
+    end
+    for name, peers in pairs(table_.pools) do
+        local ok, set_err = dict:set("pool:" .. name, table.concat(peers, "\n"))
+        if not ok then
+            return nil, "storing pool " .. name .. ": " .. tostring(set_err) .. " (lua_shared_dict too small?)"
+        end
+    end
+    for _, key in ipairs(dict:get_keys(0)) do
+        local name = key:match("^pool:(.+)$")
+        if name and not table_.pools[name] then
+            dict:delete(key)
+        end
+    end
+    dict:set("digest", table_.digest)
+    dict:set("version", table_.version)
+    return table_.version
+end
+
+-- init_by_lua: the table the renderer last wrote, so nginx serves the right peers from its first request.
+function _M.load(path)
+    local file = io.open(path, "r")
+    if not file then
+        return  -- the renderer has not written one yet: pools stay as the dict has them
+    end
+    local text = file:read("*a")
+    file:close()
+    local version, err = _M.store(text)
+    if not version then
+        ngx.log(ngx.ERR, "renderer peers: ", path, ": ", err)
+    end
+end
+
+-- The push endpoint: GET says what nginx holds, PUT replaces it; both answer "version V digest D".
+function _M.serve()
+    local method = ngx.req.get_method()
+    if method == "PUT" then
+        ngx.req.read_body()
+        local text = ngx.req.get_body_data()
+        if not text then
+            local path = ngx.req.get_body_file()
+            if path then
+                local file = io.open(path, "r")
+                text = file and file:read("*a")
+                if file then file:close() end
+            end
+        end
+        local version, err = _M.store(text or "")
+        if not version then
+            ngx.status = 400
+            ngx.say("refused: ", err)
+            return
+        end
+    elseif method ~= "GET" then
+        ngx.status = 405
+        ngx.say("GET or PUT")
+        return
+    end
+    ngx.say("version ", dict:get("version") or 0, " digest ", dict:get("digest") or "none")
+end
+
+local function peers_of(name)
+    local text = dict:get("pool:" .. name)
+    if not text then
+        return nil
+    end
+    local known = pools[name]
+    if known and known.text == text then
+        return known.peers
+    end
+    local peers, before = {}, {}
+    for _, peer in ipairs(known and known.peers or {}) do
+        before[peer.key] = peer
+    end
+    for line in text:gmatch("[^\n]+") do
+        local host, port, weight = line:match("^(%S+) (%d+) (%d+)$")
+        local key = host .. ":" .. port
+        local old = before[key]
+        peers[#peers + 1] = {key = key, host = host, port = tonumber(port), weight = tonumber(weight),
+                             current = old and old.current or 0, fails = old and old.fails or 0,
+                             checked = old and old.checked or 0, down_until = old and old.down_until or 0}
+    end
+    pools[name] = {text = text, peers = peers}
+    return peers
+end
+
+local function failed(peer, now)
+    if now - peer.checked > FAIL_TIMEOUT then
+        peer.fails = 0
+    end
+    peer.fails = peer.fails + 1
+    peer.checked = now
+    if peer.fails >= MAX_FAILS then
+        peer.down_until = now + FAIL_TIMEOUT
+    end
+end
+
+local function pick(peers, tried, now)
+    local best, total = nil, 0
+    for _, peer in ipairs(peers) do
+        if not tried[peer.key] and peer.down_until <= now then
+            peer.current = peer.current + peer.weight
+            total = total + peer.weight
+            if not best or peer.current > best.current then
+                best = peer
+            end
+        end
+    end
+    if best then
+        best.current = best.current - total
+        return best
+    end
+    -- Every untried peer is down: as nginx does, try one anyway rather than fail outright.
+    for _, peer in ipairs(peers) do
+        if not tried[peer.key] then
+            return peer
+        end
+    end
+    return nil
+end
+
+-- balancer_by_lua: the peer for this try of this request.
+function _M.balance(name)
+    local ctx = ngx.ctx
+    local peers = peers_of(name)
+    if not peers or #peers == 0 then
+        ngx.log(ngx.ERR, "renderer peers: no peer for upstream ", name)
+        return ngx.exit(502)
+    end
+    local now = ngx.now()
+    local tried = ctx.renderer_tried
+    if not tried then
+        tried = {}
+        ctx.renderer_tried = tried
+        if #peers > 1 then
+            balancer.set_more_tries(#peers - 1)
+        end
+    elseif ctx.renderer_peer then
+        local state = balancer.get_last_failure()
+        if state == "failed" then
+            failed(ctx.renderer_peer, now)
+        end
+    end
+    local peer = pick(peers, tried, now)
+    if not peer then
+        return ngx.exit(502)
+    end
+    tried[peer.key] = true
+    ctx.renderer_peer = peer
+    local ok, err = balancer.set_current_peer(peer.host, peer.port)
+    if not ok then
+        ngx.log(ngx.ERR, "renderer peers: ", name, " ", peer.key, ": ", err)
+        return ngx.exit(502)
+    end
+end
+
+return _M

@@ -1,0 +1,142 @@
+"""Dynamic peers (I/O): keep nginx's peer table equal to the route table's, without a reload.
+
+Three places hold it, kept in this order:
+
+* ``peers_dir/renderer_peers.lua``: the Lua side (balancer, push endpoint),
+  installed from this package before nginx's config that loads it is checked;
+* ``peers_dir/peers.txt``: what nginx loads when it starts or reloads
+  (``init_by_lua``), written before a pass applies files, so a reload that
+  adds an upstream finds its peers in it;
+* nginx's shared dict, by a PUT on the template's local-only socket
+  (``peers_socket``): answered with the version and digest nginx then holds,
+  which is the confirmation. A GET asks the same, so a table lost to an
+  nginx restart from another file, or never received, is noticed and pushed
+  again (level-triggered, like the rest of the loop).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import os
+import re
+import socket
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+from agentkit.errors import AgentError
+
+from .peers import PeerTable
+
+LUA_MODULE = "renderer_peers.lua"
+TABLE_FILE = "peers.txt"
+ENDPOINT = "/renderer/peers"
+_ANSWER = re.compile(r"^version (\d+) digest (\w+)$")
+
+
+class PeerPushFailed(AgentError):
+    """nginx did not take (or confirm) the peer table; the text names the socket and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Held:
+    version: int
+    digest: str
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+class PeerSync:
+    def __init__(self, directory: Path, socket_path: Path, timeout: float = 5.0):
+        self.directory, self.socket_path, self.timeout = Path(directory), Path(socket_path), timeout
+        self.last_version = 0
+
+    @property
+    def table_file(self) -> Path:
+        return self.directory / TABLE_FILE
+
+    def install(self) -> None:
+        """The Lua module, as this version ships it (rewritten only when it differs)."""
+        source = resources.files("renderer").joinpath("lua", LUA_MODULE).read_bytes()
+        target = self.directory / LUA_MODULE
+        try:
+            if target.read_bytes() == source:
+                return
+        except FileNotFoundError:
+            pass
+        _write_atomically(target, source)
+
+    def write(self, peers: PeerTable) -> int:
+        """The table nginx loads at start; returns its version (unchanged when the peers are)."""
+        try:
+            first = self.table_file.read_text().split("\n", 1)[0].split()
+            if len(first) == 4 and first[3] == peers.digest:
+                return int(first[2])
+        except (FileNotFoundError, ValueError, IndexError):
+            pass
+        version = self.new_version()
+        _write_atomically(self.table_file, peers.text(version).encode())
+        return version
+
+    def new_version(self) -> int:
+        """Milliseconds since the epoch: increasing across restarts too (and never repeated here)."""
+        self.last_version = max(time.time_ns() // 1_000_000, self.last_version + 1)
+        return self.last_version
+
+    def push(self, peers: PeerTable, version: int) -> Held:
+        """PUT the table; what nginx holds afterwards, which must be it (PeerPushFailed otherwise)."""
+        held = self._request("PUT", peers.text(version).encode())
+        if held.digest != peers.digest:
+            raise PeerPushFailed(f"nginx at {self.socket_path} holds peer table {held.digest}, not the "
+                                 f"{peers.digest} just pushed")
+        return held
+
+    def held(self) -> Held:
+        """What nginx holds now."""
+        return self._request("GET", None)
+
+    def _request(self, method: str, body: bytes | None) -> Held:
+        connection = _UnixConnection(str(self.socket_path), self.timeout)
+        try:
+            connection.request(method, ENDPOINT, body=body,
+                               headers={"Host": "localhost", "Content-Type": "text/plain"})
+            response = connection.getresponse()
+            text = response.read().decode(errors="replace").strip()
+        except FileNotFoundError:
+            raise PeerPushFailed(f"nginx has no peer endpoint at {self.socket_path} yet (not started, or its "
+                                 "configuration with dynamic peers not loaded)") from None
+        except (OSError, http.client.HTTPException) as error:
+            raise PeerPushFailed(f"nginx's peer endpoint at {self.socket_path}: {error}") from None
+        finally:
+            connection.close()
+        match = _ANSWER.match(text)
+        if response.status != 200 or not match:
+            raise PeerPushFailed(f"nginx's peer endpoint at {self.socket_path} answered {response.status}: "
+                                 f"{text[:200]}")
+        return Held(int(match.group(1)), match.group(2))
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temporary, 0o644)  # nginx's master reads it (as root), its workers may too
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,82 @@
+"""Dynamic peers (pure): the route table's HTTP pools as the peer table nginx's Lua balancer reads.
+
+With ``dynamic_peers`` on, the default http template renders each pool as an
+upstream whose servers come from a shared dict (``renderer_peers.lua``), so a
+change that only moves instances (one comes or goes, fails its checks,
+changes weight, a canary is replaced) changes this table and not the
+rendered configuration: it is pushed to nginx and causes no reload. Anything
+else (a host, path, listener, certificate or option; a pool appearing or
+emptying) changes the configuration and reloads as before.
+
+A pool is dynamic when every server address is an IP address (the Lua
+balancer connects to IPs; a host name would need nginx's resolver), which is
+how Consul registrations usually are; a pool with a host name keeps its
+static ``server`` lines. Stream (tcp/udp) pools always do: Debian ships no
+stream Lua module.
+
+The text format is the one ``renderer_peers.lua`` parses; the digest covers
+the pools only, so the same peers always give the same digest and a version
+bump alone is no change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+
+from .routes import Pool, RouteTable, ip_port
+
+FORMAT = "renderer-peers 1"
+
+
+def pool_is_dynamic(pool: Pool) -> bool:
+    return pool.ip_only
+
+
+@dataclasses.dataclass(frozen=True)
+class PeerTable:
+    pools: tuple[tuple[str, tuple[tuple[str, int, int], ...]], ...]  # (name, ((ip, port, weight), ...)), by name
+
+    @classmethod
+    def of(cls, table: RouteTable) -> "PeerTable":
+        pools = []
+        for pool in table.pools:
+            if not pool.servers or not pool_is_dynamic(pool):
+                continue
+            peers = tuple((*ip_port(server.address), server.weight) for server in pool.servers)
+            pools.append((pool.name, peers))
+        return cls(tuple(sorted(pools)))
+
+    def keeping(self, running: "PeerTable | None") -> "PeerTable":
+        """This table plus the pools only ``running`` has, with their peers there.
+
+        Pushed while nginx may still run a configuration whose upstreams read
+        them (the reload that drops them not yet confirmed, or refused): a
+        pool taken away early would answer 502 where nginx had peers.
+        """
+        if running is None:
+            return self
+        names = {name for name, _ in self.pools}
+        extra = tuple(pool for pool in running.pools if pool[0] not in names)
+        return PeerTable(tuple(sorted(self.pools + extra))) if extra else self
+
+    @functools.cached_property
+    def body(self) -> str:
+        lines = []
+        for name, peers in self.pools:
+            lines.append(f"pool {name}")
+            lines += [f"peer {ip} {port} {weight}" for ip, port, weight in peers]
+        return "\n".join(lines) + "\n"
+
+    @functools.cached_property
+    def digest(self) -> str:
+        return hashlib.sha256(self.body.encode()).hexdigest()[:16]
+
+    def text(self, version: int) -> str:
+        return f"{FORMAT} {version} {self.digest}\n{self.body}"
+
+    @property
+    def servers(self) -> int:
+        return sum(len(peers) for _, peers in self.pools)
+

@@ -1,0 +1,158 @@
+"""`renderer run --dynamic-peers`: instance changes reach nginx's Lua balancer without a reload (real nginx + Lua)."""
+
+from __future__ import annotations
+
+import collections
+import socket
+
+import pytest
+
+from renderer.nginx_master import children
+from tests.support import require
+from tests.support.route_backends import WebsocketBackend
+from tests.support.waiting import wait_until
+
+
+class Dynamic:
+    """A scene whose renderer runs with --dynamic-peers; counts the peer tables nginx took and its workers."""
+
+    def __init__(self, scene, tmp_path):
+        self.scene, self.nginx = scene, scene.nginx
+        self.daemon = scene.daemon(*scene.common_args(), *scene.default_templates(), "--dynamic-peers",
+                                   "--peers-dir", str(tmp_path / "peers"), "--var", f"socket_dir={self.nginx.prefix}",
+                                   "--log-level", "debug")
+        self.daemon.wait_for_log("nginx took peer table")
+
+    def workers(self) -> set[int]:
+        """The worker processes of nginx's master: a reload replaces them, a peer push does not."""
+        return set(children(self.nginx.pid()))
+
+    def pushes(self) -> int:
+        return self.daemon.log.count("nginx took peer table")
+
+    def reloads(self) -> int:
+        return self.daemon.log.count("nginx reload confirmed")
+
+    def changed(self, what) -> None:
+        """Make a change with ``what()``, then wait for the peer table that carries it."""
+        before = self.pushes()
+        what()
+        wait_until(lambda: self.pushes() > before, 10, what="a peer table push")
+
+    def bodies(self, name: str, count: int = 12, **headers) -> collections.Counter:
+        return collections.Counter(self.nginx.get(f"{name}.{self.scene.domain}").text.strip() if not headers else
+                                   self._get(name, headers) for _ in range(count))
+
+    def _get(self, name, headers):
+        import requests
+        return requests.get(f"http://127.0.0.1:{self.nginx.http_port}/",
+                            headers={"Host": f"{name}.{self.scene.domain}", **headers}, timeout=2).text.strip()
+
+
+@pytest.fixture
+def dynamic(scene, tmp_path):
+    if not scene.nginx.lua:
+        require.unavailable("nginx's Lua module (libnginx-mod-http-lua)")
+    return lambda: Dynamic(scene, tmp_path)
+
+
+def test_instance_changes_are_served_without_a_reload(scene, dynamic):
+    a, b, c = (scene.http_backend(name) for name in ("a", "b", "c"))
+    scene.register("web", a.port, service_id=f"{scene.unique}-a", tags=["http"])
+    d = dynamic()
+    scene.settle("web")
+    workers, reloads = d.workers(), d.reloads()
+
+    d.changed(lambda: scene.register("web", b.port, service_id=f"{scene.unique}-b", tags=["http"]))
+    assert set(d.bodies("web")) == {"a", "b"}, "added"
+    d.changed(lambda: scene.register("web", b.port, service_id=f"{scene.unique}-b", tags=["http"],
+                                     meta={"weight": "3"}))
+    assert d.bodies("web", 40) == {"a": 10, "b": 30}, "weighted 1:3 (smooth round robin)"
+    d.changed(lambda: scene.register("web", c.port, service_id=f"{scene.unique}-c", tags=["http"],
+                                     check={"TTL": "30s", "Status": "passing"}))
+    assert set(d.bodies("web", 24)) == {"a", "b", "c"}
+    d.changed(lambda: scene.consul.put(f"/v1/agent/check/fail/service:{scene.unique}-c"))
+    assert set(d.bodies("web", 24)) == {"a", "b"}, "an instance turned critical is not routed"
+    d.changed(lambda: scene.consul.deregister(f"{scene.unique}-a"))
+    assert set(d.bodies("web")) == {"b"}, "removed"
+
+    assert d.workers() == workers and d.reloads() == reloads, "no reload: the same workers served all of it"
+
+
+def test_a_canary_moved_is_served_without_a_reload_and_a_route_change_still_reloads(scene, dynamic):
+    stable, canary1, canary2, other = (scene.http_backend(n) for n in ("stable", "canary-1", "canary-2", "other"))
+    scene.register("shop", stable.port, service_id=f"{scene.unique}-stable", tags=["http"],
+                   meta={"canary_percent": "50"})
+    scene.register("shop", canary1.port, service_id=f"{scene.unique}-c1", tags=["http"],
+                   meta={"canary": "true", "canary_percent": "50"})
+    d = dynamic()
+    scene.settle("shop")
+    workers, reloads = d.workers(), d.reloads()
+    assert d.bodies("shop", 4, **{"X-Canary": "always"}) == {"canary-1": 4}
+
+    def replace_canary():
+        scene.register("shop", canary2.port, service_id=f"{scene.unique}-c2", tags=["http"],
+                       meta={"canary": "true", "canary_percent": "50"})
+        scene.consul.deregister(f"{scene.unique}-c1")
+    d.changed(replace_canary)
+    wait_until(lambda: d.bodies("shop", 4, **{"X-Canary": "always"}) == {"canary-2": 4}, 10, what="canary moved")
+    assert d.workers() == workers and d.reloads() == reloads
+
+    # A new service is a new host: that renders, validates and reloads; the table survives the reload.
+    scene.register("other", other.port, service_id=f"{scene.unique}-other", tags=["http"])
+    wait_until(lambda: d.reloads() > reloads, 10, what="a reload for the new route")
+    scene.settle("other")
+    assert d.bodies("other", 4) == {"other": 4}
+    assert d.bodies("shop", 4, **{"X-Canary": "always"}) == {"canary-2": 4}
+    assert d.bodies("shop", 4, **{"X-Canary": "never"}) == {"stable": 4}
+
+
+def test_a_restarted_nginx_serves_the_right_peers_from_its_first_request(scene, dynamic):
+    a, b = scene.http_backend("a"), scene.http_backend("b")
+    scene.register("web", a.port, service_id=f"{scene.unique}-a", tags=["http"])
+    d = dynamic()
+    scene.settle("web")
+    d.changed(lambda: (scene.register("web", b.port, service_id=f"{scene.unique}-b", tags=["http"]),
+                       scene.consul.deregister(f"{scene.unique}-a")))
+    assert d.bodies("web", 4) == {"b": 4}
+    scene.nginx.stop()  # its shared dict is gone with it
+    scene.nginx.start()
+    assert scene.nginx.get(f"web.{scene.domain}").text.strip() == "b", "the very first request"
+    assert d.bodies("web", 4) == {"b": 4}
+
+
+def test_a_websocket_stays_open_through_100_instance_changes(scene, dynamic):
+    from websockets.sync.client import connect
+    echo = WebsocketBackend()
+    scene.closers.append(echo.close)
+    scene.register("ws", echo.port, service_id=f"{scene.unique}-ws", tags=["http"], meta={"timeout": "300s"})
+    spare_id = f"{scene.unique}-spare"
+    scene.service_ids.append(spare_id)
+    d = dynamic()
+    # A plain GET reaches the websocket backend, which refuses it (400 or 426): the route is in.
+    wait_until(lambda: scene.get("ws").status_code in (400, 426), 10, what="the route to the websocket backend")
+    workers = d.workers()
+    raw = socket.create_connection(("127.0.0.1", scene.nginx.http_port), timeout=5)
+    with connect(f"ws://ws.{scene.domain}/chat", sock=raw) as ws:
+        for n in range(100):  # another instance of the service comes and goes, 100 times
+            if n % 2 == 0:
+                d.changed(lambda: scene.register("ws", echo.port, service_id=spare_id, tags=["http"],
+                                                 meta={"timeout": "300s"}))
+            else:
+                d.changed(lambda: scene.consul.deregister(spare_id))
+            ws.send(f"ping {n}")
+            assert ws.recv(timeout=5) == f"ping {n}"
+    assert echo.messages == 100 and d.workers() == workers
+
+
+def test_a_failing_peer_is_skipped_and_its_requests_retried(scene, dynamic):
+    good = scene.http_backend("good")
+    scene.register("flaky", good.port, service_id=f"{scene.unique}-good", tags=["http"])
+    d = dynamic()
+    scene.settle("flaky")
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    dead_port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: connections are refused
+    d.changed(lambda: scene.register("flaky", dead_port, service_id=f"{scene.unique}-dead", tags=["http"]))
+    assert d.bodies("flaky", 30) == {"good": 30}, "every request answered: the dead peer's tries go to the good one"

@@ -1,0 +1,49 @@
+"""The peer table nginx's Lua balancer reads (dynamic peers), from plain route tables."""
+
+from __future__ import annotations
+
+from renderer.peers import PeerTable
+from renderer.routes import ip_port
+
+from tests.unit.test_routes import instance, table
+
+
+def test_each_ip_pool_becomes_a_pool_of_peers_with_weights_sorted_by_name():
+    peers = PeerTable.of(table(instance("web", 8080), instance("web", 8081, meta={"weight": "3"}),
+                               instance("api", 9000, address="10.0.0.2")))
+    assert peers.pools == (("api", (("10.0.0.2", 9000, 1),)),
+                           ("web", (("10.0.0.1", 8080, 1), ("10.0.0.1", 8081, 3))))
+    assert peers.body == "pool api\npeer 10.0.0.2 9000 1\npool web\npeer 10.0.0.1 8080 1\npeer 10.0.0.1 8081 3\n"
+    assert peers.servers == 3
+
+
+def test_a_canary_pool_is_a_pool_of_its_own():
+    peers = PeerTable.of(table(instance("shop", 1, {"canary_percent": "10"}),
+                               instance("shop", 2, {"canary": "true"})))
+    assert [name for name, _ in peers.pools] == ["_canary_shop", "shop"]
+
+
+def test_a_pool_with_a_host_name_keeps_its_static_servers_and_ipv6_is_an_ip():
+    peers = PeerTable.of(table(instance("named", 80, address="backend.internal"),
+                               instance("six", 80, address="fe80::1")))
+    assert peers.pools == (("six", (("fe80::1", 80, 1),)),)
+    assert ip_port("[fe80::1]:80") == ("fe80::1", 80) and ip_port("backend.internal:80") is None
+
+
+def test_the_digest_covers_the_peers_not_the_version():
+    one = PeerTable.of(table(instance("web", 8080)))
+    same = PeerTable.of(table(instance("web", 8080)))
+    moved = PeerTable.of(table(instance("web", 8081)))
+    assert one.digest == same.digest != moved.digest
+    assert one.text(1).split("\n", 1)[1] == one.text(2).split("\n", 1)[1] == one.body
+    assert one.text(7).startswith(f"renderer-peers 1 7 {one.digest}\n")
+
+
+def test_keeping_adds_only_the_pools_the_new_table_dropped_with_their_running_peers():
+    running = PeerTable.of(table(instance("shop", 1, {"canary_percent": "10"}), instance("shop", 2, {"canary": "true"}),
+                                 instance("gone", 5)))
+    new = PeerTable.of(table(instance("shop", 3)))  # canary over, "gone" deregistered, shop's instance moved
+    pushed = new.keeping(running)
+    assert dict(pushed.pools) == {"shop": (("10.0.0.1", 3, 1),), "_canary_shop": (("10.0.0.1", 2, 1),),
+                                  "gone": (("10.0.0.1", 5, 1),)}
+    assert new.keeping(None) is new and new.keeping(new) is new
