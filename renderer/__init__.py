@@ -18,6 +18,10 @@ The data path reads off the module names, in order:
   memory limits;
 * :mod:`renderer.render_pass` -- what is due, what changed, what failed and
   when to retry;
+* :mod:`renderer.peers` (pure) + :mod:`renderer.peer_sync` -- with dynamic
+  peers, the route table's pools as the peer table nginx's Lua balancer
+  (``lua/renderer_peers.lua``) reads, pushed and confirmed before the render:
+  instance changes without a reload;
 * :mod:`renderer.apply` + :mod:`renderer.nginx_master` + :mod:`renderer.commands`
   -- stage, check, reload once, confirm nginx took it, put back what it refused;
 * :mod:`renderer.daemon` -- the one loop (:mod:`renderer.quiescence`,
