@@ -96,6 +96,8 @@ def renderer_checks(payload: dict) -> list[dict]:
                               targets.get("dynamic_change_served_median_ms")))
             rows.append(check(f"{size}: dynamic peers reloads during the changes",
                               r.get("dynamic_reloads_during_changes"), 0, ""))
+            rows.append(check(f"{size}: nginx -t without / with the Lua module (a route change's check)",
+                              f"{r['nginx_check_ms']:.0f} / {r['dynamic_nginx_check_ms']:.0f}", None))
     return rows
 
 

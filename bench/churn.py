@@ -55,7 +55,7 @@ from bench.renderer_scale import (NGINX_BINARY, count_log, cpu_seconds, node_nam
                                   renderer_args)
 from renderer.nginx_master import children
 from renderer.peer_sync import PeerSync
-from tests.support.nginx_server import Nginx
+from tests.support.nginx_server import Nginx, lua_available
 from tests.support.waiting import terminate
 
 UPSTREAM = re.compile(r"^upstream (\S+) \{(.*?)^\}", re.S | re.M)
@@ -250,7 +250,7 @@ def run_mode(args, mode: str, wait_min: float, wait_max: float) -> dict:
         stack.callback(lambda: None if args.keep_logs else subprocess.run(["rm", "-rf", str(workdir)]))
         agent = production_consul().start()
         stack.callback(agent.close)
-        nginx = Nginx(NGINX_BINARY).start()
+        nginx = Nginx(NGINX_BINARY, lua=dynamic).start()  # reload mode as on a node without the Lua module
         stack.callback(nginx.close)
         output = nginx.conf_d / "bench.conf"
         socket_path = nginx.prefix / "nginx-renderer-peers.sock"
@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                     "load_start": load_start, "notes": []}
     runs: dict[str, dict] = {}
     for mode in modes:
-        if mode == "dynamic" and not Nginx(NGINX_BINARY).lua:
+        if mode == "dynamic" and not lua_available():
             result["notes"].append("dynamic mode not measured: nginx has no Lua module (make deps)")
             continue
         runs[mode] = run_mode(args, mode, wait_min, wait_max)

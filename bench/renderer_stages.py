@@ -64,7 +64,7 @@ def bench_size(services: int, changes: int) -> dict:
     with contextlib.ExitStack() as stack:
         agent = production_consul().start()
         stack.callback(agent.close)
-        nginx = Nginx(NGINX_BINARY).start()
+        nginx = Nginx(NGINX_BINARY, lua=False).start()
         stack.callback(nginx.close)
         register_catalog(agent, services, 3)
         session = stack.enter_context(requests.Session())

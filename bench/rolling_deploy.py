@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         image = engines.current.busybox_image()
         agent = production_consul().start()
         stack.callback(agent.close)
-        nginx = Nginx(NGINX_BINARY).start()
+        nginx = Nginx(NGINX_BINARY, lua=False).start()
         stack.callback(nginx.close)
         stack.callback(engines.remove_labelled, run_id)
         renderer = DaemonProcess([RENDERER, "run", "--consul-addr", agent.address,

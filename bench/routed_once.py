@@ -84,7 +84,7 @@ def measure(services: int, instances: int, runs: int, routed: bool, workdir: Pat
         agent = production_consul()
         stack.callback(agent.close)
         agent.start()
-        nginx = Nginx(NGINX_BINARY)
+        nginx = Nginx(NGINX_BINARY, lua=False)
         stack.callback(nginx.close)
         nginx.start()
         certs = workdir / "certs"

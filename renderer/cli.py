@@ -32,6 +32,8 @@ from .consul_data import Fetched
 from .daemon import (MAX_FILL_ROUNDS, RELOAD_SETTINGS, Daemon, complete_pass, connect, make_pass,
                      recover_destinations, tune_garbage_collector)
 from .kv import KvSnapshot
+from .peer_sync import PeerPushFailed, PeerSync
+from .peers import PeerTable
 from .template_api import KV_KINDS, TemplateData
 from .templates import TemplateLoader
 
@@ -136,13 +138,16 @@ def once(**flags):
     try:
         recover_destinations(settings)
         render_pass = make_pass(settings, lifecycle, jinja2.FileSystemBytecodeCache(bytecode_dir), retrying=False)
+        peers = _peer_sync(settings, render_pass)
         client = connect(settings, timeout=10)
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(ONCE_ATTEMPTS), wait=tenacity.wait_exponential(multiplier=0.2, max=2),
             retry=tenacity.retry_if_exception_type(ConsulUnavailable), reraise=True,
             before_sleep=lambda state: log.warning("%s; retrying", state.outcome.exception()))
         data = TemplateData(certificates=certificates.scan(settings.variables.get("cert_dir")))
-        _, outcome = retrying(complete_pass, render_pass, data, client, Fetched(), True, settings.consistency)
+        data, outcome = retrying(complete_pass, render_pass, data, client, Fetched(), True, settings.consistency)
+        if peers is not None and outcome.ok and not outcome.missing:
+            _push_peers(peers, PeerTable.of_data(data, render_pass.loader.route_options))
     except AgentError as error:
         _fail(str(error))
     except Stopping:
@@ -156,6 +161,37 @@ def once(**flags):
     if not outcome.ok:
         _fail(outcome.failed[0] if len(outcome.failed) == 1
               else f"{outcome.failed[0]} (and {len(outcome.failed) - 1} more problem(s), logged above)")
+
+
+def _peer_sync(settings, render_pass) -> PeerSync | None:
+    """With dynamic peers: the Lua module in place before nginx checks a configuration that loads it,
+    and the peer table written before files are applied (what a reload makes nginx load)."""
+    if not settings.dynamic_peers:
+        return None
+    peers = PeerSync(settings.peers_dir, settings.peers_socket)
+    try:
+        peers.install()
+    except OSError as error:
+        raise ConfigError(f"--peers-dir {settings.peers_dir}: cannot write the Lua module ({error.strerror})") from None
+
+    def write(data: TemplateData) -> None:
+        table = PeerTable.of_data(data, render_pass.loader.route_options)
+        if table is not None:
+            peers.write(table)
+    render_pass.before_apply = write
+    return peers
+
+
+def _push_peers(peers: PeerSync, table: PeerTable | None) -> None:
+    """nginx holds this peer table when this returns (PeerPushFailed otherwise): `once` exits 0 only then."""
+    if table is None:
+        return
+    try:
+        version = peers.write(table)
+    except OSError as error:
+        raise PeerPushFailed(f"writing {peers.table_file}: {error.strerror}") from None
+    held = peers.push(table, version)
+    log.info("nginx took peer table %d: %d peer(s) in %d pool(s)", held.version, table.servers, len(table.pools))
 
 
 @main.command()

@@ -378,8 +378,7 @@ class Daemon:
 
     # Dynamic peers -------------------------------------------------------------------------------
     def _peer_table(self, data: TemplateData) -> PeerTable | None:
-        table = data.evaluated(("routes", self.render_pass.loader.route_options))
-        return PeerTable.of(table) if isinstance(table, RouteTable) else None
+        return PeerTable.of_data(data, self.render_pass.loader.route_options)
 
     def _write_peers(self, data: TemplateData) -> None:
         """Before files are applied: the table a reload makes nginx load (init_by_lua) is the new one."""

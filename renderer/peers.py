@@ -39,6 +39,12 @@ class PeerTable:
     pools: tuple[tuple[str, tuple[tuple[str, int, int], ...]], ...]  # (name, ((ip, port, weight), ...)), by name
 
     @classmethod
+    def of_data(cls, data, route_options) -> "PeerTable | None":
+        """The table of a pass's template data; None when no template reads the route table."""
+        table = data.evaluated(("routes", route_options))
+        return cls.of(table) if isinstance(table, RouteTable) else None
+
+    @classmethod
     def of(cls, table: RouteTable) -> "PeerTable":
         pools = []
         for pool in table.pools:

@@ -156,3 +156,47 @@ def test_a_failing_peer_is_skipped_and_its_requests_retried(scene, dynamic):
     closed.close()  # nothing listens there: connections are refused
     d.changed(lambda: scene.register("flaky", dead_port, service_id=f"{scene.unique}-dead", tags=["http"]))
     assert d.bodies("flaky", 30) == {"good": 30}, "every request answered: the dead peer's tries go to the good one"
+
+
+def test_once_pushes_the_peer_table_and_a_second_once_moves_instances_without_a_reload(scene, tmp_path):
+    if not scene.nginx.lua:
+        require.unavailable("nginx's Lua module (libnginx-mod-http-lua)")
+    from tests.support.renderer_process import run_once
+    a, b = scene.http_backend("a"), scene.http_backend("b")
+    scene.register("solo", a.port, service_id=f"{scene.unique}-a", tags=["http"])
+    args = [*scene.common_args(), *scene.default_templates(), "--dynamic-peers", "--peers-dir",
+            str(tmp_path / "peers"), "--var", f"socket_dir={scene.nginx.prefix}"]
+    first = run_once(*args)
+    assert first.returncode == 0, first.stderr
+    assert "nginx reload confirmed" in first.stderr and "nginx took peer table" in first.stderr
+    scene.settle("solo")
+    assert scene.get("solo").text.strip() == "a"
+    workers = set(children(scene.nginx.pid()))
+
+    scene.register("solo", b.port, service_id=f"{scene.unique}-b", tags=["http"])
+    scene.consul.deregister(f"{scene.unique}-a")
+    second = run_once(*args)
+    assert second.returncode == 0, second.stderr
+    assert "nginx reload" not in second.stderr and "nginx took peer table" in second.stderr
+    assert {scene.get("solo").text.strip() for _ in range(6)} == {"b"}
+    assert set(children(scene.nginx.pid())) == workers, "no reload: the same workers"
+
+
+def test_once_fails_with_one_line_when_nginx_does_not_take_the_table(scene, tmp_path):
+    if not scene.nginx.lua:
+        require.unavailable("nginx's Lua module (libnginx-mod-http-lua)")
+    from tests.support.renderer_process import run_once
+    a = scene.http_backend("a")
+    scene.register("lone", a.port, service_id=f"{scene.unique}-a", tags=["http"])
+    args = [*scene.common_args(), *scene.default_templates(), "--dynamic-peers", "--peers-dir",
+            str(tmp_path / "peers"), "--var", f"socket_dir={scene.nginx.prefix}"]
+    assert run_once(*args).returncode == 0
+    scene.register("lone", a.port, service_id=f"{scene.unique}-a", tags=["http"], meta={"weight": "2"})
+    scene.nginx.stop()  # nobody answers on the peer socket now
+    try:
+        failed = run_once(*args)
+    finally:
+        scene.nginx.start()
+    assert failed.returncode == 1
+    last = failed.stderr.strip().splitlines()[-1]
+    assert "peer endpoint" in last and str(scene.nginx.prefix) in last, last

@@ -60,10 +60,14 @@ stream {{
 """
 
 
+def lua_available() -> bool:
+    return all(module.exists() for module in LUA_MODULES)
+
+
 class Nginx:
     def __init__(self, binary: str, prefix: Path | None = None, lua: bool | None = None):
         self.binary = binary
-        self.lua = all(module.exists() for module in LUA_MODULES) if lua is None else lua
+        self.lua = lua_available() if lua is None else lua
         self.prefix = Path(prefix) if prefix else Path(tempfile.mkdtemp(prefix="nginx-test-"))
         self.http_port = free_port()
         self.conf_d = self.prefix / "conf.d"
