@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
@@ -101,6 +102,19 @@ class Rejected:
         return f"{self} (withheld from templates; the instance is kept)" if self.kept else f"skipped {self}"
 
 
+def _tags_and_kind(group: tuple["Instance", ...]) -> tuple[tuple[str, ...], str]:
+    """The union of a service's tags, sorted, and its kind; instances of one service usually agree."""
+    first = group[0]
+    if all(i.tags == first.tags and i.kind == first.kind for i in group):
+        return _sorted_tags(first.tags), first.kind
+    return tuple(sorted({tag for i in group for tag in i.tags})), min(i.kind for i in group)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sorted_tags(tags: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted(set(tags)))
+
+
 class Catalog:
     """Immutable view of the catalog with the lookups templates need, precomputed.
 
@@ -113,8 +127,8 @@ class Catalog:
     imported: int = 0
 
     def __init__(self, nodes: Iterable[Node], instances: Iterable[Instance], rejected: Iterable[Rejected] = ()):
-        self.nodes: tuple[Node, ...] = tuple(sorted(nodes, key=lambda n: n.name))
-        ordered = sorted(instances, key=lambda i: (i.name, i.node, i.id))
+        self.nodes: tuple[Node, ...] = tuple(sorted(nodes, key=operator.attrgetter("name")))
+        ordered = sorted(instances, key=operator.attrgetter("name", "node", "id"))
         self.instances: tuple[Instance, ...] = tuple(ordered)
         self.rejected: tuple[Rejected, ...] = tuple(rejected)
         self._memo: dict = {}  # see from_node_dump
@@ -125,9 +139,7 @@ class Catalog:
         # What templates ask most (service(name), passing instances only), computed once per catalog.
         self._passing = {name: tuple(i for i in group if i.status == PASSING) for name, group in self._by_name.items()}
         # A service's kind is its instances' (one name is one kind in practice; a typical one wins a mix).
-        self._services = tuple(
-            (name, tuple(sorted({tag for i in group for tag in i.tags})), min(i.kind for i in group))
-            for name, group in self._by_name.items())
+        self._services = tuple((name, *_tags_and_kind(group)) for name, group in self._by_name.items())
 
     @functools.cached_property
     def routes(self) -> frozenset[tuple[str, str, int]]:

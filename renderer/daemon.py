@@ -55,7 +55,7 @@ from .quiescence import Quiescence, Wait
 from .render_pass import PassOutcome, RenderPass
 from .routes import RouteTable
 from .settings import Settings
-from .status import StatusSnapshot, TemplateStatus, readiness, route_change
+from .status import StatusSnapshot, TemplateStatus, readiness, route_change, route_lines
 from .status_service import StatusService
 from .template_api import TemplateData
 from .template_files import TemplateFiles
@@ -182,6 +182,7 @@ class Daemon:
         self.status = StatusService(self.lifecycle)
         self.change_seen: float | None = None  # when the catalog change not yet in nginx arrived
         self.running_table = self.running_catalog = None  # what nginx runs (renderer.status)
+        self.running_lines: set[str] = set()               # ...as route_lines, for the next change's diff
         self.last_change: tuple[tuple[str, ...], float | None] = ((), None)
         self.peers: PeerSync | None = None      # dynamic peers (renderer.peer_sync), when on
         self.peer_retry = Retry()               # a push nginx did not take
@@ -460,10 +461,14 @@ class Daemon:
     def _running(self, data: TemplateData) -> None:
         table = data.evaluated(("routes", self.render_pass.loader.route_options))
         table = table if isinstance(table, RouteTable) else None  # None: no template reads routes()
-        change = route_change(self.running_table, table)
+        if table is self.running_table:
+            self.running_catalog = data.catalog
+            return
+        lines = route_lines(table)
+        change = route_change(self.running_lines, lines)
         if change:
             self.last_change = (change, time.time())
-        self.running_table, self.running_catalog = table, data.catalog
+        self.running_table, self.running_lines, self.running_catalog = table, lines, data.catalog
 
     def _publish(self) -> None:
         """A snapshot of what the loop knows, for /ready, /metrics' gauges and the status page."""

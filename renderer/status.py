@@ -97,11 +97,16 @@ def route_lines(table: RouteTable | None) -> set[str]:
     return lines
 
 
-def route_change(before: RouteTable | None, after: RouteTable | None) -> tuple[str, ...]:
-    """``- line`` / ``+ line``, removals first; empty when nothing a client sees changed."""
+def route_change(before: RouteTable | set[str] | None, after: RouteTable | set[str] | None) -> tuple[str, ...]:
+    """``- line`` / ``+ line``, removals first; empty when nothing a client sees changed.
+
+    Either side may be given as its ``route_lines`` already (the daemon keeps
+    the running table's: at 5,000 services they cost milliseconds a pass).
+    """
     if before is after:
         return ()
-    old, new = route_lines(before), route_lines(after)
+    old = before if isinstance(before, (set, frozenset)) else route_lines(before)
+    new = after if isinstance(after, (set, frozenset)) else route_lines(after)
     lines = [f"- {line}" for line in sorted(old - new)] + [f"+ {line}" for line in sorted(new - old)]
     if len(lines) > MAX_CHANGE_LINES:
         lines = lines[:MAX_CHANGE_LINES] + [f"… and {len(lines) - MAX_CHANGE_LINES} more"]
