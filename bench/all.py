@@ -1,7 +1,7 @@
 """Every issue-6 bench in turn, then one table of every figure against its target.
 
     .venv/bin/python -m bench            # what `make bench` runs (about 10 min)
-    .venv/bin/python -m bench --quick    # fewer sizes, shorter churn and idle (about 4 min)
+    .venv/bin/python -m bench --quick    # fewer sizes, shorter churn and idle (about 5 min)
     .venv/bin/python -m bench --only e2e,churn --profile /tmp/prof
 
 Each bench runs as its own process (``python -m bench.NAME``), so one that
