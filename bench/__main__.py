@@ -1,4 +1,4 @@
-"""``python -m bench``: every issue-6 bench and a combined summary (see bench/all.py)."""
+"""``python -m bench``: every bench and a combined summary (see bench/all.py)."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""Every issue-6 bench in turn, then one table of every figure against its target.
+"""Every bench in turn, then one table of every figure against its target.
 
     .venv/bin/python -m bench            # what `make bench` runs (about 10 min)
     .venv/bin/python -m bench --quick    # fewer sizes, shorter churn and idle (about 5 min)
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(check(f"churn dynamic peers: renders / reloads / pushes in {c['seconds']:g} s",
                               f"{d['renders']} / {d['reloads']} / {d['pushes']}", None, ""))
     total = round(time.perf_counter() - started, 1)
-    print(f"\n\n######## summary: issue 6 figures against targets ({total:.0f} s; load average at start "
+    print(f"\n\n######## summary: every figure against its target ({total:.0f} s; load average at start "
           f"{load_start}, at end {load_end}; {os.cpu_count()} cores)")
     print_checks("all benches", rows)
     for name, payload in results.items():

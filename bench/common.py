@@ -1,4 +1,4 @@
-"""What the issue-6 benches share beyond ``renderer_scale``'s helpers.
+"""What the benches share beyond ``renderer_scale``'s helpers.
 
 Statistics, the machine's load, the daemons' log timestamps, Docker clean-up
 by label, and the one output format: a table of figures against targets

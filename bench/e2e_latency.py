@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<56} median {s['median']:>6.1f}  p90 {s['p90']:>6.1f}  max {s['max']:>6.1f}")
     print(f"floor = a + b + c = {floor:.1f} ms; routed median / floor = {result['routed_ratio_to_floor']}, "
           f"unrouted median / floor = {result['unrouted_ratio_to_floor']}")
-    print_checks("e2e latency (issue 6)", result["checks"])
+    print_checks("e2e latency", result["checks"])
     for note in result["notes"]:
         print(f"  note: {note}")
     emit_json(result)

@@ -9,7 +9,7 @@ Starts its own one-server Consul and uses the running dockerd (or starts one).
    an operator would); the agent is polled every millisecond until the service
    is there, then the catalog (what other nodes and the renderer read). Times
    are from ``docker run -d`` returning, and from the container's ``start``
-   event (its ``timeNano``, read from Docker's event stream): issue 6's target
+   event (its ``timeNano``, read from Docker's event stream): the target
    is the latter, within 30 ms (median).
 2. Start-up: ``--containers`` labelled busybox httpd containers started in
    parallel, then (a) ``registrar sync`` wall time, process start to exit,
@@ -17,7 +17,7 @@ Starts its own one-server Consul and uses the running dockerd (or starts one).
    (c) after removing the services, ``registrar run`` from process start until
    all of them are in the agent. Target: under 3 s.
 
-Prints tables, issue 6's targets (PASS/FAIL) and one ``BENCH_JSON {...}`` line.
+Prints tables, the targets (PASS/FAIL) and one ``BENCH_JSON {...}`` line.
 """
 
 from __future__ import annotations
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     for note in result["notes"]:
         print(f"  note: {note}")
     print(f"load average at start {load_start}, at end {result['load_end']}")
-    print_checks("registrar (issue 6)", checks)
+    print_checks("registrar", checks)
     emit_json(result)
     return 0
 

@@ -13,7 +13,7 @@ For each size: a fresh private one-server Consul and nginx; N services tagged
    serving it;
 4. the daemon's idle CPU with no changes, and its connections to Consul.
 
-Prints a table, the targets of issue 6, and one ``BENCH_JSON {...}`` line.
+Prints a table, the targets, and one ``BENCH_JSON {...}`` line.
 
 Instances are registered on external nodes (``bench-node-1`` ...), not on the
 agent's own node: the agent's anti-entropy deletes catalog services on its
@@ -58,7 +58,7 @@ TXN_MAX_OPS = 64          # Consul rejects a transaction with more operations
 BACKEND_PORT_BASE = 10000  # below the ephemeral range (32768+), where our live servers land
 CHANGE_TIMEOUT = 60.0
 
-# Issue 6's targets, keyed by the size they apply to. `once` returns once nginx confirms it runs the
+# The speed and memory targets, keyed by the size they apply to. `once` returns once nginx confirms it runs the
 # new files (new workers), which at 5,000 services is nginx's own ~2 s of parsing the configuration
 # again after `nginx -t` did: the 5,000 target applies to the pass up to the reload signal, as it did
 # when `once` returned at the signal (`once_before_reload_s`: wall minus the confirmed reload).
@@ -546,7 +546,7 @@ def _vm_rss_kb(pid: int) -> int:
 # ---------------------------------------------------------------- report
 
 def target_checks(result: dict) -> dict[str, bool]:
-    """Which of issue 6's targets apply to this size, and whether they were met."""
+    """Which targets apply to this size, and whether they were met."""
     targets = dict(GENERAL_TARGETS)
     targets.update(TARGETS.get(result["services"], {}) if result["instances"] == 3 else {})
     checks = {}
@@ -577,9 +577,9 @@ def print_table(results: list[dict]) -> None:
     for row in rows:
         print(" | ".join(c.ljust(w) for c, w in zip(row, widths)))
     print()
-    print("Targets (issue 6): 1,000x3 once < 1 s and < 80 MB RSS; change->file < 50 ms median; "
+    print("Targets: 1,000x3 once < 1 s and < 80 MB RSS; change->file < 50 ms median; "
           "idle CPU < 0.5%; <= 4 connections to Consul; 5,000x3 once up to the reload signal < 4 s, "
-          "change->file < 200 ms. Dynamic peers (issue 14): change->served <= 60 ms at 1,000x3, <= 300 ms at "
+          "change->file < 200 ms. Dynamic peers: change->served <= 60 ms at 1,000x3, <= 300 ms at "
           "5,000x3, no reload.")
     for r in results:
         checks = target_checks(r)
@@ -618,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--served", type=int, default=None,
                         help="of those, how many are also timed to nginx serving them (default: all)")
     parser.add_argument("--quick", action="store_true", help="10 s of idle CPU instead of 30 s")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target of issue 6 is missed")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="record the daemon with py-spy during the changes (collapsed stacks in DIR)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the renderer logs and print where")

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.renderer_stages [--services 1000,5000] [--changes 6]
 
-Not a target of issue 6: the evidence for the renderer's change->file and
+No target: the evidence for the renderer's change->file and
 change->served figures (``bench.renderer_scale``). On a private Consul agent
 with N services x 3 instances (registered as ``renderer_scale`` does), each
 change moves one instance, then the renderer's own functions are timed one

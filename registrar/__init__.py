@@ -1,4 +1,4 @@
-"""Registers Docker containers as Consul services (issue 3), as a reconciler.
+"""Registers Docker containers as Consul services, as a reconciler.
 
 The data path reads off the module names, in order:
 

@@ -184,7 +184,7 @@ class Registrar:
         return min((request.give_up_at for request in self.stops.values()), default=None)
 
     def _state(self, info: dict) -> ContainerState:
-        # One container's odd payload must not stop the others (issue 3: "never crashes the agent").
+        # One container's odd payload must not stop the others: the agent never crashes on one.
         try:
             return container_state(info, self.mapping, self.stops.get(str(info.get("Id", ""))[:12]))
         except Exception as error:  # a bug or a payload shape Docker never documented

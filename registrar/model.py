@@ -4,7 +4,7 @@ A :class:`Service` is what one container port should look like in Consul. It
 is built by :mod:`registrar.labels`, compared with what Consul holds by
 :mod:`registrar.reconcile`, and written by :mod:`registrar.consul_sink`.
 
-Ownership (issue 3: "it only ever removes its own services"): every service
+Ownership (it only ever removes its own services): every service
 carries the meta keys below. ``registrar-host`` names this registrar's host
 (``--hostname``); a service without it, or with another host's name, is never
 touched. ``registrar-hash`` is a digest of the whole normalised definition, so

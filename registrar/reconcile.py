@@ -5,7 +5,7 @@
 service is unchanged when Consul holds the same name, address, port, tags,
 meta and definition digest (``registrar-hash``, which covers the checks);
 unchanged services are never re-registered, because every registration wakes
-every watcher in the cluster (issue 3).
+every watcher in the cluster.
 
 An actual service nobody wants is deregistered when its container is known
 to be stopped or removed, or runs but no longer wants it. When Docker does

@@ -1,4 +1,4 @@
-"""Faults across the whole loop (issue 5, cases 1, 2, 3, 6, 8).
+"""Faults across the whole loop.
 
 Both daemons run as operators run them, against the real Docker engine,
 Consul and nginx: a busybox container -> ``registrar run`` -> Consul ->
@@ -29,7 +29,7 @@ def catalog_entry(agent, name: str) -> list[dict]:
 
 
 def test_consul_restarted_empty_loses_no_request(loop, consul_agent):
-    """Case 1: the agent stops for 5 s and comes back empty; not one probe fails, and a deploy meanwhile is served.
+    """The agent stops for 5 s and comes back empty; not one probe fails, and a deploy meanwhile is served.
 
     The registrar is paused (SIGSTOP) from just before Consul starts again
     until the renderer has seen the empty catalog: otherwise which of the two
@@ -85,7 +85,7 @@ def test_consul_restarted_empty_loses_no_request(loop, consul_agent):
 
 
 def test_dockerd_restart_converges_to_what_runs(loop, tmp_path):
-    """Case 2: dockerd restarts; its containers stop, one comes back (restart=always) on a new port.
+    """dockerd restarts; its containers stop, one comes back (restart=always) on a new port.
 
     On a dockerd of the test's own, so it always runs and costs no other test
     its containers. The probe is expected to fail while the container is
@@ -130,7 +130,7 @@ def test_dockerd_restart_converges_to_what_runs(loop, tmp_path):
 
 
 def test_registrar_sigkill_then_cleanup_touches_only_its_own(loop, consul_agent):
-    """Case 3: SIGKILL, a container removed meanwhile, restart with --cleanup.
+    """SIGKILL, a container removed meanwhile, restart with --cleanup.
 
     The stale service goes at the first reconciliation (resync 600 s: no
     later pass can be what removes it); another host's registrar service and
@@ -173,7 +173,7 @@ HOSTILE = "zzinject"  # in every hostile value: must never appear in a rendered 
 
 
 def test_hostile_labels_and_registrations_never_reach_nginx(loop, consul_agent):
-    """Case 6: nginx syntax, overlong values, non-UTF-8, bad ports, duplicate IDs, through both daemons."""
+    """nginx syntax, overlong values, non-UTF-8, bad ports, duplicate IDs, through both daemons."""
     u, consul = loop.unique, consul_agent
     renderer = loop.start_renderer()
     registrar = loop.start_registrar()
@@ -269,7 +269,7 @@ def readme_policies() -> dict[str, str]:
 
 
 def test_least_privilege_tokens_work_end_to_end_and_never_show(acl_deny_agent, loop, tmp_path):
-    """Case 8: ACLs on, default deny; the README's two policies; tokens only in files and headers."""
+    """ACLs on, default deny; the README's two policies; tokens only in files and headers."""
     agent, u = acl_deny_agent, loop.unique
     headers = {"X-Consul-Token": ACL_MASTER_TOKEN}
 

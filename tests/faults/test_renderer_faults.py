@@ -1,4 +1,4 @@
-"""Faults on the renderer's side, each measured by a probe through nginx (issue 5, cases 4, 5, 7)."""
+"""Faults on the renderer's side, each measured by a probe through nginx ."""
 
 import os
 import shlex
@@ -16,7 +16,7 @@ def routed(scene, name, body):
 
 
 def test_reload_failure_is_reported_and_the_next_change_succeeds(scene):
-    """Case 4: nginx's pid file is gone, so `nginx -s reload` fails."""
+    """nginx's pid file is gone, so `nginx -s reload` fails."""
     routed(scene, "steady", "steady")
     daemon = scene.daemon(*scene.common_args(), *scene.default_templates())
     scene.settle("steady")
@@ -39,7 +39,7 @@ def test_reload_failure_is_reported_and_the_next_change_succeeds(scene):
 
 
 def test_bad_templates_are_contained_while_traffic_flows(scene, tmp_path):
-    """Case 5: a syntax error, invalid nginx, an unwritable destination: one line each, no lost route."""
+    """A syntax error, invalid nginx, an unwritable destination: one line each, no lost route."""
     routed(scene, "steady", "steady")
     source_dir = tmp_path / "t"
     source_dir.mkdir()
@@ -66,7 +66,7 @@ def test_bad_templates_are_contained_while_traffic_flows(scene, tmp_path):
 
 
 def test_sigkill_mid_apply_leaves_whole_files_and_restart_converges(scene, tmp_path):
-    """Case 7: the renderer killed while its check runs (files staged, not validated)."""
+    """The renderer killed while its check runs (files staged, not validated)."""
     routed(scene, "steady", "steady")
     started = tmp_path / "check-started"
     slow_check = f"sh -c {shlex.quote(f'touch {started}; sleep 30; {scene.nginx.check_command}')}"
