@@ -21,24 +21,27 @@ def _pool(pool: Pool | None) -> str:
     return ", ".join(f"{s.address} w{s.weight}" for s in pool.servers)
 
 
-def _action(location: Location) -> str:
+def not_proxied(location: Location) -> str | None:
+    """What a location answers instead of proxying (a redirect, a 503 and why); None when it proxies."""
     if location.action == "redirect":
         return "301 to HTTPS"
     if location.action == "unavailable":
         return "503: no passing instance"
     if location.auth is not None and location.auth.pool is None:
         return f"503: auth service {location.auth.service} has no passing instance"
-    return _pool(location.pool)
+    return None
+
+
+def _action(location: Location) -> str:
+    return not_proxied(location) or _pool(location.pool)
 
 
 def format_table(table: RouteTable) -> str:
     lines = []
     rows = []
-    for host in table.hosts:
-        for scheme, locations in (("http", host.http), ("https", host.https)):
-            for location in locations:
-                rows.append((scheme, host.name, location.path, location.service, _action(location),
-                             " ".join(location.options) if location.action != "redirect" else ""))
+    for scheme, host, location in table.routes():
+        rows.append((scheme, host.name, location.path, location.service, _action(location),
+                     " ".join(location.options) if location.action != "redirect" else ""))
     if rows:
         header = ("", "HOST", "PATH", "SERVICE")
         widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(4)]

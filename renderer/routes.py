@@ -253,6 +253,13 @@ class RouteTable:
                     found.setdefault(location.id, location)
         return tuple(found[key] for key in sorted(found))
 
+    def routes(self):
+        """(scheme, host, location) for every HTTP route, in the table's order: what people are shown."""
+        for host in self.hosts:
+            for scheme, locations in (("http", host.http), ("https", host.https)):
+                for location in locations:
+                    yield scheme, host, location
+
     @property
     def has_https(self) -> bool:
         return any(host.https for host in self.hosts)

@@ -76,10 +76,8 @@ def route_lines(table: RouteTable | None) -> set[str]:
     if table is None:
         return set()
     lines = set()
-    for host in table.hosts:
-        for scheme, locations in (("http", host.http), ("https", host.https)):
-            for location in locations:
-                lines.add(f"route {scheme}://{host.name}{location.path} -> {location.service} ({location.action})")
+    for scheme, host, location in table.routes():
+        lines.add(f"route {scheme}://{host.name}{location.path} -> {location.service} ({location.action})")
     for route in table.passthrough:
         lines.add(f"route tls-passthrough {route.host} -> {route.service}")
     for listener in table.listeners:

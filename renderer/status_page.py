@@ -16,6 +16,7 @@ from pathlib import Path
 import jinja2
 
 from .catalog import PASSING, Catalog, Instance
+from .route_report import not_proxied
 from .routes import Location, Pool, RouteTable
 from .status import StatusSnapshot
 
@@ -71,24 +72,16 @@ def _members(pools: tuple[Pool | None, ...], service: str, catalog: Catalog | No
 
 
 def _action(location: Location) -> str:
-    if location.action == "redirect":
-        return "301 to HTTPS"
-    if location.action == "unavailable":
-        return "503: no passing instance"
-    if location.auth is not None and location.auth.pool is None:
-        return f"503: auth service {location.auth.service} has no passing instance"
-    return f"{location.backend} proxy"
+    return not_proxied(location) or f"{location.backend} proxy"
 
 
 def route_rows(table: RouteTable, catalog: Catalog | None) -> list[RouteRow]:
     rows = []
-    for host in table.hosts:
-        for scheme, locations in (("http", host.http), ("https", host.https)):
-            for location in locations:
-                members = () if location.action == "redirect" else _members(
-                    (location.pool, location.canary), location.service, catalog)
-                rows.append(RouteRow(scheme, f"{host.name}{location.path}", location.service, _action(location),
-                                     " ".join(location.options) if location.action != "redirect" else "", members))
+    for scheme, host, location in table.routes():
+        members = () if location.action == "redirect" else _members(
+            (location.pool, location.canary), location.service, catalog)
+        rows.append(RouteRow(scheme, f"{host.name}{location.path}", location.service, _action(location),
+                             " ".join(location.options) if location.action != "redirect" else "", members))
     for route in table.passthrough:
         rows.append(RouteRow("tls-passthrough", route.host, route.service,
                              "TLS to the instances" if route.pool else "closed: no passing instance", "",
