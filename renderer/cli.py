@@ -166,13 +166,9 @@ def once(**flags):
 def _peer_sync(settings, render_pass) -> PeerSync | None:
     """With dynamic peers: the Lua module in place before nginx checks a configuration that loads it,
     and the peer table written before files are applied (what a reload makes nginx load)."""
-    if not settings.dynamic_peers:
+    peers = PeerSync.installed(settings)
+    if peers is None:
         return None
-    peers = PeerSync(settings.peers_dir, settings.peers_socket)
-    try:
-        peers.install()
-    except OSError as error:
-        raise ConfigError(f"--peers-dir {settings.peers_dir}: cannot write the Lua module ({error.strerror})") from None
 
     def write(data: TemplateData) -> None:
         table = PeerTable.of_data(data, render_pass.loader.route_options)

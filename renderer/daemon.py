@@ -188,6 +188,7 @@ class Daemon:
         self.peer_retry = Retry()               # a push nginx did not take
         self.peer_confirmed: str | None = None  # the digest nginx confirmed holding
         self.peer_held: PeerTable | None = None  # ...and that table
+        self.peer_table_of: tuple = (None, None)  # (route table, its peer table): see _peer_table
         self.peers_took_at: float | None = None  # when a push this pass confirmed (change_to_reload)
         self.peer_version: int | None = None
         self.peer_pushed_at: float | None = None
@@ -379,7 +380,14 @@ class Daemon:
 
     # Dynamic peers -------------------------------------------------------------------------------
     def _peer_table(self, data: TemplateData) -> PeerTable | None:
-        return PeerTable.of_data(data, self.render_pass.loader.route_options)
+        """The peer table of this data's route table; made once per route table (a pass asks up to three
+        times: the early push, the write before a reload, the sync after the pass)."""
+        table = data.evaluated(("routes", self.render_pass.loader.route_options))
+        if not isinstance(table, RouteTable):
+            return None
+        if self.peer_table_of[0] is not table:
+            self.peer_table_of = (table, PeerTable.of(table))
+        return self.peer_table_of[1]
 
     def _write_peers(self, data: TemplateData) -> None:
         """Before files are applied: the table a reload makes nginx load (init_by_lua) is the new one."""
@@ -500,13 +508,8 @@ class Daemon:
             fresh.applier.unconfirmed = self.render_pass.applier.unconfirmed
             fresh.applier.reload_retry = self.render_pass.applier.reload_retry
         self.render_pass = fresh
-        self.peers = PeerSync(settings.peers_dir, settings.peers_socket) if settings.dynamic_peers else None
+        self.peers = PeerSync.installed(settings)
         if self.peers is not None:
-            try:
-                self.peers.install()  # before nginx checks a configuration that loads it
-            except OSError as error:
-                raise ConfigError(f"--peers-dir {settings.peers_dir}: cannot write the Lua module "
-                                  f"({error.strerror})") from None
             fresh.before_apply = self._write_peers
             fresh.before_render = self._push_early
         self.quiescence = Quiescence(settings.wait)

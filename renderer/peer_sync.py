@@ -26,7 +26,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from agentkit.errors import AgentError
+from agentkit.errors import AgentError, ConfigError
 
 from .peers import PeerTable
 
@@ -58,6 +58,20 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class PeerSync:
+    @classmethod
+    def installed(cls, settings) -> "PeerSync | None":
+        """With ``dynamic_peers`` on: one, with the Lua module in place before nginx checks a
+        configuration that loads it (ConfigError when the directory is not writable); else None."""
+        if not settings.dynamic_peers:
+            return None
+        peers = cls(settings.peers_dir, settings.peers_socket)
+        try:
+            peers.install()
+        except OSError as error:
+            raise ConfigError(f"--peers-dir {settings.peers_dir}: cannot write the Lua module "
+                              f"({error.strerror})") from None
+        return peers
+
     def __init__(self, directory: Path, socket_path: Path, timeout: float = 5.0):
         self.directory, self.socket_path, self.timeout = Path(directory), Path(socket_path), timeout
         self.last_version = 0

@@ -25,13 +25,9 @@ import dataclasses
 import functools
 import hashlib
 
-from .routes import Pool, RouteTable, ip_port
+from .routes import RouteTable, ip_port
 
 FORMAT = "renderer-peers 1"
-
-
-def pool_is_dynamic(pool: Pool) -> bool:
-    return pool.ip_only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +44,7 @@ class PeerTable:
     def of(cls, table: RouteTable) -> "PeerTable":
         pools = []
         for pool in table.pools:
-            if not pool.servers or not pool_is_dynamic(pool):
+            if not pool.servers or not pool.ip_only:
                 continue
             peers = tuple((*ip_port(server.address), server.weight) for server in pool.servers)
             pools.append((pool.name, peers))
