@@ -53,8 +53,8 @@ import requests
 from bench.common import check, emit_json, loadavg, log_times, print_checks, say, summarize
 from bench.renderer_scale import (NGINX_BINARY, count_log, cpu_seconds, node_name, production_consul,
                                   renderer_args)
-from renderer.nginx_master import children
-from renderer.peer_sync import PeerSync
+from renderer.apply.nginx_master import children
+from renderer.peers.sync import PeerSync
 from tests.support.nginx_server import Nginx, lua_available
 from tests.support.waiting import terminate
 

@@ -485,7 +485,7 @@ def nginx_check_ms(nginx: Nginx) -> tuple[float, list[str]]:
 
 
 def nginx_workers(nginx: Nginx) -> set[int]:
-    from renderer.nginx_master import children
+    from renderer.apply.nginx_master import children
     return set(children(nginx.pid()))
 
 

@@ -31,12 +31,12 @@ import requests
 from bench.common import emit_json, loadavg, say
 from bench.renderer_scale import (DOMAIN, NGINX_BINARY, TEMPLATE, instance_id, node_name,
                                    parse_sizes, production_consul, register_catalog, service_name, txn)
-from renderer import catalog as catalog_module
-from renderer import node_dump
-from renderer.consul_data import NODE_DUMP
+from renderer.catalog import model as catalog_module
+from renderer.catalog import node_dump
+from renderer.catalog.fetch import NODE_DUMP
 from renderer.daemon import tune_garbage_collector
-from renderer.template_api import TemplateData
-from renderer.templates import TemplateLoader
+from renderer.render.api import TemplateData
+from renderer.render.loader import TemplateLoader
 from tests.support.nginx_server import Nginx
 
 STAGES = ("consul_serves_node_dump", "decode", "from_node_dump", "render", "write", "nginx_t",

@@ -26,16 +26,21 @@ from agentkit.errors import AgentError, ConfigError, ConsulUnavailable
 from agentkit.lifecycle import Lifecycle, Stopping
 from agentkit.options import consul_options, log_level_option, status_address_option, version_option
 
-from . import bounded, certificates, consul_data, route_report, routes, snapshot
 from . import settings as settings_module
-from .consul_data import Fetched
+from .catalog import certificates
+from .catalog import fetch as consul_data
+from .catalog import snapshot
+from .catalog.fetch import Fetched
+from .catalog.kv import KvSnapshot
 from .daemon import (MAX_FILL_ROUNDS, RELOAD_SETTINGS, Daemon, complete_pass, connect, make_pass,
                      recover_destinations, tune_garbage_collector)
-from .kv import KvSnapshot
-from .peer_sync import PeerPushFailed, PeerSync
-from .peers import PeerTable
-from .template_api import KV_KINDS, TemplateData
-from .templates import TemplateLoader
+from .peers.sync import PeerPushFailed, PeerSync
+from .peers.table import PeerTable
+from .render import bounded
+from .render.api import KV_KINDS, TemplateData
+from .render.loader import TemplateLoader
+from .routes import report as route_report
+from .routes import table as routes
 
 log = logging.getLogger("renderer")
 

@@ -42,25 +42,26 @@ from agentkit.errors import AgentError, ConfigError, ConsulDenied, ConsulUnavail
 from agentkit.lifecycle import Lifecycle, Stopping
 from agentkit.notify import Watchdog, notify as systemd_notify
 
-from . import certificates, commands
-from .apply import Applier, recover
-from .consul_data import DEFAULT_WAIT, Fetched, fetch_catalog, fetch_kv, fill_missing
-from .guard import CatalogGuard
-from .kv import common_prefix
+from .apply import commands
+from .apply.applier import Applier, recover
+from .apply.nginx_master import NginxMaster
+from .catalog import certificates
+from .catalog.fetch import DEFAULT_WAIT, Fetched, fetch_catalog, fetch_kv, fill_missing
+from .catalog.guard import CatalogGuard
+from .catalog.kv import common_prefix
+from .catalog.watch import BlockingWatch, Update
 from .loop_state import LoopState, PassRecord
-from .nginx_master import NginxMaster
-from .peer_sync import PeerPushFailed, PeerSync
-from .peers import PeerTable
+from .observe.service import StatusService
+from .observe.status import StatusSnapshot, TemplateStatus, readiness, route_change, route_lines
+from .peers.sync import PeerPushFailed, PeerSync
+from .peers.table import PeerTable
 from .quiescence import Quiescence, Wait
-from .render_pass import PassOutcome, RenderPass
-from .routes import RouteTable
+from .render.api import TemplateData
+from .render.loader import TemplateLoader
+from .render.render_pass import PassOutcome, RenderPass
+from .render.template_files import TemplateFiles
+from .routes.table import RouteTable
 from .settings import Settings
-from .status import StatusSnapshot, TemplateStatus, readiness, route_change, route_lines
-from .status_service import StatusService
-from .template_api import TemplateData
-from .template_files import TemplateFiles
-from .templates import TemplateLoader
-from .watch import BlockingWatch, Update
 
 log = logging.getLogger("renderer")
 

@@ -46,11 +46,11 @@ from agentkit.consul import ConsulAddress, ConsulTLS
 from agentkit.logs import FORMATS
 from agentkit.status_server import parse_address
 
-from .bounded import DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, Limits
 from .errors import ConfigError
-from .listen_ports import ListenPolicy
 from .quiescence import Wait
-from .templates import TemplateSpec, expand_dirs
+from .render.bounded import DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, Limits
+from .render.loader import TemplateSpec, expand_dirs
+from .routes.stream import ListenPolicy
 
 DEFAULTS = {
     "check_command": "nginx -t",

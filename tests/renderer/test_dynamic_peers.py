@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from renderer.nginx_master import children
+from renderer.apply.nginx_master import children
 from tests.support import require
 from tests.support.route_backends import WebsocketBackend
 from tests.support.waiting import wait_until

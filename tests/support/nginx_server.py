@@ -16,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-from renderer.nginx_master import children, process_title
+from renderer.apply.nginx_master import children, process_title
 
 from .ports import free_port, wait_for_port
 
@@ -142,7 +142,7 @@ class Nginx:
 
     def reload(self) -> None:
         """Reload and return once nginx runs the new configuration (the renderer's own confirmation)."""
-        from renderer.nginx_master import NginxMaster
+        from renderer.apply.nginx_master import NginxMaster
         master = NginxMaster(self.pid_file, self.error_log, timeout=30)
         before = master.before()
         subprocess.run(shlex.split(self.reload_command), check=True, capture_output=True)

@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from renderer.apply import Applier, FileChange, write_atomically
+from renderer.apply.applier import Applier, FileChange, write_atomically
 from renderer.errors import CommandFailed
 
 
@@ -114,7 +114,7 @@ def test_a_second_change_before_the_confirmation_keeps_the_version_nginx_runs(tm
 
 def test_an_unconfirmed_pass_is_put_back_by_recover(tmp_path):
     """A reload that never took (or a crash before it): the next process starts from what nginx runs."""
-    from renderer.apply import recover
+    from renderer.apply.applier import recover
     a, b = tmp_path / "a.conf", tmp_path / "b.conf"
     a.write_bytes(b"running")
     Applier(lambda: None, Nginx([a], reload_fails=True).reload).apply(
@@ -185,7 +185,7 @@ def crash_during_check(tmp_path, changes):
 
 
 def test_a_crash_mid_pass_is_undone_by_recover(tmp_path):
-    from renderer.apply import recover
+    from renderer.apply.applier import recover
     old, new = tmp_path / "old.conf", tmp_path / "new.conf"
     old.write_bytes(b"validated")
     os.chmod(old, 0o640)
@@ -207,7 +207,7 @@ def test_a_completed_pass_leaves_no_journal(tmp_path):
 
 
 def test_recover_removes_stray_temporary_files(tmp_path):
-    from renderer.apply import recover
+    from renderer.apply.applier import recover
     (tmp_path / ".x.conf.abc123.tmp").write_bytes(b"half")
     (tmp_path / "x.conf").write_bytes(b"whole")
     recover([tmp_path / "x.conf"])
@@ -216,7 +216,7 @@ def test_recover_removes_stray_temporary_files(tmp_path):
 
 def test_recover_touches_only_its_own_destinations(tmp_path):
     """Another renderer sharing conf.d keeps its files and its journal."""
-    from renderer.apply import recover
+    from renderer.apply.applier import recover
     ours, theirs = tmp_path / "ours.conf", tmp_path / "theirs.conf"
     for path in (ours, theirs):
         path.write_bytes(b"new")

@@ -4,8 +4,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from renderer import catalog, node_dump as node_dump_module, snapshot
-from renderer.catalog import CRITICAL, PASSING, WARNING, aggregate_status
+from renderer.catalog import model as catalog
+from renderer.catalog import node_dump as node_dump_module
+from renderer.catalog import snapshot
+from renderer.catalog.model import CRITICAL, PASSING, WARNING, aggregate_status
 
 SEED = Path(__file__).parent / "catalogs" / "seed.json"
 

@@ -15,13 +15,14 @@ import pytest
 from agentkit.consul import Answer
 from agentkit.errors import ConsulUnavailable
 from agentkit.lifecycle import Lifecycle
-from renderer import node_dump, settings as settings_module
-from renderer.apply import Applier
+from renderer.catalog import node_dump
+from renderer import settings as settings_module
+from renderer.apply.applier import Applier
 from renderer.daemon import Daemon
-from renderer.kv import KvSnapshot
-from renderer.render_pass import RenderPass
-from renderer.templates import TemplateLoader
-from renderer.watch import Update
+from renderer.catalog.kv import KvSnapshot
+from renderer.render.render_pass import RenderPass
+from renderer.render.loader import TemplateLoader
+from renderer.catalog.watch import Update
 
 from .test_apply import Nginx
 

@@ -3,10 +3,10 @@
 from pathlib import Path
 
 
-from renderer import snapshot
-from renderer.catalog import Catalog, Instance, Node
-from renderer.template_api import TemplateData
-from renderer.templates import TemplateLoader
+from renderer.catalog import snapshot
+from renderer.catalog.model import Catalog, Instance, Node
+from renderer.render.api import TemplateData
+from renderer.render.loader import TemplateLoader
 
 ROOT = Path(__file__).resolve().parents[2]
 HTTP = ROOT / "templates" / "http" / "services.conf.j2"
@@ -78,7 +78,7 @@ def test_stream_listen_port_meta_wins_and_listen_address_applies():
 
 
 def test_stream_skips_services_without_a_port_and_port_collisions_with_warnings():
-    from renderer.routes import RouteOptions, build
+    from renderer.routes.table import RouteOptions, build
     catalog = Catalog([], [instance("noport", 1, ["tcp"]), instance("a-7000", 2, ["tcp"]),
                            instance("b", 3, ["tcp"], meta={"listen_port": "7000"})])
     rendered = render(STREAM, TemplateData(catalog))

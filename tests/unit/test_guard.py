@@ -1,5 +1,5 @@
-from renderer.catalog import Catalog, Instance, Node
-from renderer.guard import CatalogGuard
+from renderer.catalog.model import Catalog, Instance, Node
+from renderer.catalog.guard import CatalogGuard
 
 
 def instance(port, name="web", node="n"):

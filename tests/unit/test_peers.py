@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from renderer.peers import PeerTable
-from renderer.routes import ip_port
+from renderer.peers.table import PeerTable
+from renderer.routes.table import ip_port
 
 from tests.unit.test_routes import instance, table
 

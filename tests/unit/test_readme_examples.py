@@ -3,9 +3,9 @@
 import re
 from pathlib import Path
 
-from renderer import snapshot
-from renderer.template_api import TemplateData
-from renderer.templates import TemplateLoader
+from renderer.catalog import snapshot
+from renderer.render.api import TemplateData
+from renderer.render.loader import TemplateLoader
 
 ROOT = Path(__file__).resolve().parents[2]
 TOUR = ROOT / "examples" / "templates" / "api-tour.conf.j2"

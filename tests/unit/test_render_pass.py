@@ -1,11 +1,11 @@
 """A render pass over real template files and a stand-in nginx: what is rendered, written, kept."""
 
 
-from renderer.apply import Applier
-from renderer.catalog import Catalog, Instance
-from renderer.render_pass import RenderPass
-from renderer.template_api import TemplateData
-from renderer.templates import TemplateLoader, TemplateSpec
+from renderer.apply.applier import Applier
+from renderer.catalog.model import Catalog, Instance
+from renderer.render.render_pass import RenderPass
+from renderer.render.api import TemplateData
+from renderer.render.loader import TemplateLoader, TemplateSpec
 
 from .test_apply import Nginx
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from renderer.catalog import Catalog, Instance
-from renderer.certificates import CertificateSet
-from renderer.routes import RouteOptions, build
+from renderer.catalog.model import Catalog, Instance
+from renderer.catalog.certificates import CertificateSet
+from renderer.routes.table import RouteOptions, build
 
 OPTIONS = RouteOptions.from_variables({"domain": "example.org", "http_port": "80", "https_port": "443"})
 CERTS = CertificateSet("/certs", MappingProxyType({
@@ -214,7 +214,7 @@ def test_without_a_domain_only_explicit_hosts_route():
 
 
 def test_an_unchanged_service_is_not_computed_again():
-    import renderer.routes as module
+    import renderer.routes.table as module
     web, api = instance("web", 1), instance("api", 2, {"path": "/x"})
     first = table(web, api)
     calls = []
@@ -228,7 +228,7 @@ def test_an_unchanged_service_is_not_computed_again():
 
 
 def test_explain_says_which_route_answers_and_why():
-    from renderer.route_report import explain, format_table
+    from renderer.routes.report import explain, format_table
     routes = table(*(instance(name, port, meta) for name, port, meta in (
         ("front", 1, {"hosts": "shop.example.org"}), ("api", 2, {"hosts": "shop.example.org", "path": "/api",
                                                                  "strip_path": "true"}),

@@ -6,12 +6,12 @@ from types import MappingProxyType
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from renderer import status_page
-from renderer.catalog import Catalog, Instance, Rejected
+from renderer.observe import page as status_page
+from renderer.catalog.model import Catalog, Instance, Rejected
 from renderer.loop_state import PassRecord
-from renderer.metrics import RendererMetrics
-from renderer.routes import RouteOptions, build
-from renderer.status import StatusSnapshot, TemplateStatus, readiness, route_change
+from renderer.observe.metrics import RendererMetrics
+from renderer.routes.table import RouteOptions, build
+from renderer.observe.status import StatusSnapshot, TemplateStatus, readiness, route_change
 
 OPTIONS = RouteOptions.from_variables({"domain": "example.org"})
 

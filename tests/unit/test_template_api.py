@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from renderer import snapshot
-from renderer.kv import KvSnapshot, common_prefix
-from renderer.template_api import MISSING, Recorder, TemplateData, changed
+from renderer.catalog import snapshot
+from renderer.catalog.kv import KvSnapshot, common_prefix
+from renderer.render.api import MISSING, Recorder, TemplateData, changed
 
 SEED = Path(__file__).parent / "catalogs" / "seed.json"
 

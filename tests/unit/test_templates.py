@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from renderer.catalog import Catalog, Instance
+from renderer.catalog.model import Catalog, Instance
 from renderer.errors import TemplateError
-from renderer.template_api import TemplateData
-from renderer.templates import TemplateLoader, TemplateSpec, expand_dirs
+from renderer.render.api import TemplateData
+from renderer.render.loader import TemplateLoader, TemplateSpec, expand_dirs
 
 
 def write(path: Path, text: str) -> Path:

@@ -4,7 +4,7 @@ import threading
 
 from agentkit.backoff import Backoff
 from agentkit.errors import ConsulUnavailable
-from renderer.watch import BlockingWatch
+from renderer.catalog.watch import BlockingWatch
 
 
 def run_script(responses):

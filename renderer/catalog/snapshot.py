@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import catalog as catalog_module
-from .catalog import Catalog
-from .errors import CatalogFileError
+from renderer.errors import CatalogFileError
+from . import model as catalog_module
 from .kv import KvSnapshot
+from .model import Catalog
 
 
 def load(path: Path) -> tuple[Catalog, KvSnapshot]:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from agentkit.errors import AgentError, ConfigError
 
-from .peers import PeerTable
+from .table import PeerTable
 
 LUA_MODULE = "renderer_peers.lua"
 TABLE_FILE = "peers.txt"
@@ -82,7 +82,7 @@ class PeerSync:
 
     def install(self) -> None:
         """The Lua module, as this version ships it (rewritten only when it differs)."""
-        source = resources.files("renderer").joinpath("lua", LUA_MODULE).read_bytes()
+        source = resources.files("renderer.peers").joinpath("lua", LUA_MODULE).read_bytes()
         target = self.directory / LUA_MODULE
         try:
             if target.read_bytes() == source:

@@ -17,7 +17,7 @@ import subprocess
 
 from agentkit.lifecycle import Lifecycle, Stopping
 
-from .errors import CommandFailed
+from renderer.errors import CommandFailed
 
 DEFAULT_TIMEOUT = 30.0
 NGINX_SEVERITIES = ("[emerg]", "[alert]", "[crit]", "[error]")

@@ -36,11 +36,11 @@ import jinja2
 import jinja2.runtime
 import jinja2.sandbox
 
-from .errors import ConfigError, TemplateError
-from .routes import Location, Pool, RouteTable, Host, Server, Auth, Listener, Passthrough, RouteOptions
-from .catalog import Instance, Node
-from .certificates import Certificate
-from .template_api import Recorder, ServiceSummary, TemplateData
+from renderer.catalog.certificates import Certificate
+from renderer.catalog.model import Instance, Node
+from renderer.errors import ConfigError, TemplateError
+from renderer.routes.table import Location, Pool, RouteTable, Host, Server, Auth, Listener, Passthrough, RouteOptions
+from .api import Recorder, ServiceSummary, TemplateData
 
 # Items whose text each() keeps: objects of the route table, alive as long as the data that holds them.
 MEMO_KEYS = frozenset({Host, Location, Pool, Listener, Passthrough})

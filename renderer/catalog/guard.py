@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 
-from .catalog import Catalog, Instance, Node
+from .model import Catalog, Instance, Node
 
 log = logging.getLogger("renderer")
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from . import routes as routes_module
-from .catalog import Catalog, Instance, Node
-from .certificates import CertificateSet
-from .kv import KvSnapshot
-from .routes import RouteOptions, RouteTable
+from renderer.catalog.certificates import CertificateSet
+from renderer.catalog.kv import KvSnapshot
+from renderer.catalog.model import Catalog, Instance, Node
+from renderer.routes import table as routes_module
+from renderer.routes.table import RouteOptions, RouteTable
 
 # Dependency keys (hashable tuples); the first element says which kind.
 CATALOG_KINDS = frozenset({"services", "service", "nodes", "routes"})

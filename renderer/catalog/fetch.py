@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from agentkit.consul import Consul
 
-from . import catalog as catalog_module
+from renderer.render.api import CATALOG_KINDS, TemplateData
+from . import model as catalog_module
 from . import kv as kv_module
 from . import node_dump
-from .catalog import Catalog
 from .kv import KvSnapshot
-from .template_api import CATALOG_KINDS, TemplateData
+from .model import Catalog
 
 NODE_DUMP = "/v1/internal/ui/nodes"
 DEFAULT_WAIT = 50.0  # seconds; under the HTTP timeout, and Consul adds up to wait/16 jitter

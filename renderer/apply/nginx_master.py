@@ -32,8 +32,8 @@ from pathlib import Path
 
 from agentkit.lifecycle import Lifecycle
 
+from renderer.errors import ReloadNotTaken
 from .commands import nginx_line
-from .errors import ReloadNotTaken
 
 _FATAL = ("[emerg]", "[alert]", "[crit]")
 POLL = 0.005

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import jinja2
 
-from .catalog import PASSING, Catalog, Instance
-from .route_report import not_proxied
-from .routes import Location, Pool, RouteTable
+from renderer.catalog.model import PASSING, Catalog, Instance
+from renderer.routes.report import not_proxied
+from renderer.routes.table import Location, Pool, RouteTable
 from .status import StatusSnapshot
 
 REFRESH_SECONDS = 5
@@ -99,7 +99,7 @@ def service_rows(catalog: Catalog) -> list[tuple[str, tuple[Instance, ...]]]:
 
 def render(snapshot: StatusSnapshot, hostname: str) -> str:
     table, catalog = snapshot.table, snapshot.catalog
-    return _ENV.get_template("status_page.html.j2").render(
+    return _ENV.get_template("page.html.j2").render(
         s=snapshot, hostname=hostname, refresh=REFRESH_SECONDS, clock=clock,
         routes=route_rows(table, catalog) if table is not None else None,
         services=service_rows(catalog) if table is None and catalog is not None else None,

@@ -63,10 +63,10 @@ import hashlib
 import ipaddress
 from collections.abc import Mapping
 
-from . import route_values as values
-from .catalog import Catalog, Instance
-from .certificates import Certificate, CertificateSet
-from .listen_ports import ListenPolicy
+from renderer.catalog.certificates import Certificate, CertificateSet
+from renderer.catalog.model import Catalog, Instance
+from . import values as values
+from .stream import ListenPolicy
 
 ROUTE_KEYS = {
     "hosts": values.hosts, "path": values.paths, "strip_path": values.boolean, "tls": values.tls,

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from agentkit.backoff import Retry
 
-from .errors import CommandFailed, ReloadNotTaken, WriteFailed
+from renderer.errors import CommandFailed, ReloadNotTaken, WriteFailed
 from .nginx_master import unbindable
 
 

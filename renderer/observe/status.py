@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from .catalog import PASSING, Catalog, Instance
-from .loop_state import PassRecord
-from .routes import Pool, RouteTable
+from renderer.catalog.model import PASSING, Catalog, Instance
+from renderer.loop_state import PassRecord
+from renderer.routes.table import Pool, RouteTable
 
 MAX_CHANGE_LINES = 200
 

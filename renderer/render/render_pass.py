@@ -28,12 +28,12 @@ from pathlib import Path
 from agentkit.backoff import Retry
 from agentkit.lifecycle import Lifecycle
 
+from renderer.apply.applier import Applier, ApplyResult, FileChange, read_current
+from renderer.apply.nginx_master import port_is_free, unbindable
+from renderer.routes.table import RouteTable
 from . import bounded
-from .apply import Applier, ApplyResult, FileChange, read_current
-from .nginx_master import port_is_free, unbindable
-from .routes import RouteTable
-from .template_api import CATALOG_KINDS, TemplateData, changed
-from .templates import Rendered, TemplateLoader, TemplateSpec, stat_key
+from .api import CATALOG_KINDS, TemplateData, changed
+from .loader import Rendered, TemplateLoader, TemplateSpec, stat_key
 
 log = logging.getLogger("renderer")
 

@@ -25,7 +25,7 @@ import dataclasses
 import functools
 import hashlib
 
-from .routes import RouteTable, ip_port
+from renderer.routes.table import RouteTable, ip_port
 
 FORMAT = "renderer-peers 1"
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from .errors import ConfigError
+from renderer.errors import ConfigError
 
 DEFAULT_STREAM_PORTS = "1024-65535"
 

@@ -45,8 +45,8 @@ from pathlib import Path
 
 from agentkit.lifecycle import Lifecycle, Stopping
 
-from .errors import TemplateError
-from .templates import Rendered, TemplateLoader
+from renderer.errors import TemplateError
+from .loader import Rendered, TemplateLoader
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_OUTPUT = 64 << 20

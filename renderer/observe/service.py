@@ -17,10 +17,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from agentkit.lifecycle import Lifecycle
 from agentkit.status_server import StatusEndpoint, package_version
 
-from . import status_page
-from .loop_state import PassRecord
+from renderer.loop_state import PassRecord
+from renderer.render.render_pass import PassOutcome
+from . import page as status_page
 from .metrics import RendererMetrics
-from .render_pass import PassOutcome
 from .status import StatusSnapshot
 
 class StatusService:
