@@ -40,7 +40,7 @@ from .render import bounded
 from .render.api import KV_KINDS, TemplateData
 from .render.loader import TemplateLoader
 from .routes import report as route_report
-from .routes import table as routes
+from .routes import builder as routes
 
 log = logging.getLogger("renderer")
 
@@ -270,7 +270,7 @@ def routes_command(catalog_file, urls, **flags):
                 _, catalog = consul_data.fetch_catalog(client, consistency=settings.consistency)
             finally:
                 client.close()
-        table = routes.build(catalog, routes.RouteOptions.from_variables(settings.variables),
+        table = routes.build(catalog, RouteOptions.from_variables(settings.variables),
                              certificates.scan(settings.variables.get("cert_dir")))
     except AgentError as error:
         _fail(str(error))

@@ -60,7 +60,7 @@ from .render.api import TemplateData
 from .render.loader import TemplateLoader
 from .render.render_pass import PassOutcome, RenderPass
 from .render.template_files import TemplateFiles
-from .routes.table import RouteTable
+from .routes.model import RouteTable
 from .settings import Settings
 
 log = logging.getLogger("renderer")

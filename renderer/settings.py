@@ -50,7 +50,7 @@ from .errors import ConfigError
 from .quiescence import Wait
 from .render.bounded import DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, Limits
 from .render.loader import TemplateSpec, expand_dirs
-from .routes.stream import ListenPolicy
+from .routes.listen_ports import ListenPolicy
 
 DEFAULTS = {
     "check_command": "nginx -t",

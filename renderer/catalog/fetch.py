@@ -84,4 +84,4 @@ def fill_missing(client: Consul, data, missing: set, kv_paths: set[str], fetched
         prefix = kv_module.common_prefix(kv_paths | missing_paths)
         fetched.kv_index, kv = fetch_kv(client, prefix, consistency=consistency)
         fetched.kv_prefix = prefix
-    return TemplateData(catalog, kv, data.certificates)
+    return TemplateData(catalog, kv, data.certificates, data.routes)

@@ -17,7 +17,7 @@ import jinja2
 
 from renderer.catalog.model import PASSING, Catalog, Instance
 from renderer.routes.report import not_proxied
-from renderer.routes.table import Location, Pool, RouteTable
+from renderer.routes.model import Location, Pool, RouteTable
 from .status import StatusSnapshot
 
 REFRESH_SECONDS = 5

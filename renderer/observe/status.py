@@ -22,7 +22,7 @@ import dataclasses
 
 from renderer.catalog.model import PASSING, Catalog, Instance
 from renderer.loop_state import PassRecord
-from renderer.routes.table import Pool, RouteTable
+from renderer.routes.model import Pool, RouteTable
 
 MAX_CHANGE_LINES = 200
 

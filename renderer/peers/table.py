@@ -25,7 +25,7 @@ import dataclasses
 import functools
 import hashlib
 
-from renderer.routes.table import RouteTable, ip_port
+from renderer.routes.model import RouteTable, ip_port
 
 FORMAT = "renderer-peers 1"
 

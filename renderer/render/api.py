@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from renderer.catalog.certificates import CertificateSet
 from renderer.catalog.kv import KvSnapshot
 from renderer.catalog.model import Catalog, Instance, Node
-from renderer.routes import table as routes_module
-from renderer.routes.table import RouteOptions, RouteTable
+from renderer.routes.builder import RouteBuilder
+from renderer.routes.model import RouteOptions, RouteTable
 
 # Dependency keys (hashable tuples); the first element says which kind.
 CATALOG_KINDS = frozenset({"services", "service", "nodes", "routes"})
@@ -33,24 +33,27 @@ class TemplateData:
 
     Immutable, so each dependency's value is computed once per snapshot: the
     pass that decides what changed, the render, and the record of what the
-    render used all ask for the same values.
+    render used all ask for the same values. The route builder is carried
+    from one snapshot to the next (``with_*``): it builds each snapshot's
+    route table reusing what did not change since the last one.
     """
 
     def __init__(self, catalog: Catalog | None = None, kv: KvSnapshot | None = None,
-                 certificates: CertificateSet = CertificateSet()):
+                 certificates: CertificateSet = CertificateSet(), routes: RouteBuilder | None = None):
         self.catalog = catalog
         self.kv = kv
         self.certificates = certificates
+        self.routes = routes or RouteBuilder()
         self._values: dict[tuple, object] = {}
 
     def with_catalog(self, catalog: Catalog | None) -> "TemplateData":
-        return TemplateData(catalog, self.kv, self.certificates)
+        return TemplateData(catalog, self.kv, self.certificates, self.routes)
 
     def with_kv(self, kv: KvSnapshot | None) -> "TemplateData":
-        return TemplateData(self.catalog, kv, self.certificates)
+        return TemplateData(self.catalog, kv, self.certificates, self.routes)
 
     def with_certificates(self, certificates: CertificateSet) -> "TemplateData":
-        return TemplateData(self.catalog, self.kv, certificates)
+        return TemplateData(self.catalog, self.kv, certificates, self.routes)
 
     def evaluate(self, dependency: tuple):
         """The value ``dependency`` has in this data; ``MISSING`` when not fetched."""
@@ -78,7 +81,7 @@ class TemplateData:
             if kind == "service":
                 return _service(self.catalog, *dependency[1:])
             if kind == "routes":
-                return routes_module.build(self.catalog, dependency[1], self.certificates)
+                return self.routes.build(self.catalog, dependency[1], self.certificates)
             return self.catalog.nodes
         path = dependency[1]
         if self.kv is None or not self.kv.covers(path):

@@ -39,7 +39,7 @@ import jinja2.sandbox
 from renderer.catalog.certificates import Certificate
 from renderer.catalog.model import Instance, Node
 from renderer.errors import ConfigError, TemplateError
-from renderer.routes.table import Location, Pool, RouteTable, Host, Server, Auth, Listener, Passthrough, RouteOptions
+from renderer.routes.model import Auth, Host, Listener, Location, Passthrough, Pool, RouteOptions, RouteTable, Server
 from .api import Recorder, ServiceSummary, TemplateData
 
 # Items whose text each() keeps: objects of the route table, alive as long as the data that holds them.

@@ -30,7 +30,7 @@ from agentkit.lifecycle import Lifecycle
 
 from renderer.apply.applier import Applier, ApplyResult, FileChange, read_current
 from renderer.apply.nginx_master import port_is_free, unbindable
-from renderer.routes.table import RouteTable
+from renderer.routes.model import RouteTable
 from . import bounded
 from .api import CATALOG_KINDS, TemplateData, changed
 from .loader import Rendered, TemplateLoader, TemplateSpec, stat_key

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .table import Host, Location, Pool, RouteTable
+from .model import Host, Location, Pool, RouteTable
 
 
 def _pool(pool: Pool | None) -> str:

@@ -1,74 +1,43 @@
-"""Which ports catalog data may make nginx listen on (pure).
+"""tcp and udp services -> stream listeners, one service per port and protocol (pure).
 
-A tcp service chooses its own listen port (meta ``listen_port``, or the
-numeric suffix of its name), and anyone with ``service:write`` can register
-one. Unchecked, that opens any port on every nginx node: port 22, or nginx's
-own HTTP port, where the stream listener's bind fails inside nginx at
-reload, after ``nginx -t`` passed, and with it every later change.
-
-So the operator sets which ports stream listeners may use, with template
-variables (``--var`` or ``[var]``):
-
-* ``stream_ports``: comma-separated ports and ranges, default ``1024-65535``;
-  a privileged port (below 1024) is only ever used when listed here;
-* ``http_port`` (80) and ``https_port`` (443): nginx's own listeners, never
-  given to a stream listener even when inside ``stream_ports``.
-
-Templates ask ``listen_port_problem(port)``: an empty string when the port
-may be used, else the reason, which the default stream template warns with
-(per service) and skips the service.
+A service tagged ``tcp`` gets a stream listener (also tagged ``udp``: a UDP
+one) on its port: meta ``listen_port``, else the numeric suffix of its name
+(``tcpfront-9999``, registrator's convention), within the operator's
+``stream_ports`` and never nginx's own ports (:mod:`.listen_ports`). A port
+already given to a service goes to no other: the service whose name sorts
+first keeps it, the other is refused, named.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
+from renderer.catalog.model import Instance
 
-from renderer.errors import ConfigError
+from .model import Listener, Pool, Refusal, RouteOptions, Server
 
-DEFAULT_STREAM_PORTS = "1024-65535"
-
-
-@dataclasses.dataclass(frozen=True)
-class ListenPolicy:
-    allowed: tuple[tuple[int, int], ...]
-    reserved: tuple[tuple[int, str], ...]  # (port, what already listens there): hashable, a dependency key
-
-    @classmethod
-    def from_variables(cls, variables: Mapping[str, str]) -> "ListenPolicy":
-        allowed = parse_ranges(variables.get("stream_ports", DEFAULT_STREAM_PORTS), "stream_ports")
-        reserved = {}
-        for name, default in (("http_port", 80), ("https_port", 443)):
-            text = str(variables.get(name, default)).strip()
-            if not text.isdigit() or not 0 < int(text) < 65536:
-                raise ConfigError(f"--var {name}={text!r}: expected a port number 1-65535")
-            reserved[int(text)] = f"nginx's own {name}"
-        return cls(allowed, tuple(sorted(reserved.items())))
-
-    def problem(self, port: object) -> str:
-        """Why ``port`` must not get a stream listener; empty when it may."""
-        text = str(port).strip()
-        if not text.isdigit() or not 0 < int(text) < 65536:
-            return f"listen port {str(port)[:20]!r} is not a port number"
-        number = int(text)
-        reserved = dict(self.reserved)
-        if number in reserved:
-            return f"port {number} is {reserved[number]}"
-        if not any(low <= number <= high for low, high in self.allowed):
-            shown = ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in self.allowed)
-            return f"port {number} is outside stream_ports ({shown})"
-        return ""
+# What one tcp service brings: (name, "tcp" or "udp", its instances, those of them passing).
+StreamService = tuple[str, str, tuple[Instance, ...], tuple[Instance, ...]]
 
 
-def parse_ranges(text: str, what: str) -> tuple[tuple[int, int], ...]:
-    """``"25,1024-65535"`` -> ((25, 25), (1024, 65535))."""
-    ranges = []
-    for part in str(text).split(","):
-        low, dash, high = part.strip().partition("-")
-        if not low.isdigit() or (dash and not high.isdigit()):
-            raise ConfigError(f"--var {what}={text!r}: expected ports and ranges like 1024-65535,25")
-        low_port, high_port = int(low), int(high) if dash else int(low)
-        if not 0 < low_port <= high_port < 65536:
-            raise ConfigError(f"--var {what}={text!r}: {part.strip()} is not within 1-65535")
-        ranges.append((low_port, high_port))
-    return tuple(ranges)
+def listeners(tcp: list[StreamService], options: RouteOptions, refused: list[Refusal]) -> list[Listener]:
+    """tcp (and udp) services -> listeners on their port: meta listen_port, else the name's numeric suffix."""
+    by_port: dict[tuple[int, str], Listener] = {}
+    for name, protocol, instances, passing in sorted(tcp):
+        declared = next((i.meta["listen_port"] for i in instances if "listen_port" in i.meta), "")
+        suffix = name.rsplit("-", 1)[-1] if "-" in name else ""
+        port = declared or suffix
+        if not port.isdigit():
+            refused.append(Refusal(name, "tcp service without a listen_port meta or a numeric name suffix: "
+                                         "no listener"))
+            continue
+        problem = options.listen.problem(port)
+        if problem:
+            refused.append(Refusal(name, f"{problem}: no listener", key="listen_port", value=port))
+            continue
+        key = (int(port), protocol)
+        if key in by_port:
+            refused.append(Refusal(name, f"port {port}/{protocol} is already service {by_port[key].service}'s: "
+                                         "no listener", key="listen_port", value=port))
+            continue
+        servers = tuple(Server(i.host_port, 5, i.id, i.node) for i in passing)
+        by_port[key] = Listener(int(port), protocol, name, Pool(name, name, servers) if servers else None)
+    return [by_port[key] for key in sorted(by_port)]

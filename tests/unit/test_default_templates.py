@@ -78,7 +78,8 @@ def test_stream_listen_port_meta_wins_and_listen_address_applies():
 
 
 def test_stream_skips_services_without_a_port_and_port_collisions_with_warnings():
-    from renderer.routes.table import RouteOptions, build
+    from renderer.routes.builder import build
+    from renderer.routes.model import RouteOptions
     catalog = Catalog([], [instance("noport", 1, ["tcp"]), instance("a-7000", 2, ["tcp"]),
                            instance("b", 3, ["tcp"], meta={"listen_port": "7000"})])
     rendered = render(STREAM, TemplateData(catalog))

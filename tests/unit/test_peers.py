@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from renderer.peers.table import PeerTable
-from renderer.routes.table import ip_port
+from renderer.routes.model import ip_port
 
 from tests.unit.test_routes import instance, table
 

@@ -6,7 +6,8 @@ from types import MappingProxyType
 
 from renderer.catalog.model import Catalog, Instance
 from renderer.catalog.certificates import CertificateSet
-from renderer.routes.table import RouteOptions, build
+from renderer.routes.builder import build
+from renderer.routes.model import RouteOptions
 
 OPTIONS = RouteOptions.from_variables({"domain": "example.org", "http_port": "80", "https_port": "443"})
 CERTS = CertificateSet("/certs", MappingProxyType({
@@ -213,18 +214,28 @@ def test_without_a_domain_only_explicit_hosts_route():
     assert "has no hosts meta and no domain is set" in refusals(routes)[0]
 
 
-def test_an_unchanged_service_is_not_computed_again():
-    import renderer.routes.table as module
+def test_a_builder_computes_again_only_the_services_whose_instances_changed(monkeypatch):
+    import renderer.routes.builder as module
     web, api = instance("web", 1), instance("api", 2, {"path": "/x"})
-    first = table(web, api)
+    builder = module.RouteBuilder()
+    first = builder.build(Catalog([], [web, api]), OPTIONS, CERTS)
     calls = []
-    original = module._http_service
-    module._http_service = lambda *args: calls.append(args[0]) or original(*args)
-    try:
-        second = table(web, instance("api", 2, {"path": "/y"}))
-    finally:
-        module._http_service = original
-    assert calls == ["api"] and first.hosts[1] == second.hosts[1]
+    original = module.service_routes
+    monkeypatch.setattr(module, "service_routes", lambda *args: calls.append(args[0]) or original(*args))
+    second = builder.build(Catalog([], [web, instance("api", 2, {"path": "/y"})]), OPTIONS, CERTS)
+    assert calls == ["api"] and first.hosts[1] is second.hosts[1]  # web's host: the same object
+    assert second == build(Catalog([], [web, instance("api", 2, {"path": "/y"})]), OPTIONS, CERTS)
+
+
+def test_what_one_builder_built_does_not_change_what_another_builds(monkeypatch):
+    import renderer.routes.builder as module
+    web = instance("web", 1)
+    module.RouteBuilder().build(Catalog([], [web]), OPTIONS, CERTS)
+    calls = []
+    original = module.service_routes
+    monkeypatch.setattr(module, "service_routes", lambda *args: calls.append(args[0]) or original(*args))
+    module.RouteBuilder().build(Catalog([], [web]), OPTIONS, CERTS)
+    assert calls == ["web"]
 
 
 def test_explain_says_which_route_answers_and_why():

@@ -10,7 +10,8 @@ from renderer.observe import page as status_page
 from renderer.catalog.model import Catalog, Instance, Rejected
 from renderer.loop_state import PassRecord
 from renderer.observe.metrics import RendererMetrics
-from renderer.routes.table import RouteOptions, build
+from renderer.routes.builder import build
+from renderer.routes.model import RouteOptions
 from renderer.observe.status import StatusSnapshot, TemplateStatus, readiness, route_change
 
 OPTIONS = RouteOptions.from_variables({"domain": "example.org"})

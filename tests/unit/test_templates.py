@@ -88,14 +88,15 @@ def test_each_keeps_the_text_of_a_route_object_that_did_not_change(tmp_path):
     assert len(first.fragments) == 2, "route objects are kept, plain items are not"
     loader.keep_fragments(source, first, data.evaluated(("routes", loader.route_options)))
 
-    # The same instances: the route table hands out the same pools, and their kept text is used as is.
+    # The same instances: the route builder the data carries hands out the same pools, and their kept text
+    # is used as is.
     for key in loader.fragments[source]:
         loader.fragments[source][key] = loader.fragments[source][key].replace("upstream", "kept")
-    again = loader.render(source, TemplateData(catalog))
+    again = loader.render(source, data.with_catalog(catalog))
     assert again.text == "kept api-a\nkept web-a\nplain\n" and again.fragments == ()
 
     # web changed: its pool is a new object, rendered again; api's (the same instance) stays kept.
-    changed = TemplateData(Catalog([], [catalog.instances_of("api")[0], *routed(("web", [82])).instances_of("web")]))
+    changed = data.with_catalog(Catalog([], [catalog.instances_of("api")[0], *routed(("web", [82])).instances_of("web")]))
     third = loader.render(source, changed)
     assert third.text == "kept api-a\nupstream web-a\nplain\n" and len(third.fragments) == 1
 

@@ -1,0 +1,75 @@
+"""Building the route table from a catalog: the one entry point, and what it keeps between builds.
+
+Building a table for 5,000 services on every catalog change is cheap
+because the builder remembers two things from its last build, and only
+for the next one:
+
+* each service's own part (:mod:`.service`), with the instances it was
+  computed from: a service whose instances are the same objects as last
+  time (the catalog reuses unchanged instances) is not looked at again;
+* each host (:mod:`.hosts`), with the parts it was assembled from: a host
+  whose services' parts are all unchanged is the same ``Host`` object as
+  before, so comparing the new table with the last one is mostly identity
+  checks and what templates rendered from it (``each()``) is reused.
+
+That memory changes no result, only its cost and the identity of equal
+parts; it belongs to whoever builds tables in a row (the daemon's template
+data holds one builder). :func:`build` uses a fresh one.
+"""
+
+from __future__ import annotations
+
+from renderer.catalog.certificates import CertificateSet
+from renderer.catalog.model import Catalog, Instance
+
+from .hosts import assemble
+from .model import Refusal, RouteOptions, RouteTable
+from .service import ServiceRoutes, service_routes
+from .stream import StreamService, listeners
+
+
+class RouteBuilder:
+    def __init__(self):
+        self._services: dict[str, tuple[tuple[Instance, ...], ServiceRoutes]] = {}
+        self._hosts: dict[str, tuple] = {}
+        self._hosts_for: tuple | None = None  # the (options, certificates) the known hosts were built with
+
+    def build(self, catalog: Catalog, options: RouteOptions,
+              certificates: CertificateSet = CertificateSet()) -> RouteTable:
+        refused: list[Refusal] = []
+        notes: list[str] = []
+        specs: dict[str, ServiceRoutes] = {}
+        tcp: list[StreamService] = []
+        for name, tags, kind in catalog.services():
+            if kind:  # Connect proxies and gateways inherit their service's tags; they are not routes
+                continue
+            instances = catalog.instances_of(name)
+            if "http" in tags:
+                spec = specs[name] = self._service(name, instances, catalog.instances_of(name, passing=True))
+                refused += spec.refused
+                notes += spec.notes
+            if "tcp" in tags:
+                tcp.append((name, "udp" if "udp" in tags else "tcp", instances,
+                            catalog.instances_of(name, passing=True)))
+        for gone in [name for name in self._services if name not in specs]:
+            del self._services[gone]
+        if self._hosts_for != (options, certificates):  # hosts depend on both: start over when either changed
+            self._hosts.clear()
+            self._hosts_for = (options, certificates)
+        hosts, passthrough = assemble(specs, options, certificates, catalog, refused, notes, self._hosts)
+        stream = listeners(tcp, options, refused)
+        return RouteTable(tuple(hosts), tuple(passthrough), tuple(stream), tuple(refused), tuple(notes))
+
+    def _service(self, name: str, instances: tuple[Instance, ...], passing: tuple[Instance, ...]) -> ServiceRoutes:
+        known = self._services.get(name)
+        if known is not None and len(known[0]) == len(instances) and all(
+                a is b for a, b in zip(known[0], instances)):
+            return known[1]
+        spec = service_routes(name, instances, passing)
+        self._services[name] = (instances, spec)
+        return spec
+
+
+def build(catalog: Catalog, options: RouteOptions, certificates: CertificateSet = CertificateSet()) -> RouteTable:
+    """The route table of ``catalog``, built from nothing (no memory of earlier builds)."""
+    return RouteBuilder().build(catalog, options, certificates)

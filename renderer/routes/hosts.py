@@ -1,0 +1,161 @@
+"""Hosts assembled from every service's claims, conflicts settled by one rule every node computes alike (pure).
+
+* **Hosts**: ``hosts``, else ``NAME.DOMAIN``. ``NAME.DOMAIN`` belongs to the
+  service NAME while it exists: another service claiming it is refused.
+* **Conflicts**: one (host, path) is routed to one service. The owner of the
+  host's default name wins; otherwise the service whose name sorts first.
+  The other is refused, named. The same rule settles a host one service
+  passes through (SNI) while another terminates it: one TLS handshake per
+  host name, so a passthrough takes the name whole.
+* **Paths** are plain prefixes matched on segment boundaries: ``/v1``
+  answers ``/v1`` and ``/v1/...``, never ``/v12``; the longest wins.
+* **TLS**: ``terminate`` needs the host's certificate; without it the
+  host's terminated routes are refused, naming the files looked for.
+* **Auth**: ``auth=service:NAME[/path]`` gets NAME's passing instances as
+  its pool, resolved across services; with none the route answers 503:
+  never open.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from renderer.catalog.certificates import Certificate, CertificateSet
+from renderer.catalog.model import Catalog
+
+from .model import Host, Location, Passthrough, Pool, Refusal, RouteOptions, Server, short_id
+from .service import ServiceRoutes
+
+
+def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificates: CertificateSet, catalog: Catalog,
+             refused: list[Refusal], notes: list[str], known: dict[str, tuple]) -> tuple[list[Host], list[Passthrough]]:
+    """Claims of every service -> hosts and passthroughs, conflicts settled by the rule above.
+
+    ``known`` is the builder's memory of the hosts it built last, for these
+    options and certificates: host name -> (its (path, service, part) parts,
+    the Host). A host whose parts are the same objects is handed out again;
+    ``known`` is brought up to date for the next build.
+    """
+    reserved = {f"{name}.{options.domain}": name for name, spec in specs.items()
+                if spec.hosts is None and options.domain}
+    # (host, path) -> claimants; host -> SNI claimants (terminate and passthrough)
+    claims: dict[tuple[str, str], list[str]] = {}
+    sni: dict[str, list[str]] = {}
+    for name in sorted(specs):
+        spec = specs[name]
+        if spec.location is None:
+            continue
+        hosts = spec.hosts
+        if hosts is None:
+            if not options.domain:
+                refused.append(Refusal(name, "has no hosts meta and no domain is set (--var domain=...): "
+                                             "not routed"))
+                continue
+            hosts = (f"{name}.{options.domain}",)
+        for host in hosts:
+            owner = reserved.get(host)
+            if owner is not None and owner != name:
+                refused.append(Refusal(name, f"host {host} is service {owner}'s default name; not routed there",
+                                       key="hosts", value=",".join(hosts)))
+                continue
+            if spec.tls in ("terminate", "passthrough"):
+                sni.setdefault(host, []).append(name)
+            if spec.tls != "passthrough":
+                for path in spec.paths:
+                    claims.setdefault((host, path), []).append(name)
+
+    def winner(host: str, names: list[str]) -> str:
+        owner = reserved.get(host)
+        return owner if owner in names else min(names)
+
+    # One TLS handshake per host name: a passthrough takes the name whole; terminations share it.
+    sni_winner = {host: winner(host, names) for host, names in sni.items()}
+    for host, names in sni.items():
+        first = sni_winner[host]
+        for name in names:
+            if name != first and "passthrough" in (specs[name].tls, specs[first].tls):
+                refused.append(Refusal(name, f"host {host}: service {first} holds its TLS (tls={specs[first].tls}; "
+                                             "the host's owner, or the first by name); not routed", key="tls",
+                                       value=specs[name].tls))
+
+    by_host: dict[str, list[tuple[str, str]]] = {}
+    for (host, path), names in sorted(claims.items()):
+        chosen = winner(host, names)
+        spec = specs[chosen]
+        if spec.tls == "terminate" and specs[sni_winner[host]].tls == "passthrough":
+            continue  # the host's TLS is passed through: refused above
+        for name in names:
+            if name != chosen:
+                refused.append(Refusal(name, f"host {host} path {path} is routed to service {chosen} (the host's "
+                                             "owner, or the first by name); not routed there", key="path",
+                                       value=path))
+        by_host.setdefault(host, []).append((path, chosen))
+
+    hosts = []
+    for host in sorted(by_host):
+        routes = by_host[host]
+        parts = tuple((path, name, specs[name]) for path, name in routes)
+        previous = known.get(host)
+        if previous is not None and len(previous[0]) == len(parts) and all(
+                a[0] == b[0] and a[1] == b[1] and a[2] is b[2] for a, b in zip(previous[0], parts)):
+            hosts.append(previous[1])  # its services' parts are the same objects: the same host
+            continue
+        certificate = None
+        if any(specs[name].tls == "terminate" for _, name in routes):
+            found = certificates.find(host)
+            if isinstance(found, Certificate):
+                certificate = found
+            else:
+                for path, name in [r for r in routes if specs[r[1]].tls == "terminate"]:
+                    refused.append(Refusal(name, f"host {host} path {path}: no certificate ({found}); not routed",
+                                           key="tls", value="terminate"))
+                routes = [r for r in routes if specs[r[1]].tls != "terminate"]
+                if not routes:
+                    continue
+        http, https = [], []
+        for path, name in sorted(routes):
+            spec = specs[name]
+            location = dataclasses.replace(spec.location, path=path, id=short_id(f"{host} {path}"))
+            if spec.tls == "terminate":
+                https.append(location)
+                http.append(dataclasses.replace(location, action="redirect") if spec.https_redirect else location)
+            else:
+                http.append(location)
+        built = Host.of(host, tuple(http), tuple(https), certificate)
+        hosts.append(built)
+        if not any(location.auth for location in (*http, *https)):  # auth pools are other services': not cached
+            known[host] = (parts, built)
+    for name in set(known) - set(by_host):
+        del known[name]
+    hosts = _resolve_auth(hosts, catalog)
+
+    passthrough = []
+    for host in sorted(sni):
+        name = sni_winner[host]
+        if specs[name].tls == "passthrough":
+            pool = specs[name].location.pool
+            passthrough.append(Passthrough(host, name, dataclasses.replace(pool, name=f"_sni_{name}") if pool
+                                           else None))
+    return hosts, passthrough
+
+
+def _resolve_auth(hosts: list[Host], catalog: Catalog) -> list[Host]:
+    """Give each auth=service:NAME its pool (NAME's passing instances), resolved across services."""
+    pools: dict[str, Pool | None] = {}
+
+    def pool_of(name: str) -> Pool | None:
+        if name not in pools:
+            servers = tuple(Server(i.host_port, 1, i.id, i.node) for i in catalog.instances_of(name, passing=True))
+            pools[name] = Pool(f"_auth_{name}", name, servers) if servers else None
+        return pools[name]
+
+    def resolved(location: Location) -> Location:
+        if location.auth is None:
+            return location
+        return dataclasses.replace(location, auth=dataclasses.replace(location.auth,
+                                                                      pool=pool_of(location.auth.service)))
+
+    if not any(location.auth for host in hosts for location in (*host.http, *host.https)):
+        return hosts
+    return [Host.of(host.name, tuple(map(resolved, host.http)), tuple(map(resolved, host.https)), host.certificate)
+            for host in hosts]

@@ -1,0 +1,246 @@
+"""The route table's values (pure data): servers, pools, locations, hosts, listeners, and why a part was refused.
+
+Every value is frozen. The builder (:mod:`.builder`) hands out the same
+object for a part that did not change, so comparing a new table with the
+last one is mostly identity checks, and what templates rendered from an
+object (``each()``) stays valid while the table holds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import ipaddress
+from collections.abc import Mapping
+
+from renderer.catalog.certificates import Certificate
+
+from .listen_ports import ListenPolicy
+
+DEFAULT_RATE_BURST = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Server:
+    address: str  # ADDRESS:PORT as nginx takes it (IPv6 in brackets)
+    weight: int
+    instance: str
+    node: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pool:
+    name: str
+    service: str
+    servers: tuple[Server, ...]
+
+    @property
+    def ip_only(self) -> bool:
+        """Every server is an IP address: the pool can take its peers from nginx's Lua balancer."""
+        return all(ip_port(server.address) is not None for server in self.servers)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Auth:
+    service: str
+    path: str
+    headers: tuple[str, ...]
+    pool: Pool | None  # None: no passing instance: the route answers 503
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Location:
+    path: str                    # "/" or a prefix without its trailing slash
+    service: str
+    action: str                  # "proxy", "redirect" (to HTTPS) or "unavailable" (503)
+    pool: Pool | None
+    canary: Pool | None = None
+    canary_percent: int = 0
+    backend: str = "http"
+    strip_path: bool = False
+    auth: Auth | None = None
+    rate_limit: str | None = None
+    rate_burst: int = DEFAULT_RATE_BURST
+    allow: tuple[str, ...] = ()
+    max_body: str | None = None
+    timeout: str | None = None
+    id: str = ""                 # stable, short: names what belongs to this location (its auth subrequest)
+    service_id: str = ""         # stable, short: names what belongs to the service (its rate zone, canary split)
+
+    @property
+    def plain(self) -> bool:
+        """Proxies over HTTP with no option: what most locations are, rendered in three lines."""
+        return (self.action == "proxy" and self.backend == "http" and self.canary is None and self.auth is None
+                and not self.strip_path and not self.rate_limit and not self.allow and not self.max_body
+                and not self.timeout)
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """What this location does beyond proxying, for ``renderer routes``."""
+        shown = []
+        if self.backend != "http":
+            shown.append(f"backend={self.backend}")
+        if self.strip_path:
+            shown.append("strip_path")
+        if self.canary is not None:
+            shown.append(f"canary {self.canary_percent}% -> {self.canary.name}")
+        if self.auth is not None:
+            shown.append(f"auth=service:{self.auth.service}{self.auth.path}")
+        if self.rate_limit:
+            shown.append(f"rate_limit={self.rate_limit} burst={self.rate_burst}")
+        if self.allow:
+            shown.append(f"allow={','.join(self.allow)}")
+        if self.max_body:
+            shown.append(f"max_body={self.max_body}")
+        if self.timeout:
+            shown.append(f"timeout={self.timeout}")
+        return tuple(shown)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Host:
+    name: str
+    http: tuple[Location, ...]    # on the plain HTTP listener
+    https: tuple[Location, ...]   # on the HTTPS listener (TLS ends at nginx); empty: no HTTPS server
+    certificate: Certificate | None
+
+    # What the templates ask of each listener's locations, computed once: (http, https).
+    proxies: tuple[bool, bool] = (False, False)   # any location proxies (rather than redirects)
+    grpc: tuple[bool, bool] = (False, False)      # any location speaks gRPC
+
+    @classmethod
+    def of(cls, name: str, http: tuple[Location, ...], https: tuple[Location, ...],
+           certificate: Certificate | None) -> "Host":
+        def proxying(locations):
+            return any(location.action != "redirect" for location in locations)
+
+        def grpc(locations):
+            return any(location.backend in ("grpc", "grpcs") for location in locations)
+
+        return cls(name, http, https, certificate, (proxying(http), proxying(https)), (grpc(http), grpc(https)))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Passthrough:
+    host: str
+    service: str
+    pool: Pool | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Listener:
+    port: int
+    protocol: str  # "tcp" or "udp"
+    service: str
+    pool: Pool | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Refusal:
+    """A route, instance or value left out, and why."""
+
+    service: str
+    reason: str
+    instance: str = ""
+    key: str = ""
+    value: str = ""
+
+    def __str__(self) -> str:
+        who = f"service {self.service}" + (f" instance {self.instance}" if self.instance else "")
+        what = f" {self.key}={self.value!r}" if self.key else ""
+        return f"{who}{what}: {self.reason}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RouteOptions:
+    domain: str = ""
+    http_port: int = 80
+    https_port: int = 443
+    listen: ListenPolicy = ListenPolicy.from_variables({})
+
+    @classmethod
+    def from_variables(cls, variables: Mapping[str, str]) -> "RouteOptions":
+        policy = ListenPolicy.from_variables(variables)
+        return cls(str(variables.get("domain", "")).strip().lower(), int(variables.get("http_port", 80)),
+                   int(variables.get("https_port", 443)), policy)
+
+
+@dataclasses.dataclass(frozen=True)
+class RouteTable:
+    hosts: tuple[Host, ...] = ()
+    passthrough: tuple[Passthrough, ...] = ()
+    listeners: tuple[Listener, ...] = ()
+    refused: tuple[Refusal, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def pools(self) -> tuple[Pool, ...]:
+        """Every pool an HTTP location proxies to (stable, canary, auth), each once, by name."""
+        found: dict[str, Pool] = {}
+        for host in self.hosts:
+            for location in (*host.http, *host.https):
+                for pool in (location.pool, location.canary, location.auth.pool if location.auth else None):
+                    if pool is not None and location.action != "redirect":
+                        found.setdefault(pool.name, pool)
+        return tuple(found[name] for name in sorted(found))
+
+    @functools.cached_property
+    def locations(self) -> tuple[Location, ...]:
+        """Every distinct location (a route served on both listeners counts once)."""
+        found: dict[str, Location] = {}
+        for host in self.hosts:
+            for location in (*host.https, *host.http):
+                if location.action != "redirect":
+                    found.setdefault(location.id, location)
+        return tuple(found[key] for key in sorted(found))
+
+    def routes(self):
+        """(scheme, host, location) for every HTTP route, in the table's order: what people are shown."""
+        for host in self.hosts:
+            for scheme, locations in (("http", host.http), ("https", host.https)):
+                for location in locations:
+                    yield scheme, host, location
+
+    @property
+    def has_https(self) -> bool:
+        return any(host.https for host in self.hosts)
+
+    @functools.cached_property
+    def services(self) -> tuple[Location, ...]:
+        """One location per routed service (its service-wide settings: rate zone, canary split)."""
+        found: dict[str, Location] = {}
+        for location in self.locations:
+            found.setdefault(location.service_id, location)
+        return tuple(found[key] for key in sorted(found))
+
+    @functools.cached_property
+    def canaries(self) -> tuple[Location, ...]:
+        """Of ``services``, those that split clients to canary instances."""
+        return tuple(location for location in self.services if location.canary)
+
+    @functools.cached_property
+    def rate_limited(self) -> tuple[Location, ...]:
+        """Of ``services``, those limited per client address."""
+        return tuple(location for location in self.services if location.rate_limit)
+
+
+@functools.lru_cache(maxsize=65536)
+def ip_port(address: str) -> tuple[str, int] | None:
+    """``10.0.0.1:80`` or ``[fe80::1]:80`` -> (ip, port); None for a host name.
+
+    Cached: ``ipaddress`` parsing costs microseconds, every pass asks for every
+    server, and the addresses of a fleet change slowly.
+    """
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return host, int(port)
+
+
+def short_id(text: str) -> str:
+    """Ten hex digits: a valid nginx variable and zone name for anything, the same on every node."""
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
