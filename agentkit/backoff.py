@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 
+SAY_EVERY = 10  # a failure that lasts is told at its first try, then every SAY_EVERY-th
+
 
 class Backoff:
     def __init__(self, initial: float = 0.25, cap: float = 10.0, factor: float = 2.0, jitter: float = 0.2,
@@ -23,6 +25,12 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
+
+    @property
+    def worth_saying(self) -> bool:
+        """Tell the failure just counted? The first of a run, then every ``SAY_EVERY``-th: an outage that
+        lasts is said again now and then, never once per retry."""
+        return self.failures == 1 or self.failures % SAY_EVERY == 0
 
 
 def consul_agent_backoff() -> Backoff:

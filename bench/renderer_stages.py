@@ -34,7 +34,7 @@ from bench.renderer_scale import (DOMAIN, NGINX_BINARY, TEMPLATE, instance_id, n
 from renderer.catalog import model as catalog_module
 from renderer.catalog import node_dump
 from renderer.catalog.fetch import NODE_DUMP
-from renderer.daemon import tune_garbage_collector
+from renderer.wiring import tune_garbage_collector
 from renderer.render.api import TemplateData
 from renderer.render.loader import TemplateLoader
 from tests.support.nginx_server import Nginx

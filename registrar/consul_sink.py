@@ -7,7 +7,7 @@ several checks with IDs of their own or ``replace-existing-checks``.
 Failures: transport errors raise :class:`ConsulUnavailable` (the whole pass
 is retried later); 403 raises :class:`ConsulDenied` naming the permission
 the token lacks; any other refusal of one definition raises
-:class:`ServiceRejected`, which costs that service only.
+:class:`ServiceRefused`, which costs that service only.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from agentkit.consul import Consul, translate_errors
 
-from .errors import ConsulDenied, ConsulUnavailable, ServiceRejected
+from .errors import ConsulDenied, ConsulUnavailable, ServiceRefused
 from .model import Service
 from .reconcile import Actual, owned
 
@@ -40,7 +40,7 @@ class ConsulSink:
         if response.status_code >= 500 and not response.text.strip():
             raise ConsulUnavailable(f"Consul at {self.address} failed {what}: HTTP {response.status_code}")
         if response.status_code >= 400:
-            raise ServiceRejected(f"Consul at {self.address} refused {what}: "
+            raise ServiceRefused(f"Consul at {self.address} refused {what}: "
                                   f"{_first_line(response.text) or 'HTTP %d' % response.status_code}")
         return response
 
@@ -81,7 +81,7 @@ class ConsulSink:
             address = (response.json().get("Member") or {}).get("Addr")
             if address:
                 return address
-        except (ConsulDenied, ServiceRejected, ValueError):
+        except (ConsulDenied, ServiceRefused, ValueError):
             pass
         return fallback_host_address()
 

@@ -50,7 +50,7 @@ from .consul_sink import ConsulSink
 from . import stopping
 from .desired import ContainerState, container_state, desired_state, from_summary, removed
 from .docker_source import ContainerEvent, DockerSource, EventStream
-from .errors import AgentError, ConsulDenied, ConsulUnavailable, DockerUnavailable, ServiceRejected
+from .errors import AgentError, ConsulDenied, ConsulUnavailable, DockerUnavailable, ServiceRefused
 from .labels import MappingSettings, is_running
 from .metrics import RegistrarMetrics
 from .model import HEALTH_HEARTBEAT
@@ -78,7 +78,7 @@ class Registrar:
         self.actual: dict[str, Actual] | None = None  # None: unknown (Consul unreachable)
         self._warned: set[str] = set()
         self._left: set[str] = set()
-        self._rejected: dict[str, str] = {}
+        self._refused_said: dict[str, str] = {}
         self._health_pushed: dict[str, tuple[str, str]] = {}
         self.stops: dict[str, stopping.StopRequest] = {}  # short container ID -> its stop request (drain)
         self.last_reconcile: float | None = None
@@ -236,13 +236,13 @@ class Registrar:
             changed = service.id in self.actual
             try:
                 self.consul.register(service)
-            except (ServiceRejected, ConsulDenied) as error:
+            except (ServiceRefused, ConsulDenied) as error:
                 self.metrics.registrations.labels("refused").inc()
                 failures.append(error)
                 self._refused(service.id, str(error))
                 continue
             self.metrics.registrations.labels("ok").inc()
-            self._rejected.pop(service.id, None)
+            self._refused_said.pop(service.id, None)
             self.actual[service.id] = Actual.from_service(service)
             check = service.health_check
             if check is not None:
@@ -265,13 +265,13 @@ class Registrar:
         for step in steps.deregister:
             try:
                 self.consul.deregister(step.id, step.name)
-            except (ServiceRejected, ConsulDenied) as error:
+            except (ServiceRefused, ConsulDenied) as error:
                 self.metrics.deregistrations.labels("refused").inc()
                 failures.append(error)
                 self._refused(step.id, str(error))
                 continue
             self.metrics.deregistrations.labels("ok").inc()
-            self._rejected.pop(step.id, None)
+            self._refused_said.pop(step.id, None)
             self.actual.pop(step.id, None)
             log.info("deregistered %s (%s): %s", step.name, step.id, step.reason,
                      extra={"service": step.name, "service_id": step.id, "reason": step.reason})
@@ -300,7 +300,7 @@ class Registrar:
             status, output = state.health
             try:
                 self.consul.update_ttl(check.id, status, output, service.name)
-            except (ServiceRejected, ConsulDenied) as error:
+            except (ServiceRefused, ConsulDenied) as error:
                 failures.append(error)
                 log.debug("health update of %s refused: %s", check.id, error)
                 continue
@@ -316,11 +316,11 @@ class Registrar:
 
     def _refused(self, service_id: str, message: str) -> None:
         # The same refusal comes back at every pass; say it once at warning level.
-        if self._rejected.get(service_id) != message:
+        if self._refused_said.get(service_id) != message:
             log.warning("%s", message)
         else:
             log.debug("%s", message)
-        self._rejected[service_id] = message
+        self._refused_said[service_id] = message
 
 
 class Daemon:
@@ -458,7 +458,7 @@ class Daemon:
             except (ConsulUnavailable, ConsulDenied) as error:
                 registrar.actual = None
                 delay = consul_backoff.next()
-                if not self.consul_down or consul_backoff.failures % 10 == 0:  # once, then every 10th try
+                if not self.consul_down or consul_backoff.worth_saying:
                     log.warning("%s; keeping the desired state, retrying (next in %.1fs)", error, delay)
                 if not self.consul_down:
                     self._ready(f"Consul unreachable ({error}); following Docker, retrying")

@@ -165,7 +165,7 @@ class EventStream:
                     api.close()
             self.connected.clear()
             delay = self.backoff.next()
-            if not broken or self.backoff.failures % 10 == 0:  # once, then every 10th try
+            if not broken or self.backoff.worth_saying:
                 log.warning("Docker event stream at %s %s; reconnecting (next try in %.1fs)",
                             self.url, problem, delay)
             broken = True

@@ -7,5 +7,5 @@ class DockerUnavailable(AgentError):
     """The Docker engine could not be reached or failed a request."""
 
 
-class ServiceRejected(AgentError):
+class ServiceRefused(AgentError):
     """Consul refused one service definition (the others go on)."""

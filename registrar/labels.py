@@ -144,7 +144,7 @@ class Mapping:
     warnings: tuple[str, ...]
 
 
-class Refused(Exception):
+class SettingRefused(Exception):
     """A setting that leaves no usable service; the text is the warning."""
 
 
@@ -184,7 +184,7 @@ def services_for(info: dict, settings: MappingSettings) -> Mapping:
         try:
             service = _service(info, settings, name, short_id, exposed, proto, binding, merged,
                                set(from_port), group, health, forced, warnings, who)
-        except Refused as refusal:
+        except SettingRefused as refusal:
             warnings.append(f"{who}: port {exposed}/{proto} skipped: {refusal}")
             continue
         if service is not None:
@@ -323,7 +323,7 @@ def _service(info, settings: MappingSettings, name, short_id, exposed, proto, bi
              from_port: set[str], group: bool, health, forced: list[str], warnings: list[str],
              who: str) -> Service | None:
     if not exposed.isdigit() or not 0 < int(exposed) < 65536:
-        raise Refused(f"exposed port {show(exposed)} is not a number")
+        raise SettingRefused(f"exposed port {show(exposed)} is not a number")
     ignore = merged.get("ignore")
     if ignore is not None and ignore.value.strip().lower() not in FALSE:
         return None
@@ -339,11 +339,11 @@ def _service(info, settings: MappingSettings, name, short_id, exposed, proto, bi
     else:
         service_name = default_name((info.get("Config") or {}).get("Image") or "")
         if nginx_safe.name_problem(service_name):
-            raise Refused(f"image base name {show(service_name)} is not a valid service name; set SERVICE_NAME")
+            raise SettingRefused(f"image base name {show(service_name)} is not a valid service name; set SERVICE_NAME")
     if group and "name" not in from_port:
         service_name = f"{service_name}-{exposed}"
         if nginx_safe.name_problem(service_name):
-            raise Refused(f"name {show(service_name)} is not a valid service name")
+            raise SettingRefused(f"name {show(service_name)} is not a valid service name")
     # ID.
     if "id" in merged:
         service_id = merged["id"].value
@@ -360,13 +360,13 @@ def _service(info, settings: MappingSettings, name, short_id, exposed, proto, bi
     elif settings.internal:
         address, port = internal_address(info), int(exposed)
         if not address:
-            raise Refused("--internal: the container has no IP address on any network")
+            raise SettingRefused("--internal: the container has no IP address on any network")
     else:
         host_ip = (binding.get("HostIp") or "").strip()
         specific = host_ip and not _unspecified(host_ip)
         address = settings.ip or (host_ip if specific else settings.host_address)
         if not str(binding.get("HostPort", "")).isdigit():
-            raise Refused(f"published port {show(str(binding.get('HostPort')))} is not a number")
+            raise SettingRefused(f"published port {show(str(binding.get('HostPort')))} is not a number")
         port = int(binding["HostPort"])
     address = _address_from_label(info, settings.ip_label, warnings, who) or address
 
@@ -523,7 +523,7 @@ def _checks(merged: dict[str, Setting], service_id: str, address: str, port: int
 
 def _require(condition, setting: Setting, problem: str) -> None:
     if not condition:
-        raise Refused(f"{setting.cite()} {problem}")
+        raise SettingRefused(f"{setting.cite()} {problem}")
 
 
 def _unspecified(host_ip: str) -> bool:

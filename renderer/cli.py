@@ -9,14 +9,11 @@ which systemd does not restart (``RestartPreventExitStatus=2``).
 from __future__ import annotations
 
 import logging
-import shutil
 import signal
 import sys
-import tempfile
 from pathlib import Path
 
 import click
-import jinja2
 import tenacity
 
 from agentkit import logs
@@ -27,20 +24,21 @@ from agentkit.lifecycle import Lifecycle, Stopping
 from agentkit.options import consul_options, log_level_option, status_address_option, version_option
 
 from . import settings as settings_module
-from .catalog import certificates
-from .catalog import fetch as consul_data
-from .catalog import snapshot
+from . import wiring
+from .catalog import certificates, fetch, snapshot
 from .catalog.fetch import Fetched
 from .catalog.kv import KvSnapshot
-from .daemon import (MAX_FILL_ROUNDS, RELOAD_SETTINGS, Daemon, complete_pass, connect, make_pass,
-                     recover_destinations, tune_garbage_collector)
-from .peers.sync import PeerPushFailed, PeerSync
+from .daemon import RELOAD_SETTINGS, Daemon
+from .peers.coordinator import push_once
+from .peers.sync import PeerSync
 from .peers.table import PeerTable
 from .render import bounded
-from .render.api import KV_KINDS, TemplateData
+from .render.api import TemplateData
+from .render.fill import complete_pass, complete_render
 from .render.loader import TemplateLoader
 from .routes import report as route_report
-from .routes import builder as routes
+from .routes.builder import build as build_routes
+from .routes.model import RouteOptions
 
 log = logging.getLogger("renderer")
 
@@ -135,24 +133,27 @@ def run(**flags):
 def once(**flags):
     """Render, validate, apply, reload if anything changed and confirm nginx took it; then exit."""
     settings = _settings(flags, need_templates=True)
-    tune_garbage_collector()
+    wiring.tune_garbage_collector()
     lifecycle = Lifecycle()
     lifecycle.stop_on(signal.SIGTERM)
-    bytecode_dir = tempfile.mkdtemp(prefix="renderer-bytecode-")
     client = None
     try:
-        recover_destinations(settings)
-        render_pass = make_pass(settings, lifecycle, jinja2.FileSystemBytecodeCache(bytecode_dir), retrying=False)
-        peers = _peer_sync(settings, render_pass)
-        client = connect(settings, timeout=10)
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(ONCE_ATTEMPTS), wait=tenacity.wait_exponential(multiplier=0.2, max=2),
-            retry=tenacity.retry_if_exception_type(ConsulUnavailable), reraise=True,
-            before_sleep=lambda state: log.warning("%s; retrying", state.outcome.exception()))
-        data = TemplateData(certificates=certificates.scan(settings.variables.get("cert_dir")))
-        data, outcome = retrying(complete_pass, render_pass, data, client, Fetched(), True, settings.consistency)
-        if peers is not None and outcome.ok and not outcome.missing:
-            _push_peers(peers, PeerTable.of_data(data, render_pass.loader.route_options))
+        with wiring.bytecode_cache() as bytecode:
+            wiring.recover_destinations(settings)
+            render_pass = wiring.make_pass(settings, lifecycle, bytecode, retrying=False)
+            peers = PeerSync.installed(settings)
+            if peers is not None:  # the table a reload makes nginx load is written before files are applied
+                render_pass.before_apply = lambda data: _write_peers(peers, data, render_pass)
+            client = wiring.connect(settings, timeout=10)
+            retrying = tenacity.Retrying(
+                stop=tenacity.stop_after_attempt(ONCE_ATTEMPTS),
+                wait=tenacity.wait_exponential(multiplier=0.2, max=2),
+                retry=tenacity.retry_if_exception_type(ConsulUnavailable), reraise=True,
+                before_sleep=lambda state: log.warning("%s; retrying", state.outcome.exception()))
+            data, outcome = retrying(complete_pass, render_pass, wiring.certificate_data(settings), client,
+                                     Fetched(), True, settings.consistency)
+            if peers is not None and outcome.ok and not outcome.missing:
+                push_once(peers, PeerTable.of_data(data, render_pass.loader.route_options))
     except AgentError as error:
         _fail(str(error))
     except Stopping:
@@ -160,7 +161,6 @@ def once(**flags):
     finally:
         if client is not None:
             client.close()
-        shutil.rmtree(bytecode_dir, ignore_errors=True)
     if outcome.missing:
         _fail("templates still miss data after fetching it: " + ", ".join(sorted(map(str, outcome.missing))))
     if not outcome.ok:
@@ -168,31 +168,10 @@ def once(**flags):
               else f"{outcome.failed[0]} (and {len(outcome.failed) - 1} more problem(s), logged above)")
 
 
-def _peer_sync(settings, render_pass) -> PeerSync | None:
-    """With dynamic peers: the Lua module in place before nginx checks a configuration that loads it,
-    and the peer table written before files are applied (what a reload makes nginx load)."""
-    peers = PeerSync.installed(settings)
-    if peers is None:
-        return None
-
-    def write(data: TemplateData) -> None:
-        table = PeerTable.of_data(data, render_pass.loader.route_options)
-        if table is not None:
-            peers.write(table)
-    render_pass.before_apply = write
-    return peers
-
-
-def _push_peers(peers: PeerSync, table: PeerTable | None) -> None:
-    """nginx holds this peer table when this returns (PeerPushFailed otherwise): `once` exits 0 only then."""
-    if table is None:
-        return
-    try:
-        version = peers.write(table)
-    except OSError as error:
-        raise PeerPushFailed(f"writing {peers.table_file}: {error.strerror}") from None
-    held = peers.push(table, version)
-    log.info("nginx took peer table %d: %d peer(s) in %d pool(s)", held.version, table.servers, len(table.pools))
+def _write_peers(peers: PeerSync, data: TemplateData, render_pass) -> None:
+    table = PeerTable.of_data(data, render_pass.loader.route_options)
+    if table is not None:
+        peers.write(table)
 
 
 @main.command()
@@ -210,34 +189,24 @@ def render(source, catalog_file, **flags):
     """Print what SOURCE renders to; write nothing."""
     settings = _settings(flags)
     path = Path(source)
-    bytecode_dir = tempfile.mkdtemp(prefix="renderer-bytecode-")
-    loader = TemplateLoader(settings.variables, jinja2.FileSystemBytecodeCache(bytecode_dir))
     try:
-        if catalog_file:
-            catalog, kv = snapshot.load(Path(catalog_file))
-            for rejected in catalog.rejected:
-                log.warning("%s", rejected.line)
-            data = TemplateData(catalog, kv, certificates.scan(settings.variables.get("cert_dir")))
-            rendered = bounded.render_all(loader, [path], data, settings.limits)[path]
-        else:
-            client = connect(settings, timeout=10)
-            data, fetched = TemplateData(certificates=certificates.scan(settings.variables.get("cert_dir"))), Fetched()
-            try:
-                for _ in range(1 + MAX_FILL_ROUNDS):
-                    rendered = bounded.render_all(loader, [path], data, settings.limits)[path]
-                    if not rendered.missing or rendered.error:
-                        break
-                    kv_paths = {d[1] for d in rendered.used if d[0] in KV_KINDS}
-                    data = consul_data.fill_missing(client, data, set(rendered.missing), kv_paths, fetched,
-                                                    settings.consistency)
-            finally:
-                client.close()
-            for rejected in data.catalog.rejected if data.catalog is not None else ():
-                log.warning("%s", rejected.line)
+        with wiring.bytecode_cache() as bytecode:
+            loader = TemplateLoader(settings.variables, bytecode)
+            if catalog_file:
+                catalog, kv = snapshot.load(Path(catalog_file))
+                data = TemplateData(catalog, kv, wiring.certificate_data(settings).certificates)
+                rendered = bounded.render_all(loader, [path], data, settings.limits)[path]
+            else:
+                client = wiring.connect(settings, timeout=10)
+                try:
+                    data, rendered = complete_render(loader, path, wiring.certificate_data(settings),
+                                                     settings.limits, client, settings.consistency)
+                finally:
+                    client.close()
+            for refusal in data.catalog.refused if data.catalog is not None else ():
+                log.warning("%s", refusal.line)
     except AgentError as error:
         _fail(str(error))
-    finally:
-        shutil.rmtree(bytecode_dir, ignore_errors=True)
     if rendered.error:
         _fail(str(rendered.error))
     if rendered.missing:
@@ -265,12 +234,12 @@ def routes_command(catalog_file, urls, **flags):
         if catalog_file:
             catalog, _ = snapshot.load(Path(catalog_file))
         else:
-            client = connect(settings, timeout=10)
+            client = wiring.connect(settings, timeout=10)
             try:
-                _, catalog = consul_data.fetch_catalog(client, consistency=settings.consistency)
+                _, catalog = fetch.fetch_catalog(client, consistency=settings.consistency)
             finally:
                 client.close()
-        table = routes.build(catalog, RouteOptions.from_variables(settings.variables),
+        table = build_routes(catalog, RouteOptions.from_variables(settings.variables),
                              certificates.scan(settings.variables.get("cert_dir")))
     except AgentError as error:
         _fail(str(error))
@@ -291,16 +260,16 @@ def routes_command(catalog_file, urls, **flags):
 def snapshot_command(kv_prefixes, **flags):
     """Print the current catalog as JSON, in the format --catalog reads."""
     settings = _settings(flags)
-    client: Consul = connect(settings, timeout=10)
+    client: Consul = wiring.connect(settings, timeout=10)
     try:
-        _, catalog = consul_data.fetch_catalog(client, consistency=settings.consistency)
+        _, catalog = fetch.fetch_catalog(client, consistency=settings.consistency)
         values = {}
         for prefix in kv_prefixes:
-            values.update(consul_data.fetch_kv(client, prefix, consistency=settings.consistency)[1].values)
+            values.update(fetch.fetch_kv(client, prefix, consistency=settings.consistency)[1].values)
     except AgentError as error:
         _fail(str(error))
     finally:
         client.close()
-    for rejected in catalog.rejected:
-        log.warning("%s", rejected.line)
+    for refusal in catalog.refused:
+        log.warning("%s", refusal.line)
     click.echo(snapshot.dump(catalog, KvSnapshot([""], values)), nl=False)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from agentkit.consul import Consul
 
-from renderer.render.api import CATALOG_KINDS, TemplateData
 from . import model as catalog_module
 from . import kv as kv_module
 from . import node_dump
@@ -66,22 +65,3 @@ class Fetched:
         self.catalog_index = 0
         self.kv_index = 0
         self.kv_prefix: str | None = None
-
-
-def fill_missing(client: Consul, data, missing: set, kv_paths: set[str], fetched: Fetched,
-                 consistency: str = "default"):
-    """Return ``data`` completed with what ``missing`` asks for (non-blocking fetches).
-
-    KV is fetched under the common prefix of every path in use plus the new
-    ones, so one recursive read (and later one watch) answers them all.
-    """
-    catalog, kv = data.catalog, data.kv
-    if catalog is None and any(d[0] in CATALOG_KINDS for d in missing):
-        fetched.catalog_index, catalog = fetch_catalog(client, consistency=consistency)
-        fetched.catalog = catalog
-    missing_paths = {d[1] for d in missing if d[0] not in CATALOG_KINDS}
-    if missing_paths:
-        prefix = kv_module.common_prefix(kv_paths | missing_paths)
-        fetched.kv_index, kv = fetch_kv(client, prefix, consistency=consistency)
-        fetched.kv_prefix = prefix
-    return TemplateData(catalog, kv, data.certificates, data.routes)

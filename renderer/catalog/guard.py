@@ -96,6 +96,6 @@ def _with_instances(catalog: Catalog, extra: tuple[Instance, ...], nodes: dict[s
     """``catalog`` plus ``extra`` instances (and the nodes they live on, if it lost those too)."""
     present = {node.name for node in catalog.nodes}
     extra_nodes = [nodes[name] for name in sorted({i.node for i in extra} - present) if name in nodes]
-    merged = Catalog([*catalog.nodes, *extra_nodes], [*catalog.instances, *extra], catalog.rejected)
+    merged = Catalog([*catalog.nodes, *extra_nodes], [*catalog.instances, *extra], catalog.refused)
     merged._memo = catalog._memo  # the next dump is compared with what Consul had, not with the kept extras
     return merged

@@ -8,8 +8,8 @@ Built from one of two sources, both pure functions of decoded JSON:
 * a snapshot file (``renderer snapshot`` writes it, ``--catalog`` reads it), so
   a template can be tested with no cluster.
 
-Every instance passes ``agentkit.nginx_safe`` before it is admitted; rejected
-ones are listed in ``Catalog.rejected`` with the reason, for one warning each.
+Every instance passes ``agentkit.nginx_safe`` before it is admitted; refused
+ones are listed in ``Catalog.refused`` with the reason, for one warning each.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class Instance:
 
 
 @dataclasses.dataclass(frozen=True)
-class Rejected:
+class CatalogRefusal:
     """An instance (or node) left out, or a value of one withheld, and why."""
 
     node: str
@@ -126,11 +126,11 @@ class Catalog:
     filtered_by_acls: bool = False
     imported: int = 0
 
-    def __init__(self, nodes: Iterable[Node], instances: Iterable[Instance], rejected: Iterable[Rejected] = ()):
+    def __init__(self, nodes: Iterable[Node], instances: Iterable[Instance], refused: Iterable[CatalogRefusal] = ()):
         self.nodes: tuple[Node, ...] = tuple(sorted(nodes, key=operator.attrgetter("name")))
         ordered = sorted(instances, key=operator.attrgetter("name", "node", "id"))
         self.instances: tuple[Instance, ...] = tuple(ordered)
-        self.rejected: tuple[Rejected, ...] = tuple(rejected)
+        self.refused: tuple[CatalogRefusal, ...] = tuple(refused)
         self._memo: dict = {}  # see from_node_dump
         by_name: dict[str, list[Instance]] = {}
         for instance in ordered:
@@ -225,7 +225,7 @@ def from_node_dump(dump: Iterable[NodeEntry], previous: Catalog | None = None) -
     """
     memo = previous._memo if previous is not None else {}
     new_memo: dict = {}
-    nodes, instances, rejected = [], [], []
+    nodes, instances, refused = [], [], []
     imported = 0
     for entry in dump:
         if entry.PeerName:  # imported from a peered cluster (Consul 1.13+): not ours to route
@@ -233,8 +233,8 @@ def from_node_dump(dump: Iterable[NodeEntry], previous: Catalog | None = None) -
             continue
         node_name, node_address = entry.Node, entry.Address
         node = _node(node_name, node_address, entry.Meta)
-        if isinstance(node, Rejected):
-            rejected.append(node)
+        if isinstance(node, CatalogRefusal):
+            refused.append(node)
             continue
         nodes.append(node)
         node_checks, service_checks = [], {}
@@ -254,23 +254,23 @@ def from_node_dump(dump: Iterable[NodeEntry], previous: Catalog | None = None) -
             else:
                 built, notes = _instance(node_name, node_address, service)
             new_memo[key] = (version, built, notes)
-            rejected += notes
+            refused += notes
             if built is None:
                 continue
             own = service_checks.get(service_id)
             status = aggregate_status([node_status, *own]) if own else node_status
             instances.append(built if built.status == status else dataclasses.replace(built, status=status))
-    built_catalog = Catalog(nodes, instances, rejected)
+    built_catalog = Catalog(nodes, instances, refused)
     built_catalog._memo = new_memo
     built_catalog.imported = imported
     return built_catalog
 
 
-def _node(name, address, meta) -> Node | Rejected:
+def _node(name, address, meta) -> Node | CatalogRefusal:
     """A node is left out whole when its name or address is unsafe; unsafe meta pairs are dropped."""
     problem = nginx_safe.node_name_problem(name) or nginx_safe.address_problem(address)
     if problem:
-        return Rejected(str(name), "", problem)
+        return CatalogRefusal(str(name), "", problem)
     return Node(name, address, _frozen_meta(_safe_meta(meta)))
 
 
@@ -282,11 +282,11 @@ def _instance(node_name: str, node_address: str, service: ServiceEntry) -> tuple
     problem = (_admit(service_id, service.Service, address, service.Port, tags, meta)
                or (nginx_safe.value_problem("kind", service.Kind) if service.Kind else None))
     if problem:
-        return None, (Rejected(node_name, service_id, problem),)
+        return None, (CatalogRefusal(node_name, service_id, problem),)
     tags, meta, withheld, reasons = _withhold(tags, meta)
     return (Instance(service_id, service.Service, address, service.Port, tags, _frozen_meta(meta), node_name,
                      PASSING, service.Kind, withheld),
-            tuple(Rejected(node_name, service_id, reason, kept=True) for reason in reasons))
+            tuple(CatalogRefusal(node_name, service_id, reason, kept=True) for reason in reasons))
 
 
 def _safe_meta(meta) -> dict:
@@ -305,12 +305,12 @@ def from_snapshot(data: Mapping) -> Catalog:
     """
     if not isinstance(data, Mapping):
         raise ValueError("a snapshot is a JSON object with 'nodes' and 'instances'")
-    nodes, rejected = [], []
+    nodes, refused = [], []
     addresses = {}
     for raw in data.get("nodes") or ():
         node = _node(raw.get("name"), raw.get("address"), raw.get("meta"))
-        if isinstance(node, Rejected):
-            rejected.append(node)
+        if isinstance(node, CatalogRefusal):
+            refused.append(node)
             continue
         nodes.append(node)
         addresses[node.name] = node.address
@@ -328,12 +328,12 @@ def from_snapshot(data: Mapping) -> Catalog:
         if not problem and not isinstance(kind, str):
             problem = f"kind {kind!r} is not a string"
         if problem:
-            rejected.append(Rejected(node, str(service_id), problem))
+            refused.append(CatalogRefusal(node, str(service_id), problem))
             continue
         tags, meta, withheld, reasons = _withhold(tags, meta)
-        rejected += [Rejected(node, str(service_id), reason, kept=True) for reason in reasons]
+        refused += [CatalogRefusal(node, str(service_id), reason, kept=True) for reason in reasons]
         # A snapshot of a live catalog names what was withheld there, so its routes refuse alike.
         withheld = tuple(sorted({*withheld, *(str(key) for key in raw.get("withheld") or ())}))
         instances.append(Instance(service_id, name, address, port, tags, _frozen_meta(meta), node, status, kind,
                                   withheld))
-    return Catalog(nodes, instances, rejected)
+    return Catalog(nodes, instances, refused)

@@ -62,7 +62,7 @@ class BlockingWatch:
                 index, data = self.fetch(0 if resync else self.index, self.wait)
             except AgentError as error:
                 delay = self.backoff.next()
-                if self.backoff.failures == 1:
+                if self.backoff.worth_saying:
                     log.warning("%s watch: %s; keeping the last good config, retrying", self.source, error)
                 else:
                     log.debug("%s watch: still failing (try %d): %s; next try in %.1fs", self.source,

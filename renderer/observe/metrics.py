@@ -1,8 +1,8 @@
 """The renderer's Prometheus metrics (``/metrics``), named ``renderer_*``.
 
 Counters and histograms move as the loop decides (passes, renders, reloads,
-``nginx -t`` rejections, durations); gauges are set from each published
-snapshot (Consul reachable, catalog index, instances by state, rejections by
+``nginx -t`` refusals, durations); gauges are set from each published
+snapshot (Consul reachable, catalog index, instances by state, refusals by
 reason, failing templates). The registry is the daemon's own, so nothing of
 the Python process's default collectors leaks in twice when tests run
 several daemons in one interpreter.
@@ -33,7 +33,7 @@ class RendererMetrics:
         self.reloads = Counter("renderer_reloads", "nginx reloads, by outcome: confirmed (new workers run the "
                                "files), failed (refused or not confirmed)", ["outcome"], registry=registry)
         self.check_rejections = Counter("renderer_nginx_check_rejections",
-                                        "Rendered files nginx -t rejected (put back, not applied)", registry=registry)
+                                        "Rendered files nginx -t refused (put back, not applied)", registry=registry)
         self.pass_seconds = Histogram("renderer_pass_duration_seconds", "Duration of a render pass, reload included",
                                       buckets=SECOND_BUCKETS, registry=registry)
         self.change_to_reload = Histogram(
@@ -60,7 +60,7 @@ class RendererMetrics:
         self.instances = Gauge("renderer_instances", "Service instances by state: routed (in nginx), not_passing, "
                                "held (kept by the grace hold while Consul looks reset)", ["state"],
                                registry=registry)
-        self.rejected = Gauge("renderer_instances_rejected", "Catalog entries left out (action=left_out) or with a "
+        self.refused = Gauge("renderer_instances_rejected", "Catalog entries left out (action=left_out) or with a "
                               "value withheld (action=withheld), by what was unsafe", ["reason", "action"],
                               registry=registry)
         self.template_failing = Gauge("renderer_template_failing", "1 while the template fails to render",
@@ -82,10 +82,10 @@ class RendererMetrics:
         for state, count in instance_counts(snapshot.table, snapshot.catalog, len(snapshot.held)).items():
             self.instances.labels(state).set(count)
         counts: dict[tuple[str, str], int] = {}
-        for rejected in snapshot.catalog.rejected if snapshot.catalog is not None else ():
-            key = (rejected.category, "withheld" if rejected.kept else "left_out")
+        for refusal in snapshot.catalog.refused if snapshot.catalog is not None else ():
+            key = (refusal.category, "withheld" if refusal.kept else "left_out")
             counts[key] = counts.get(key, 0) + 1
-        _replace(self.rejected, {key: count for key, count in counts.items()})
+        _replace(self.refused, {key: count for key, count in counts.items()})
         _replace(self.template_failing, {(t.source,): 1 if t.error else 0 for t in snapshot.templates})
 
     def text(self) -> bytes:

@@ -103,6 +103,6 @@ def render(snapshot: StatusSnapshot, hostname: str) -> str:
         s=snapshot, hostname=hostname, refresh=REFRESH_SECONDS, clock=clock,
         routes=route_rows(table, catalog) if table is not None else None,
         services=service_rows(catalog) if table is None and catalog is not None else None,
-        rejected=[r for r in catalog.rejected] if catalog is not None else [],
+        left_out=list(catalog.refused) if catalog is not None else [],
         refused=list(table.refused) if table is not None else [],
         notes=list(table.notes) if table is not None else [])

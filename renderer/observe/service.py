@@ -1,10 +1,12 @@
 """The renderer's status endpoint: metrics as the loop decides, snapshots it publishes, the pages it serves.
 
-The loop calls :meth:`StatusService.pass_done` and :meth:`publish` once per
-pass; the HTTP server's thread (``agentkit.status_server.StatusEndpoint``)
-reads only the last published snapshot and the metrics registry (itself
-thread-safe). The HTML page is rendered at most once per snapshot and kept,
-so a client refreshing it costs one string copy.
+The loop calls :meth:`StatusService.pass_done` once per pass,
+:meth:`StatusService.running` when nginx runs what a pass rendered, and
+:meth:`StatusService.publish` whenever what it knows changed; the HTTP
+server's thread (``agentkit.status_server.StatusEndpoint``) reads only the
+last published snapshot and the metrics registry (itself thread-safe). The
+HTML page is rendered at most once per snapshot and kept, so a client
+refreshing it costs one string copy.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from agentkit.lifecycle import Lifecycle
 from agentkit.status_server import StatusEndpoint, package_version
 
-from renderer.loop_state import PassRecord
+from renderer.catalog.model import Catalog, Instance
 from renderer.render.render_pass import PassOutcome
+from renderer.routes.model import RouteTable
+
 from . import page as status_page
 from .metrics import RendererMetrics
-from .status import StatusSnapshot
+from .status import LoopState, PassRecord, StatusSnapshot, TemplateStatus, readiness, route_change, route_lines
+
 
 class StatusService:
     def __init__(self, lifecycle: Lifecycle):
@@ -31,6 +36,10 @@ class StatusService:
         initial = StatusSnapshot(self.version, time.time(), time.time(), False, "not ready: starting", None, 0, None)
         self.endpoint = StatusEndpoint("renderer", lifecycle, lambda s: status_page.render(s, self.hostname),
                                        self.metrics.text, CONTENT_TYPE_LATEST, initial)
+        self.running_table: RouteTable | None = None   # what nginx runs (None: no template reads routes())
+        self.running_catalog: Catalog | None = None
+        self.running_lines: set[str] = set()           # ...as route_lines, for the next change's diff
+        self.last_change: tuple[tuple[str, ...], float | None] = ((), None)
 
     @property
     def snapshot(self) -> StatusSnapshot:
@@ -54,8 +63,8 @@ class StatusService:
                 m.renders.labels(template, result).inc()
             result = outcome.result
             if result is not None:
-                if result.rejected:
-                    m.check_rejections.inc(len(result.rejected))
+                if result.refused_by_check:
+                    m.check_rejections.inc(len(result.refused_by_check))
                 if result.reload_error:
                     m.reloads.labels("failed").inc()
                 elif result.confirmed:
@@ -68,6 +77,26 @@ class StatusService:
         m.last_pass_seconds.set(record.seconds)
         m.last_pass.set(record.at + record.seconds)
 
-    def publish(self, snapshot: StatusSnapshot) -> None:
+    def running(self, table: RouteTable | None, catalog: Catalog | None) -> None:
+        """nginx runs what was rendered from this table and catalog (confirmed, or it needed no change)."""
+        if table is self.running_table:
+            self.running_catalog = catalog
+            return
+        lines = route_lines(table)
+        change = route_change(self.running_lines, lines)
+        if change:
+            self.last_change = (change, time.time())
+        self.running_table, self.running_lines, self.running_catalog = table, lines, catalog
+
+    def publish(self, state: LoopState, pending: dict[str, str], templates: tuple[TemplateStatus, ...],
+                held: tuple[Instance, ...] = (), held_until: float | None = None,
+                peers: tuple[int | None, str | None, float | None] | None = None) -> None:
+        """A snapshot of what the loop knows, for /ready, /metrics' gauges and the status page."""
+        ready, reason = readiness(state.first_pass_done, state.consul_reachable, pending, state.running_serial,
+                                  state.catalog_index)
+        snapshot = StatusSnapshot(
+            self.version, state.started, time.time(), ready, reason, state.consul_reachable, state.catalog_index,
+            state.running_serial, tuple(reversed(state.passes))[:20], tuple(sorted(pending.items())), templates,
+            self.running_table, self.running_catalog, held, held_until, *self.last_change, peers=peers)
         self.metrics.publish(snapshot)
         self.endpoint.publish(snapshot)

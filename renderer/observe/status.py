@@ -1,4 +1,8 @@
-"""What the renderer shows about itself: one immutable snapshot per pass (pure).
+"""What the renderer knows and shows about itself: its record of passes, one immutable snapshot per pass (pure).
+
+The loop records each pass in its :class:`LoopState`; ``running_serial``
+only moves when nginx confirmed a reload: it is the serial of the pass
+whose files nginx runs.
 
 The daemon's loop builds a :class:`StatusSnapshot` after each pass and
 publishes it with a reference swap; the status endpoint (``/``, ``/ready``,
@@ -18,13 +22,50 @@ of the rendered files), no token, no settings beyond template paths.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import time
 
 from renderer.catalog.model import PASSING, Catalog, Instance
-from renderer.loop_state import PassRecord
 from renderer.routes.model import Pool, RouteTable
 
 MAX_CHANGE_LINES = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class PassRecord:
+    serial: int
+    at: float                  # wall clock (time.time()) when the pass started
+    seconds: float
+    rendered: int
+    changed: tuple[str, ...]   # destinations written or removed
+    failures: tuple[str, ...]  # one line each
+    reloaded: bool             # nginx confirmed it runs this pass's files
+    complete: bool             # every template rendered with all its data
+    check_ms: float | None = None      # nginx -t, when it ran
+    reload_ms: float | None = None     # signal to confirmation, when nginx was reloaded
+    reload_error: str | None = None    # nginx's own line, when it refused the reload
+
+
+@dataclasses.dataclass
+class LoopState:
+    started: float = dataclasses.field(default_factory=time.time)
+    ready: bool = False               # the first pass completed, or was given up on for now (Consul down)
+    first_pass_done: bool = False
+    consul_reachable: bool | None = None
+    catalog_index: int = 0
+    running_serial: int | None = None  # the pass whose configuration nginx confirmed running
+    last_good: PassRecord | None = None
+    pending: dict[str, str] = dataclasses.field(default_factory=dict)  # what fails now, and why
+    passes: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=50))
+
+    def record(self, entry: PassRecord, pending: dict[str, str]) -> None:
+        self.passes.append(entry)
+        self.pending = dict(pending)
+        if entry.reloaded:
+            self.running_serial = entry.serial
+        if entry.complete and not entry.failures:
+            self.last_good = entry
 
 
 @dataclasses.dataclass(frozen=True)

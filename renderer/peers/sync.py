@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
-import os
 import re
 import socket
-import tempfile
 import time
 from importlib import resources
 from pathlib import Path
 
 from agentkit.errors import AgentError, ConfigError
+from agentkit.files import write_atomically
 
 from .table import PeerTable
 
@@ -84,12 +83,13 @@ class PeerSync:
         """The Lua module, as this version ships it (rewritten only when it differs)."""
         source = resources.files("renderer.peers").joinpath("lua", LUA_MODULE).read_bytes()
         target = self.directory / LUA_MODULE
+        self.directory.mkdir(parents=True, exist_ok=True)
         try:
             if target.read_bytes() == source:
                 return
         except FileNotFoundError:
             pass
-        _write_atomically(target, source)
+        write_atomically(target, source)
 
     def write(self, peers: PeerTable) -> int:
         """The table nginx loads at start; returns its version (unchanged when the peers are)."""
@@ -100,7 +100,8 @@ class PeerSync:
         except (FileNotFoundError, ValueError, IndexError):
             pass
         version = self.new_version()
-        _write_atomically(self.table_file, peers.text(version).encode())
+        self.directory.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.table_file, peers.text(version).encode())
         return version
 
     def new_version(self) -> int:
@@ -139,18 +140,3 @@ class PeerSync:
             raise PeerPushFailed(f"nginx's peer endpoint at {self.socket_path} answered {response.status}: "
                                  f"{text[:200]}")
         return Held(int(match.group(1)), match.group(2))
-
-
-def _write_atomically(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)  # nginx's master reads it (as root), its workers may too
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

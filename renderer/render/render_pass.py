@@ -6,7 +6,7 @@ should be now; a template is rendered again when
 * a value it used changed (see ``template_api``), or one of the template
   files it read (itself, its includes and imports) changed on disk;
 * its last attempt failed and its retry is due: a failed render, a file
-  nginx rejected, a destination that could not be written are all retried
+  nginx refused, a destination that could not be written are all retried
   with capped backoff (``agentkit.backoff.failure_backoff``) whatever the
   cause, so nothing waits for an unrelated change to heal;
 * the pass is forced (first pass, settings re-read).
@@ -28,7 +28,9 @@ from pathlib import Path
 from agentkit.backoff import Retry
 from agentkit.lifecycle import Lifecycle
 
-from renderer.apply.applier import Applier, ApplyResult, FileChange, read_current
+from agentkit.files import read_current
+from renderer.apply.applier import Applier, ApplyResult
+from renderer.apply.journal import FileChange
 from renderer.apply.nginx_master import port_is_free, unbindable
 from renderer.routes.model import RouteTable
 from . import bounded
@@ -46,7 +48,7 @@ class _TemplateState:
     error: str | None = None               # the last failure, logged once
     retry: Retry = dataclasses.field(default_factory=Retry)
     warnings: tuple[str, ...] = ()
-    rejected_digest: bytes | None = None   # content nginx refused: not offered again before the retry
+    refused_digest: bytes | None = None   # content nginx refused: not offered again before the retry
     blocked: tuple[str, int] | None = None  # the address:port nginx could not bind for it: offered once free
 
     def inputs_changed(self) -> bool:
@@ -78,7 +80,7 @@ class RenderPass:
         self.clock = self.lifecycle.clock
         self.states: dict[Path, _TemplateState] = {}
         self.removed: list[TemplateSpec] = []
-        self.rejected_seen: set[str] = set()
+        self.catalog_refusals_seen: set[str] = set()
         self.routes_seen: set[str] = set()
         self.last_catalog = None
         # Called with the pass's data right before files are applied (dynamic peers write the table
@@ -132,7 +134,7 @@ class RenderPass:
         outcome = PassOutcome()
         now = self.clock()
         if data.catalog is not None and data.catalog is not self.last_catalog:
-            self._report_rejected(data.catalog)
+            self._report_catalog_refusals(data.catalog)
         changes = [FileChange(spec.destination, None, str(spec.source)) for spec in self.removed
                    if spec.destination.exists()]
         self.removed = []
@@ -202,8 +204,8 @@ class RenderPass:
             self._failed(state, f"cannot read {spec.destination} rendered from {spec.source}: "
                                 f"{error.strerror}; left as it was", outcome, now)
             return None
-        if (state.rejected_digest is not None and not state.retry.due(now)
-                and hashlib.sha256(content).digest() == state.rejected_digest):
+        if (state.refused_digest is not None and not state.retry.due(now)
+                and hashlib.sha256(content).digest() == state.refused_digest):
             return None  # nginx refused these exact bytes; logged then, offered again when the retry is due
         if content == current:
             self._succeeded(state)
@@ -227,15 +229,15 @@ class RenderPass:
             log.warning("%s", text)
         self.routes_seen = current
 
-    def _report_rejected(self, catalog) -> None:
+    def _report_catalog_refusals(self, catalog) -> None:
         """One warning per hostile or broken instance or value, when it first appears."""
         self.last_catalog = catalog
-        current = {rejected.line: rejected for rejected in catalog.rejected}
-        for text in sorted(set(current) - self.rejected_seen):
-            rejected = current[text]
-            log.warning("%s", text, extra={"instance": rejected.service_id or None, "node": rejected.node,
-                                           "reason": rejected.reason})
-        self.rejected_seen = set(current)
+        current = {refusal.line: refusal for refusal in catalog.refused}
+        for text in sorted(set(current) - self.catalog_refusals_seen):
+            refusal = current[text]
+            log.warning("%s", text, extra={"instance": refusal.service_id or None, "node": refusal.node,
+                                           "reason": refusal.reason})
+        self.catalog_refusals_seen = set(current)
 
     def _failed(self, state: _TemplateState, message: str, outcome: PassOutcome, now: float) -> None:
         outcome.failed.append(message)
@@ -250,7 +252,7 @@ class RenderPass:
             log.info("template %s renders and applies again", state.spec.source,
                      extra={"template": str(state.spec.source)})
         state.error = None
-        state.rejected_digest = None
+        state.refused_digest = None
         state.blocked = None
         state.retry.succeeded()
 
@@ -264,11 +266,11 @@ class RenderPass:
             state = by_destination.get(change.destination)
             if state:
                 self._succeeded(state)
-        for change, detail in result.rejected:
+        for change, detail in result.refused_by_check:
             self._refused(by_destination.get(change.destination), outcome, now, change,
-                          f"nginx rejected {change.destination} rendered from {change.template}; "
+                          f"nginx -t refused {change.destination} rendered from {change.template}; "
                           f"kept the previous file: {detail}")
-        for change, detail in result.refused:
+        for change, detail in result.refused_at_reload:
             self._refused(self.states.get(change.destination), outcome, now, change,
                           f"nginx refused to load {change.destination} rendered from {change.template}; "
                           f"put back the file it runs: {detail}")
@@ -303,6 +305,6 @@ class RenderPass:
             log.error("%s", message)
             return
         if change.content is not None:
-            state.rejected_digest = hashlib.sha256(change.content).digest()
+            state.refused_digest = hashlib.sha256(change.content).digest()
         state.blocked = unbindable(message)
         self._failed(state, message, outcome, now)

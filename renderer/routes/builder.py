@@ -23,7 +23,7 @@ from renderer.catalog.certificates import CertificateSet
 from renderer.catalog.model import Catalog, Instance
 
 from .hosts import assemble
-from .model import Refusal, RouteOptions, RouteTable
+from .model import RouteRefusal, RouteOptions, RouteTable
 from .service import ServiceRoutes, service_routes
 from .stream import StreamService, listeners
 
@@ -36,7 +36,7 @@ class RouteBuilder:
 
     def build(self, catalog: Catalog, options: RouteOptions,
               certificates: CertificateSet = CertificateSet()) -> RouteTable:
-        refused: list[Refusal] = []
+        refused: list[RouteRefusal] = []
         notes: list[str] = []
         specs: dict[str, ServiceRoutes] = {}
         tcp: list[StreamService] = []

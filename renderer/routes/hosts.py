@@ -23,12 +23,12 @@ import dataclasses
 from renderer.catalog.certificates import Certificate, CertificateSet
 from renderer.catalog.model import Catalog
 
-from .model import Host, Location, Passthrough, Pool, Refusal, RouteOptions, Server, short_id
+from .model import Host, Location, Passthrough, Pool, RouteRefusal, RouteOptions, Server, short_id
 from .service import ServiceRoutes
 
 
 def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificates: CertificateSet, catalog: Catalog,
-             refused: list[Refusal], notes: list[str], known: dict[str, tuple]) -> tuple[list[Host], list[Passthrough]]:
+             refused: list[RouteRefusal], notes: list[str], known: dict[str, tuple]) -> tuple[list[Host], list[Passthrough]]:
     """Claims of every service -> hosts and passthroughs, conflicts settled by the rule above.
 
     ``known`` is the builder's memory of the hosts it built last, for these
@@ -48,14 +48,14 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
         hosts = spec.hosts
         if hosts is None:
             if not options.domain:
-                refused.append(Refusal(name, "has no hosts meta and no domain is set (--var domain=...): "
+                refused.append(RouteRefusal(name, "has no hosts meta and no domain is set (--var domain=...): "
                                              "not routed"))
                 continue
             hosts = (f"{name}.{options.domain}",)
         for host in hosts:
             owner = reserved.get(host)
             if owner is not None and owner != name:
-                refused.append(Refusal(name, f"host {host} is service {owner}'s default name; not routed there",
+                refused.append(RouteRefusal(name, f"host {host} is service {owner}'s default name; not routed there",
                                        key="hosts", value=",".join(hosts)))
                 continue
             if spec.tls in ("terminate", "passthrough"):
@@ -74,7 +74,7 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
         first = sni_winner[host]
         for name in names:
             if name != first and "passthrough" in (specs[name].tls, specs[first].tls):
-                refused.append(Refusal(name, f"host {host}: service {first} holds its TLS (tls={specs[first].tls}; "
+                refused.append(RouteRefusal(name, f"host {host}: service {first} holds its TLS (tls={specs[first].tls}; "
                                              "the host's owner, or the first by name); not routed", key="tls",
                                        value=specs[name].tls))
 
@@ -86,7 +86,7 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
             continue  # the host's TLS is passed through: refused above
         for name in names:
             if name != chosen:
-                refused.append(Refusal(name, f"host {host} path {path} is routed to service {chosen} (the host's "
+                refused.append(RouteRefusal(name, f"host {host} path {path} is routed to service {chosen} (the host's "
                                              "owner, or the first by name); not routed there", key="path",
                                        value=path))
         by_host.setdefault(host, []).append((path, chosen))
@@ -107,7 +107,7 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
                 certificate = found
             else:
                 for path, name in [r for r in routes if specs[r[1]].tls == "terminate"]:
-                    refused.append(Refusal(name, f"host {host} path {path}: no certificate ({found}); not routed",
+                    refused.append(RouteRefusal(name, f"host {host} path {path}: no certificate ({found}); not routed",
                                            key="tls", value="terminate"))
                 routes = [r for r in routes if specs[r[1]].tls != "terminate"]
                 if not routes:

@@ -137,7 +137,7 @@ class Listener:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Refusal:
+class RouteRefusal:
     """A route, instance or value left out, and why."""
 
     service: str
@@ -171,7 +171,7 @@ class RouteTable:
     hosts: tuple[Host, ...] = ()
     passthrough: tuple[Passthrough, ...] = ()
     listeners: tuple[Listener, ...] = ()
-    refused: tuple[Refusal, ...] = ()
+    refused: tuple[RouteRefusal, ...] = ()
     notes: tuple[str, ...] = ()
 
     @functools.cached_property

@@ -35,7 +35,7 @@ import dataclasses
 from renderer.catalog.model import Instance
 
 from . import values
-from .model import DEFAULT_RATE_BURST, Auth, Location, Pool, Refusal, Server, short_id
+from .model import DEFAULT_RATE_BURST, Auth, Location, Pool, RouteRefusal, Server, short_id
 from .voting import ROUTE_KEY_SET, vote
 
 PASSTHROUGH_KEYS = frozenset({"hosts", "tls"})
@@ -50,18 +50,18 @@ class ServiceRoutes:
     https_redirect: bool
     location: Location | None          # the template for every (host, path), pool included; None: refused
     canary_percent: int
-    refused: tuple[Refusal, ...]
+    refused: tuple[RouteRefusal, ...]
     notes: tuple[str, ...]
 
 
 def service_routes(name: str, instances: tuple[Instance, ...], passing: tuple[Instance, ...]) -> ServiceRoutes:
     """The part of the table service ``name`` declares, from its instances and those of them passing."""
-    refused: list[Refusal] = []
+    refused: list[RouteRefusal] = []
     notes: list[str] = []
 
     def refuse(reason: str | None = None) -> ServiceRoutes:
         if reason:
-            refused.append(Refusal(name, reason))
+            refused.append(RouteRefusal(name, reason))
         return ServiceRoutes(None, ("/",), None, False, None, 0, tuple(refused), tuple(notes))
 
     voters = passing or instances
@@ -102,20 +102,20 @@ def service_routes(name: str, instances: tuple[Instance, ...], passing: tuple[In
                          tuple(refused), tuple(notes))
 
 
-def servers(name: str, passing: tuple[Instance, ...], refused: list[Refusal]) -> tuple[list[Server], list[Server]]:
+def servers(name: str, passing: tuple[Instance, ...], refused: list[RouteRefusal]) -> tuple[list[Server], list[Server]]:
     """(stable, canary) servers of the passing instances; one with a bad instance key is refused alone."""
     stable, canary = [], []
     for instance in passing:
         chosen = {}
         for key, (parse, default) in INSTANCE_KEYS.items():
             if key in instance.withheld:
-                refused.append(Refusal(name, "its value is unsafe for nginx and was withheld; this instance is "
+                refused.append(RouteRefusal(name, "its value is unsafe for nginx and was withheld; this instance is "
                                              "not routed", instance.id, key, "(withheld)"))
                 break
             try:
                 chosen[key] = parse(instance.meta[key]) if key in instance.meta else default
             except ValueError as error:
-                refused.append(Refusal(name, f"{error}; this instance is not routed", instance.id, key,
+                refused.append(RouteRefusal(name, f"{error}; this instance is not routed", instance.id, key,
                                        instance.meta[key]))
                 break
         else:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from renderer.catalog.model import Instance
 
-from .model import Listener, Pool, Refusal, RouteOptions, Server
+from .model import Listener, Pool, RouteRefusal, RouteOptions, Server
 
 # What one tcp service brings: (name, "tcp" or "udp", its instances, those of them passing).
 StreamService = tuple[str, str, tuple[Instance, ...], tuple[Instance, ...]]
 
 
-def listeners(tcp: list[StreamService], options: RouteOptions, refused: list[Refusal]) -> list[Listener]:
+def listeners(tcp: list[StreamService], options: RouteOptions, refused: list[RouteRefusal]) -> list[Listener]:
     """tcp (and udp) services -> listeners on their port: meta listen_port, else the name's numeric suffix."""
     by_port: dict[tuple[int, str], Listener] = {}
     for name, protocol, instances, passing in sorted(tcp):
@@ -26,16 +26,16 @@ def listeners(tcp: list[StreamService], options: RouteOptions, refused: list[Ref
         suffix = name.rsplit("-", 1)[-1] if "-" in name else ""
         port = declared or suffix
         if not port.isdigit():
-            refused.append(Refusal(name, "tcp service without a listen_port meta or a numeric name suffix: "
+            refused.append(RouteRefusal(name, "tcp service without a listen_port meta or a numeric name suffix: "
                                          "no listener"))
             continue
         problem = options.listen.problem(port)
         if problem:
-            refused.append(Refusal(name, f"{problem}: no listener", key="listen_port", value=port))
+            refused.append(RouteRefusal(name, f"{problem}: no listener", key="listen_port", value=port))
             continue
         key = (int(port), protocol)
         if key in by_port:
-            refused.append(Refusal(name, f"port {port}/{protocol} is already service {by_port[key].service}'s: "
+            refused.append(RouteRefusal(name, f"port {port}/{protocol} is already service {by_port[key].service}'s: "
                                          "no listener", key="listen_port", value=port))
             continue
         servers = tuple(Server(i.host_port, 5, i.id, i.node) for i in passing)

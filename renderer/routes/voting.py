@@ -24,7 +24,7 @@ import collections
 from renderer.catalog.model import Instance
 
 from . import values
-from .model import Refusal
+from .model import RouteRefusal
 
 ROUTE_KEYS = {
     "hosts": values.hosts, "path": values.paths, "strip_path": values.boolean, "tls": values.tls,
@@ -35,7 +35,7 @@ ROUTE_KEYS = {
 ROUTE_KEY_SET = frozenset(ROUTE_KEYS)
 
 
-def vote(name: str, voters: tuple[Instance, ...], refused: list[Refusal], notes: list[str]) -> dict | None:
+def vote(name: str, voters: tuple[Instance, ...], refused: list[RouteRefusal], notes: list[str]) -> dict | None:
     """The route keys' values (parsed) by the rule above; None when a key has no valid value."""
     chosen: dict[str, object] = {}
     for key, parse in ROUTE_KEYS.items():
@@ -45,7 +45,7 @@ def vote(name: str, voters: tuple[Instance, ...], refused: list[Refusal], notes:
             raw = instance.meta.get(key)
             if raw is None:
                 if key in instance.withheld:  # set, but unsafe for nginx: a vote for nothing valid
-                    refused.append(Refusal(name, "its value is unsafe for nginx and was withheld", instance.id,
+                    refused.append(RouteRefusal(name, "its value is unsafe for nginx and was withheld", instance.id,
                                            key, "(withheld)"))
                     continue
                 counts[None] += 1
@@ -53,11 +53,11 @@ def vote(name: str, voters: tuple[Instance, ...], refused: list[Refusal], notes:
             try:
                 parsed[raw] = parse(raw)
             except ValueError as error:
-                refused.append(Refusal(name, str(error), instance.id, key, raw))
+                refused.append(RouteRefusal(name, str(error), instance.id, key, raw))
                 continue
             counts[raw] += 1
         if not counts:
-            refused.append(Refusal(name, f"no instance has a valid {key}: its routes are not served"))
+            refused.append(RouteRefusal(name, f"no instance has a valid {key}: its routes are not served"))
             return None
         winner = min(counts.items(), key=lambda item: (-item[1], item[0] is None, item[0] or ""))[0]
         if len(counts) > 1:

@@ -54,7 +54,7 @@ def test_bad_templates_are_contained_while_traffic_flows(scene, tmp_path):
         scene.outputs += [scene.nginx.conf_d / f"{scene.unique}-syntax.conf",
                           scene.nginx.conf_d / f"{scene.unique}-invalid.conf"]
         daemon.wait_for_log(f"{scene.unique}-syntax.conf.j2:1: ", timeout=10)
-        daemon.wait_for_log("nginx rejected", timeout=10)
+        daemon.wait_for_log("nginx -t refused", timeout=10)
         assert scene.nginx.config_is_valid()
         routed(scene, "after", "after")  # good changes still flow past the broken templates
         scene.settle("after")

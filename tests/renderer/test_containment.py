@@ -31,8 +31,8 @@ def test_template_rendering_invalid_nginx_is_rolled_back(scene, tmp_path):
 
     # An edit that renders fine but that nginx rejects: the previous file stays.
     (source_dir / good_name).write_text("this is not nginx;\n")
-    daemon.wait_for_log("nginx rejected")
-    line = next(line for line in daemon.log.splitlines() if "nginx rejected" in line)
+    daemon.wait_for_log("nginx -t refused")
+    line = next(line for line in daemon.log.splitlines() if "nginx -t refused" in line)
     assert str(source_dir / good_name) in line and "[emerg]" in line and "kept the previous file" in line
     assert (scene.nginx.conf_d / good_name[:-3]).read_text() == GOOD.replace(
         "{{ http_port }}", str(scene.nginx.http_port)).replace("{{ domain }}", scene.domain)

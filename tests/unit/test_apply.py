@@ -3,7 +3,9 @@
 import os
 from pathlib import Path
 
-from renderer.apply.applier import Applier, FileChange, write_atomically
+from agentkit.files import write_atomically
+from renderer.apply.applier import Applier
+from renderer.apply.journal import FileChange
 from renderer.errors import CommandFailed
 
 
@@ -43,8 +45,8 @@ def test_the_culprit_alone_is_put_back_and_the_rest_applies(tmp_path):
     result = Applier(nginx.check, nginx.reload).apply([FileChange(a, b"BAD", "a.j2"), FileChange(b, b"B", "b.j2")])
     assert a.read_bytes() == b"old A" and (a.stat().st_mode & 0o777) == 0o640
     assert b.read_bytes() == b"B"
-    assert [c.destination for c, _ in result.rejected] == [a]
-    assert "unknown directive" in result.rejected[0][1]
+    assert [c.destination for c, _ in result.refused_by_check] == [a]
+    assert "unknown directive" in result.refused_by_check[0][1]
     assert nginx.checks == 2 and nginx.reloads == 1
 
 
@@ -64,7 +66,7 @@ def test_unattributed_failure_puts_everything_back(tmp_path):
 
     result = Applier(check, lambda: None).apply([FileChange(a, b"new", "a.j2"), FileChange(b, b"B", "b.j2")])
     assert a.read_bytes() == b"old" and not b.exists()
-    assert len(result.rejected) == 2 and not result.applied
+    assert len(result.refused_by_check) == 2 and not result.applied
 
 
 def test_unwritable_destination_is_contained(tmp_path):
@@ -114,7 +116,7 @@ def test_a_second_change_before_the_confirmation_keeps_the_version_nginx_runs(tm
 
 def test_an_unconfirmed_pass_is_put_back_by_recover(tmp_path):
     """A reload that never took (or a crash before it): the next process starts from what nginx runs."""
-    from renderer.apply.applier import recover
+    from renderer.apply.journal import recover
     a, b = tmp_path / "a.conf", tmp_path / "b.conf"
     a.write_bytes(b"running")
     Applier(lambda: None, Nginx([a], reload_fails=True).reload).apply(
@@ -138,7 +140,8 @@ def test_a_reload_refused_for_one_file_puts_it_back_and_reloads_the_rest(tmp_pat
 
     result = Applier(lambda: None, reload).apply([FileChange(good, b"server { listen 8080; }\n", "g.j2"),
                                                   FileChange(bad, b"server { listen 22; }\n", "b.j2")])
-    assert [c.destination for c, _ in result.refused] == [bad] and "bind() to 0.0.0.0:22" in result.refused[0][1]
+    assert [c.destination for c, _ in result.refused_at_reload] == [bad]
+    assert "bind() to 0.0.0.0:22" in result.refused_at_reload[0][1]
     assert bad.read_bytes() == b"server { listen 9000; }\n", "the file nginx runs is back"
     assert good.exists() and result.reloaded and len(attempts) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.conf", "good.conf"]
@@ -153,7 +156,7 @@ def test_a_reload_refusal_that_points_nowhere_keeps_the_files(tmp_path):
 
     applier = Applier(lambda: None, reload)
     result = applier.apply([FileChange(a, b"x", "a.j2")])
-    assert a.read_bytes() == b"x" and not result.refused and applier.reload_pending
+    assert a.read_bytes() == b"x" and not result.refused_at_reload and applier.reload_pending
 
 
 def test_removal(tmp_path):
@@ -185,7 +188,7 @@ def crash_during_check(tmp_path, changes):
 
 
 def test_a_crash_mid_pass_is_undone_by_recover(tmp_path):
-    from renderer.apply.applier import recover
+    from renderer.apply.journal import recover
     old, new = tmp_path / "old.conf", tmp_path / "new.conf"
     old.write_bytes(b"validated")
     os.chmod(old, 0o640)
@@ -207,7 +210,7 @@ def test_a_completed_pass_leaves_no_journal(tmp_path):
 
 
 def test_recover_removes_stray_temporary_files(tmp_path):
-    from renderer.apply.applier import recover
+    from renderer.apply.journal import recover
     (tmp_path / ".x.conf.abc123.tmp").write_bytes(b"half")
     (tmp_path / "x.conf").write_bytes(b"whole")
     recover([tmp_path / "x.conf"])
@@ -216,7 +219,7 @@ def test_recover_removes_stray_temporary_files(tmp_path):
 
 def test_recover_touches_only_its_own_destinations(tmp_path):
     """Another renderer sharing conf.d keeps its files and its journal."""
-    from renderer.apply.applier import recover
+    from renderer.apply.journal import recover
     ours, theirs = tmp_path / "ours.conf", tmp_path / "theirs.conf"
     for path in (ours, theirs):
         path.write_bytes(b"new")

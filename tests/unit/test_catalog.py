@@ -54,10 +54,10 @@ def test_hostile_instances_are_rejected_with_their_id_and_reason():
     ])
     built = catalog.from_node_dump(dump)
     assert [i.id for i in built.instances] == ["good"]
-    rejected = {r.service_id: r.reason for r in built.rejected}
+    rejected = {r.service_id: r.reason for r in built.refused}
     assert set(rejected) == {"inject-name", "inject-addr", "bad-port", "big-port"}
     assert "port 0" in rejected["bad-port"] and "name 'web;evil'" in rejected["inject-name"]
-    assert all(r.line.startswith("skipped service instance") for r in built.rejected)
+    assert all(r.line.startswith("skipped service instance") for r in built.refused)
 
 
 def test_an_unsafe_tag_or_meta_value_is_withheld_and_the_instance_kept():
@@ -70,8 +70,8 @@ def test_an_unsafe_tag_or_meta_value_is_withheld_and_the_instance_kept():
     assert by_id["inject-tag"].tags == ("http",)
     assert dict(by_id["inject-meta"].meta) == {"version": "2"}
     assert by_id["inject-meta"].withheld == ("description", "weight")
-    lines = sorted(r.line for r in built.rejected)
-    assert len(lines) == 3 and all(r.kept for r in built.rejected)
+    lines = sorted(r.line for r in built.refused)
+    assert len(lines) == 3 and all(r.kept for r in built.refused)
     assert "service instance 'inject-tag' on node 'n1': tag 'x; return 200' contains whitespace" in lines[2]
     assert lines[2].endswith("(withheld from templates; the instance is kept)")
     # A snapshot of it withholds alike.
@@ -82,7 +82,7 @@ def test_an_unsafe_tag_or_meta_value_is_withheld_and_the_instance_kept():
 
 def test_unsafe_node_is_rejected_whole():
     built = catalog.from_node_dump(node_dump([svc("a")], node="evil;node"))
-    assert built.instances == () and built.rejected[0].service_id == ""
+    assert built.instances == () and built.refused[0].service_id == ""
 
 
 def test_unchanged_instances_are_reused_by_identity():
@@ -129,7 +129,7 @@ def test_snapshot_applies_the_same_rules(tmp_path):
                                               {"name": "bad", "node": "n", "port": 2, "status": "sleepy"}]}))
     loaded, _ = snapshot.load(path)
     assert [i.name for i in loaded.instances] == ["ok"]
-    assert "sleepy" in loaded.rejected[0].reason
+    assert "sleepy" in loaded.refused[0].reason
 
 
 def test_unchanged_modify_index_reuses_the_instance_and_follows_its_status():
@@ -145,9 +145,9 @@ def test_a_new_modify_index_is_parsed_and_checked_again():
     first = catalog.from_node_dump(node_dump([{**svc("a"), "ModifyIndex": 5}]))
     hostile = {**svc("a", name="x;y"), "ModifyIndex": 6}
     second = catalog.from_node_dump(node_dump([hostile]), previous=first)
-    assert second.instances == () and second.rejected[0].service_id == "a"
+    assert second.instances == () and second.refused[0].service_id == "a"
     again = catalog.from_node_dump(node_dump([hostile]), previous=second)
-    assert again.rejected[0].service_id == "a", "a memoised rejection is still reported"
+    assert again.refused[0].service_id == "a", "a memoised rejection is still reported"
 
 
 def test_the_node_dump_decoder_keeps_what_the_catalog_reads_and_allows_nulls():

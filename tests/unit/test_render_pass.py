@@ -68,7 +68,7 @@ def test_rejected_content_is_kept_out_and_not_retried(tmp_path):
     render_pass.run(TemplateData(catalog(80, name="fine")))
     outcome = render_pass.run(TemplateData(catalog(80, name="BAD")))
     assert (tmp_path / "out" / "a.conf").read_text() == "fine\n"
-    assert "nginx rejected" in outcome.failed[0] and "unknown directive" in outcome.failed[0]
+    assert "nginx -t refused" in outcome.failed[0] and "unknown directive" in outcome.failed[0]
     checks = nginx.checks
     render_pass.run(TemplateData(catalog(81, name="BAD")))  # renders the same bytes again
     assert nginx.checks == checks

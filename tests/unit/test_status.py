@@ -7,8 +7,8 @@ from types import MappingProxyType
 from prometheus_client.parser import text_string_to_metric_families
 
 from renderer.observe import page as status_page
-from renderer.catalog.model import Catalog, Instance, Rejected
-from renderer.loop_state import PassRecord
+from renderer.catalog.model import Catalog, Instance, CatalogRefusal
+from renderer.observe.status import PassRecord
 from renderer.observe.metrics import RendererMetrics
 from renderer.routes.builder import build
 from renderer.routes.model import RouteOptions
@@ -51,8 +51,8 @@ def test_route_change_says_what_moved():
 
 def test_the_page_shows_routes_instances_and_what_was_left_out_escaped():
     catalog = Catalog([], [instance("web", 1, meta={"weight": "3"}), instance("web", 2, status="critical")],
-                      [Rejected("n1", "evil-1", "name '<script>x' is not a valid service name"),
-                       Rejected("n1", "web-9", "meta description 'my app' contains whitespace", kept=True)])
+                      [CatalogRefusal("n1", "evil-1", "name '<script>x' is not a valid service name"),
+                       CatalogRefusal("n1", "web-9", "meta description 'my app' contains whitespace", kept=True)])
     html = status_page.render(snapshot(catalog), "node-7")
     assert "<title>renderer on node-7: ready</title>" in html
     assert "web.example.org/" in html and "10.0.0.1:1</span>" in html and "weight 3" in html
@@ -71,8 +71,8 @@ def test_not_ready_page_and_held_instances():
 
 def test_metrics_from_a_snapshot_read_back_with_prometheus_parser():
     catalog = Catalog([], [instance("web", 1), instance("web", 2, status="critical")],
-                      [Rejected("n1", "evil-1", "name 'x;' is not a valid service name"),
-                       Rejected("n1", "web-9", "tag 'a b' contains whitespace", kept=True)])
+                      [CatalogRefusal("n1", "evil-1", "name 'x;' is not a valid service name"),
+                       CatalogRefusal("n1", "web-9", "tag 'a b' contains whitespace", kept=True)])
     metrics = RendererMetrics()
     metrics.publish(snapshot(catalog, templates=(TemplateStatus("/t/a.j2", "/x", "line 1: boom"),)))
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
