@@ -25,7 +25,8 @@ from .consul_sink import ConsulSink
 from .daemon import Daemon, Registrar, connect
 from .desired import DEREGISTER_POLICIES
 from .docker_source import DockerSource
-from .labels import MappingSettings, split_tags
+from .model import MappingSettings
+from .service_settings import split_tags
 
 log = logging.getLogger("registrar")
 

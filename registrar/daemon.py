@@ -51,7 +51,8 @@ from . import stopping
 from .desired import ContainerState, container_state, desired_state, from_summary, removed
 from .docker_source import ContainerEvent, DockerSource, EventStream
 from .errors import AgentError, ConsulDenied, ConsulUnavailable, DockerUnavailable, ServiceRefused
-from .labels import MappingSettings, is_running
+from .labels import is_running
+from .model import MappingSettings
 from .metrics import RegistrarMetrics
 from .model import HEALTH_HEARTBEAT
 from .status import RegistrarSnapshot, container_views, readiness

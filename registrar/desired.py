@@ -31,7 +31,9 @@ import dataclasses
 import re
 from typing import Iterable
 
-from .labels import MappingSettings, container_name, docker_health, is_running, services_for
+from .checks import docker_health
+from .labels import container_name, is_running, services_for
+from .model import MappingSettings
 from .model import STOPPING_CHECK_SUFFIX, STOPPING_TTL, Check, Service, check_id
 from .stopping import StopRequest
 

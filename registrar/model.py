@@ -17,6 +17,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .tag_template import Template
 
 MARK_HOST = "registrar-host"
 MARK_CONTAINER = "registrar-container"
@@ -40,6 +44,19 @@ def check_id(service_id: str, kind: str | None = None) -> str:
     service with more checks gets ``service:<id>:<kind>`` for the others.
     """
     return f"service:{service_id}" if kind is None else f"service:{service_id}:{kind}"
+
+
+@dataclasses.dataclass(frozen=True)
+class MappingSettings:
+    """How the operator maps containers (flags), the same for every container of this host."""
+
+    hostname: str
+    host_address: str
+    ip: str | None = None
+    internal: bool = False
+    explicit: bool = False
+    tags: Template | None = None  # --tags: a template evaluated per container
+    ip_label: str | None = None   # --use-ip-from-label: the address comes from this container label
 
 
 @dataclasses.dataclass(frozen=True)

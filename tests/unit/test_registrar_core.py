@@ -14,7 +14,7 @@ from agentkit.backoff import Backoff
 from registrar.daemon import Daemon, Registrar, connect
 from registrar.docker_source import ContainerEvent
 from registrar.errors import ConsulDenied, ConsulUnavailable
-from registrar.labels import MappingSettings
+from registrar.model import MappingSettings
 from registrar.reconcile import Actual
 from tests.unit.test_registrar_labels import inspect
 

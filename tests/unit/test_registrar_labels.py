@@ -6,7 +6,9 @@ import copy
 
 import pytest
 
-from registrar.labels import MappingSettings, default_name, services_for, split_tags
+from registrar.labels import default_name, services_for
+from registrar.model import MappingSettings
+from registrar.service_settings import split_tags
 from registrar.tag_template import Template
 
 HOST = MappingSettings(hostname="node1", host_address="10.0.0.1")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from registrar.labels import MappingSettings, services_for
+from registrar.labels import services_for
+from registrar.model import MappingSettings
 from tests.unit.test_registrar_labels import HOST, inspect
 
 
