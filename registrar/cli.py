@@ -21,12 +21,13 @@ from agentkit.errors import AgentError, ConfigError
 from agentkit.options import consul_options, log_level_option, status_address_option, version_option
 
 from . import config as config_module
-from .consul_sink import ConsulSink
-from .daemon import Daemon, Registrar, connect
+from .consul_sink import ConsulSink, wait_for_consul
+from .daemon import Daemon
 from .desired import DEREGISTER_POLICIES
 from .docker_source import DockerSource
 from .model import MappingSettings
 from .service_settings import split_tags
+from .sync import Registrar
 
 log = logging.getLogger("registrar")
 
@@ -95,7 +96,7 @@ def run(**options):
     hide_token_from_ps()
     # --retry-attempts -1: never give up on Consul, and start following Docker at once (under
     # systemd, a host whose Consul agent is down at boot must start, not block or restart-loop).
-    registrar, config = _build(options, wait_for_consul=options.get("retry_attempts") != -1)
+    registrar, config = _build(options, reach_consul=options.get("retry_attempts") != -1)
     daemon = Daemon(registrar, config)
     daemon.lifecycle.stop_on(signal.SIGTERM, signal.SIGINT)
     log.info("started for host %s: Docker %s -> Consul %s", config.hostname, config.docker_url,
@@ -123,15 +124,15 @@ def sync(**options):
         raise AgentError(f"{failures[0]}{more}")
 
 
-def _build(options: dict, wait_for_consul: bool = True) -> tuple[Registrar, config_module.Config]:
+def _build(options: dict, reach_consul: bool = True) -> tuple[Registrar, config_module.Config]:
     config = config_module.build(**options)
     logs.configure(config.log_level, "registrar", config.log_format)
     sink = ConsulSink(Consul(config.consul_address, config.consul_token, tls=config.consul_tls), config.hostname)
-    if wait_for_consul:
-        connect(sink, config.retry_attempts, config.retry_interval)
+    if reach_consul:
+        wait_for_consul(sink, config.retry_attempts, config.retry_interval)
     docker = DockerSource(config.docker_url)
     # Without --ip, the agent's own address, asked now or at the first contact with Consul.
-    host_address = config.ip or (sink.host_address() if wait_for_consul else "")
+    host_address = config.ip or (sink.host_address() if reach_consul else "")
     mapping = MappingSettings(hostname=config.hostname, host_address=host_address, ip=config.ip,
                               internal=config.internal, explicit=config.explicit, tags=config.tags,
                               ip_label=config.use_ip_from_label)

@@ -12,14 +12,20 @@ the token lacks; any other refusal of one definition raises
 
 from __future__ import annotations
 
+import logging
 import socket
+import time
 from urllib.parse import quote
+
+import tenacity
 
 from agentkit.consul import Consul, translate_errors
 
 from .errors import ConsulDenied, ConsulUnavailable, ServiceRefused
 from .model import Service
 from .reconcile import Actual, owned
+
+log = logging.getLogger("registrar")
 
 
 class ConsulSink:
@@ -100,3 +106,15 @@ def _first_line(text: str) -> str:
     lines = (text or "").strip().splitlines()
     return lines[0][:200] if lines else ""
 
+
+def wait_for_consul(sink: ConsulSink, attempts: int, interval: float, sleep=time.sleep) -> dict:
+    """Reach Consul at start-up: ``attempts`` retries ``interval`` seconds apart (-1: forever)."""
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        log.warning("%s; retrying in %.1fs (attempt %d)", state.outcome.exception(), interval,
+                    state.attempt_number + 1)
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(ConsulUnavailable),
+        stop=tenacity.stop_never if attempts < 0 else tenacity.stop_after_attempt(attempts + 1),
+        wait=tenacity.wait_fixed(interval), sleep=sleep, reraise=True, before_sleep=before_sleep)
+    return retrying(sink.agent_services)

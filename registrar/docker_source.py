@@ -93,6 +93,10 @@ class DockerSource:
         self.api.close()
 
 
+def events_client(url: str) -> docker.APIClient:
+    return docker.APIClient(base_url=url, timeout=10, version="auto")
+
+
 class EventStream:
     """Docker container events -> ``on_event(event)``, in order, from one thread.
 
@@ -102,8 +106,10 @@ class EventStream:
     """
 
     def __init__(self, url: str, on_event: Callable[[dict], None], on_reconnect: Callable[[], None],
-                 backoff: Backoff | None = None):
+                 backoff: Backoff | None = None, api_factory: Callable[[str], object] | None = None):
+        """``api_factory(url)`` makes the client of one connection (a fresh one after each break)."""
         self.url = url
+        self.api_factory = api_factory or events_client
         self.on_event = on_event
         self.on_reconnect = on_reconnect
         self.backoff = backoff or Backoff(initial=0.2, cap=5.0)
@@ -135,7 +141,7 @@ class EventStream:
         while not self.stop_event.is_set():
             api = None
             try:
-                api = docker.APIClient(base_url=self.url, timeout=10, version="auto")
+                api = self.api_factory(self.url)
                 stream = api.events(decode=True, filters={"type": ["container"]})
                 with self._lock:
                     self._stream = stream

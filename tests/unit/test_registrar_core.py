@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 
 import pytest
 
 from agentkit.errors import ConfigError
 from registrar import config as config_module
-from agentkit.backoff import Backoff
-from registrar.daemon import Daemon, Registrar, connect
+from registrar.consul_sink import wait_for_consul as connect
+from registrar.sync import Registrar
 from registrar.docker_source import ContainerEvent
 from registrar.errors import ConsulDenied, ConsulUnavailable
 from registrar.model import MappingSettings
@@ -25,8 +24,10 @@ class FakeDocker:
     def __init__(self, *infos):
         self.infos = {info["Id"]: info for info in infos}
         self.events: list = []  # what recent_events gives back
+        self.listed = 0
 
     def containers(self):
+        self.listed += 1
         return [{"Id": cid, "Names": [info["Name"]], "State": "running" if info["State"]["Running"] else "exited",
                  "Status": "Up" if info["State"]["Running"] else f"Exited ({info['State']['ExitCode']}) now"}
                 for cid, info in self.infos.items()]
@@ -179,87 +180,6 @@ def test_config_flags_beat_environment_and_bad_values_name_the_flag():
         with pytest.raises(ConfigError, match=flag):
             config_module.build(environ={}, **({"hostname": "h"} | bad))
 
-
-
-class FakeEvents:
-    """Stands in for the Docker event thread: already connected, fed by the test."""
-
-    def __init__(self, url, on_event, on_reconnect):
-        self.on_event, self.on_reconnect = on_event, on_reconnect
-        self.connected = threading.Event()
-        self.connected.set()
-        self.stopped = False
-
-    def start(self):
-        return self
-
-    def stop(self):
-        self.stopped = True
-
-    def join(self, timeout=None):
-        pass
-
-
-class ScriptedRegistrar:
-    """Records what the loop asks for; Consul fails for the first ``outages`` full syncs."""
-
-    def __init__(self, outages: int, on_success):
-        from registrar.metrics import RegistrarMetrics
-        self.outages = outages
-        self.on_success = on_success
-        self.calls: list[str] = []
-        self.actual = {}
-        self.metrics = RegistrarMetrics()
-        self.containers, self.left, self.last_reconcile = {}, (), None
-
-    def full_sync(self, cleanup=False):
-        self.calls.append("full_sync")
-        if self.outages:
-            self.outages -= 1
-            if self.calls == ["full_sync"]:
-                self.during_outage()
-            raise ConsulUnavailable("cannot reach Consul at http://127.0.0.1:1: connection refused")
-        self.on_success()
-        return []
-
-    def observe(self, container_id, name="", event=None):
-        self.calls.append(f"observe {container_id}")
-
-    def next_give_up(self):
-        return None
-
-    def apply(self, cleanup=False):
-        self.calls.append("apply")
-        return []
-
-    def check_consul(self):
-        self.calls.append("check_consul")
-        return []
-
-
-def test_loop_retries_consul_with_backoff_and_follows_docker_meanwhile(caplog):
-    cfg = config_module.build(hostname="node1", consul_addr="127.0.0.1:1", environ={}, resync=0)
-    holder = {}
-
-    def succeed():
-        holder["daemon"].stop()
-
-    registrar = ScriptedRegistrar(outages=3, on_success=succeed)
-    backoff = Backoff(0.001, 0.004, jitter=0)
-    daemon = Daemon(registrar, cfg, events_factory=FakeEvents, consul_backoff=backoff, poll_interval=60)
-    holder["daemon"] = daemon
-    # A Docker event during the outage is observed (desired state kept current), not applied.
-    registrar.during_outage = lambda: daemon.queue.put(("event", ContainerEvent("c" * 64, "start", "web")))
-    with caplog.at_level(logging.WARNING, logger="registrar"):
-        runner = threading.Thread(target=daemon.run)
-        runner.start()
-        runner.join(5)
-    assert not runner.is_alive()
-    assert registrar.calls.count("full_sync") == 4
-    assert f"observe {'c' * 64}" in registrar.calls and "apply" not in registrar.calls
-    assert backoff.failures == 0  # reset by the success
-    # One warning for the outage, not one per attempt.
-    assert sum("keeping the desired state" in r.message for r in caplog.records) == 1
 
 
 def test_a_payload_that_breaks_the_mapping_costs_only_that_container(caplog):
