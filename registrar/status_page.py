@@ -1,26 +1,19 @@
 """The registrar's status page (``/``): its containers, the services it made, and why anything was skipped.
 
-Server-rendered HTML (``status_page.html.j2`` next to this module), every
-value escaped, readable without JavaScript, refreshing itself.
+``status_page.html.j2`` next to this module, over the daemons' shared frame
+(:mod:`agentkit.status_page`).
 """
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 
-import jinja2
+from agentkit import status_page
 
 from .status import RegistrarSnapshot
 
-REFRESH_SECONDS = 5
-_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent)), autoescape=True,
-                          undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-
-
-def clock(at: float | None) -> str:
-    return "-" if at is None else datetime.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
+_ENV = status_page.environment(Path(__file__).parent)
 
 
 def render(snapshot: RegistrarSnapshot) -> str:
-    return _ENV.get_template("status_page.html.j2").render(s=snapshot, refresh=REFRESH_SECONDS, clock=clock)
+    return status_page.render(_ENV, "status_page.html.j2", "registrar", snapshot.hostname, snapshot)

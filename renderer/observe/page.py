@@ -1,28 +1,24 @@
 """The renderer's status page (``/``): the routing table as nginx has it, and why anything is missing (pure).
 
-Server-rendered HTML from one :class:`renderer.status.StatusSnapshot`,
-readable without JavaScript, refreshing itself every few seconds. Every value
-is HTML-escaped (catalog values are nginx-safe, not HTML-safe: ``<`` may be
-in a meta value). The template is ``status_page.html.j2`` next to this
-module.
+From one :class:`renderer.observe.status.StatusSnapshot`; the template is
+``page.html.j2`` next to this module, over the daemons' shared frame
+(:mod:`agentkit.status_page`: every value HTML-escaped, since catalog values
+are nginx-safe, not HTML-safe: ``<`` may be in a meta value).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from pathlib import Path
 
-import jinja2
-
+from agentkit import status_page
 from renderer.catalog.model import PASSING, Catalog, Instance
-from renderer.routes.report import not_proxied
 from renderer.routes.model import Location, Pool, RouteTable
+from renderer.routes.report import not_proxied
+
 from .status import StatusSnapshot
 
-REFRESH_SECONDS = 5
-_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent)), autoescape=True,
-                          undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+_ENV = status_page.environment(Path(__file__).parent)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,12 +42,6 @@ class RouteRow:
     action: str           # proxy, redirect to HTTPS, 503 ...
     options: str
     members: tuple[Member, ...]
-
-
-def clock(at: float | None) -> str:
-    if at is None:
-        return "-"
-    return datetime.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _members(pools: tuple[Pool | None, ...], service: str, catalog: Catalog | None) -> tuple[Member, ...]:
@@ -99,8 +89,8 @@ def service_rows(catalog: Catalog) -> list[tuple[str, tuple[Instance, ...]]]:
 
 def render(snapshot: StatusSnapshot, hostname: str) -> str:
     table, catalog = snapshot.table, snapshot.catalog
-    return _ENV.get_template("page.html.j2").render(
-        s=snapshot, hostname=hostname, refresh=REFRESH_SECONDS, clock=clock,
+    return status_page.render(
+        _ENV, "page.html.j2", "renderer", hostname, snapshot,
         routes=route_rows(table, catalog) if table is not None else None,
         services=service_rows(catalog) if table is None and catalog is not None else None,
         left_out=list(catalog.refused) if catalog is not None else [],
