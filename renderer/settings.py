@@ -75,6 +75,10 @@ PATH_KEYS = ("consul_token_file", "consul_cacert", "consul_capath", "consul_clie
              "nginx_pid_file", "nginx_error_log", "peers_dir")
 FILE_KEYS = {*STRING_KEYS, "consul_tls_skip_verify", "template", "template_dir", "var", "dynamic_peers"}
 PEERS_SOCKET = "nginx-renderer-peers.sock"
+# The template variables the renderer itself reads (the route table's options, the certificate directory, the
+# peer socket); any other variable is the templates' own.
+RENDERER_VARIABLES = frozenset({"domain", "http_port", "https_port", "stream_ports", "cert_dir", "socket_dir",
+                                "peers_socket"})
 CONSISTENCY_MODES = ("default", "stale")
 _TLS_FILE_KEYS = {"consul_cacert": "CONSUL_CACERT", "consul_capath": "CONSUL_CAPATH",
                   "consul_client_cert": "CONSUL_CLIENT_CERT", "consul_client_key": "CONSUL_CLIENT_KEY",

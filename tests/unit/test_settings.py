@@ -89,3 +89,20 @@ def test_durations():
     assert parse_duration("250ms") == 0.25 and parse_duration("2") == 2 and parse_duration("1m") == 60
     wait = parse_wait("100ms:2s")
     assert (wait.min, wait.max) == (0.1, 2)
+
+
+def test_the_example_config_sets_only_what_the_renderer_and_its_default_templates_read():
+    """examples/renderer.toml is what the README tells operators to copy: a key nothing reads is a trap."""
+    import jinja2
+    import jinja2.meta
+
+    from renderer.settings import RENDERER_VARIABLES, load_file
+    root = Path(__file__).resolve().parents[2]
+    example = load_file(root / "examples" / "renderer.toml")  # unknown top-level settings are refused here
+    environment = jinja2.Environment()
+    read = set(RENDERER_VARIABLES)
+    for template in (root / "templates").glob("*/*.j2"):
+        read |= jinja2.meta.find_undeclared_variables(environment.parse(template.read_text()))
+    assert example["var"] and set(example["var"]) <= read, sorted(set(example["var"]) - read)
+    settings = build({"config": str(root / "examples" / "renderer.toml")}, environ={"CONSUL_HTTP_TOKEN": "x"})
+    assert settings.variables["https_port"] == "443"
