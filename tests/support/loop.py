@@ -1,14 +1,10 @@
-"""The fault-injection suite: the renderer tests' scene, and the whole loop (both daemons, real containers)."""
+"""The whole loop for one test: containers -> registrar -> Consul -> renderer -> the shared nginx."""
 
 from __future__ import annotations
 
 
-import pytest
 import requests
 
-from tests.renderer.conftest import scene  # noqa: F401  (fixture)
-from tests.support import require
-from tests.support.consul_agent import ConsulAgent
 from tests.support.registrar_process import RegistrarProcess, owned
 from tests.support.waiting import wait_until
 from tests.support.web_containers import WebContainers
@@ -99,27 +95,3 @@ class Loop:
                 except requests.RequestException:
                     pass
         return problems
-
-
-@pytest.fixture
-def loop(scene, docker_engine, busybox_image, tmp_path):  # noqa: F811  (scene is the imported fixture)
-    loop = Loop(scene, docker_engine, busybox_image, tmp_path)
-    yield loop
-    problems = loop.close()
-    assert not problems, problems[0]
-
-
-@pytest.fixture
-def acl_deny_agent():
-    """A dev agent with ACLs on and ``default_policy = deny``: what a locked-down cluster looks like.
-
-    The agent's own token is the master token (the agent must register its
-    node); the daemons under test get only the README's policies.
-    """
-    agent = ConsulAgent(require.binary("consul"), token=ACL_MASTER_TOKEN, extra_config={
-        "acl": {"enabled": True, "default_policy": "deny", "enable_token_persistence": False,
-                "tokens": {"master": ACL_MASTER_TOKEN, "agent": ACL_MASTER_TOKEN}},
-    })
-    agent.start()
-    yield agent
-    agent.close()

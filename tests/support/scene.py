@@ -1,10 +1,8 @@
-"""Fixtures for renderer tests: a test's own services, backends and output files."""
+"""A renderer test's scene: its own services, backends and output files in the shared Consul and nginx."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
 
 from tests.support.backends import HttpBackend, TcpEcho
 from tests.support.renderer_process import RendererDaemon
@@ -98,14 +96,6 @@ class Scene:
             raise failures[0]
 
 
-@pytest.fixture
-def scene(consul_agent, nginx, unique):
-    scene = Scene(consul_agent, nginx, unique)
-    yield scene
-    scene.close()
-    assert nginx.config_is_valid(), "nginx -t must pass on disk after every test"
-
-
 class Routing:
     """A scene with what TLS routes need: a CA and its cert_dir, an HTTPS port, a socket directory."""
 
@@ -139,14 +129,3 @@ class Routing:
             return pool.request(method, path, headers=headers, redirect=False, **kwargs)
         finally:
             pool.close()
-
-
-@pytest.fixture(scope="session")
-def certificate_authority(tmp_path_factory):
-    from tests.support.certs import CertificateAuthority
-    return CertificateAuthority(tmp_path_factory.mktemp("routes-ca"))
-
-
-@pytest.fixture
-def routing(scene, certificate_authority):
-    return Routing(scene, certificate_authority)

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import requests
 
-from tests.faults.conftest import ACL_MASTER_TOKEN
+from tests.support.loop import ACL_MASTER_TOKEN
 from tests.support.docker_engine import PrivateDockerEngine
 from tests.support.probe import Probe
 from tests.support.renderer_process import run_once
 from tests.support.waiting import wait_until
 from tests.support.web_containers import WebContainers
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def catalog_entry(agent, name: str) -> list[dict]:

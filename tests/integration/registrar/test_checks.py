@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.registrar.conftest import MASTER_TOKEN
+from tests.support.registrars import MASTER_TOKEN
 from tests.support.waiting import wait_until
 
 

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import time
 
-from tests.registrar.conftest import MASTER_TOKEN, REGISTRAR, acl_request
+from tests.support.registrars import MASTER_TOKEN, REGISTRAR, acl_request
 
 
 def test_sync_exits_zero_after_one_reconciliation(run_sync, containers, consul_agent, unique):

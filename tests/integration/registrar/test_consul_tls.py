@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from tests.registrar.conftest import REGISTRAR, owned
+from tests.support.registrars import REGISTRAR, owned
 
 
 def tls_environment(agent) -> dict:

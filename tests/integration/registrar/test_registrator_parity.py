@@ -9,8 +9,8 @@ import subprocess
 
 import requests
 
-from tests.registrar.conftest import MASTER_TOKEN
-from tests.registrar.test_checks import wait_check
+from tests.support.registrars import MASTER_TOKEN
+from tests.integration.registrar.test_checks import wait_check
 from tests.support.daemon_process import BIN
 from tests.support.route_backends import GrpcBackend
 from tests.support.waiting import wait_until

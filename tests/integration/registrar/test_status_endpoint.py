@@ -9,7 +9,7 @@ import subprocess
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.registrar.conftest import REGISTRAR
+from tests.support.registrars import REGISTRAR
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 

@@ -12,9 +12,9 @@ from tests.support.renderer_process import RENDERER, run_once
 
 import subprocess
 
-from .conftest import HTTP_TEMPLATE, STREAM_TEMPLATE
+from tests.support.scene import HTTP_TEMPLATE, STREAM_TEMPLATE
 
-SEED = Path(__file__).resolve().parents[1] / "unit" / "catalogs" / "seed.json"
+SEED = Path(__file__).resolve().parents[2] / "unit" / "catalogs" / "seed.json"
 
 
 def cli(*args, **kwargs):

@@ -4,7 +4,7 @@ import signal
 
 from tests.support.waiting import wait_until
 
-from .conftest import HTTP_TEMPLATE
+from tests.support.scene import HTTP_TEMPLATE
 
 
 def bodies(scene, name, count=8):

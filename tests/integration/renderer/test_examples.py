@@ -7,7 +7,7 @@ from pathlib import Path
 
 from renderer.settings import build
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples"
 
 

@@ -17,7 +17,7 @@ import tempfile
 
 import pytest
 
-from tests.renderer.conftest import HTTP_TEMPLATE, STREAM_TEMPLATE
+from tests.support.scene import HTTP_TEMPLATE, STREAM_TEMPLATE
 from tests.support import require
 from tests.support.consul_agent import ConsulAgent
 from tests.support.registrar_process import RegistrarProcess

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.renderer.conftest import HTTP_TEMPLATE, STREAM_TEMPLATE, Scene
+from tests.support.scene import HTTP_TEMPLATE, STREAM_TEMPLATE, Scene
 from tests.support.backends import tcp_roundtrip
 from tests.support.daemon_process import BIN, DaemonProcess
 from tests.support.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SERVE = "trap 'exit 0' TERM; echo {body} > /www/index.html; httpd -f -p 80 -h /www & wait"
 
 

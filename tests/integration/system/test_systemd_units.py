@@ -14,7 +14,7 @@ import pytest
 
 from tests.support import require
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 INSTALL_PREFIX = "/opt/consul-nginx-sync/bin/"
 
 
