@@ -325,9 +325,9 @@ class Daemon:
         self.forced = True
         self._scan_certificates()
         self._watch_files()
+        directories = len(settings.template_dirs)
         log.info("watching %d template(s)%s", len(fresh.states),
-                 f" in {len(settings.template_dirs)} watched director{'y' if len(settings.template_dirs) == 1 else 'ies'}"
-                 if settings.template_dirs else "")
+                 f" in {directories} watched director{'y' if directories == 1 else 'ies'}" if directories else "")
 
     def _configure_peers(self, sync: PeerSync | None) -> None:
         """Dynamic peers on, off, or on with new settings: what nginx holds is still known after a SIGHUP."""

@@ -28,7 +28,8 @@ from .service import ServiceRoutes
 
 
 def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificates: CertificateSet, catalog: Catalog,
-             refused: list[RouteRefusal], notes: list[str], known: dict[str, tuple]) -> tuple[list[Host], list[Passthrough]]:
+             refused: list[RouteRefusal], notes: list[str],
+             known: dict[str, tuple]) -> tuple[list[Host], list[Passthrough]]:
     """Claims of every service -> hosts and passthroughs, conflicts settled by the rule above.
 
     ``known`` is the builder's memory of the hosts it built last, for these
@@ -56,7 +57,7 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
             owner = reserved.get(host)
             if owner is not None and owner != name:
                 refused.append(RouteRefusal(name, f"host {host} is service {owner}'s default name; not routed there",
-                                       key="hosts", value=",".join(hosts)))
+                                            key="hosts", value=",".join(hosts)))
                 continue
             if spec.tls in ("terminate", "passthrough"):
                 sni.setdefault(host, []).append(name)
@@ -74,9 +75,9 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
         first = sni_winner[host]
         for name in names:
             if name != first and "passthrough" in (specs[name].tls, specs[first].tls):
-                refused.append(RouteRefusal(name, f"host {host}: service {first} holds its TLS (tls={specs[first].tls}; "
-                                             "the host's owner, or the first by name); not routed", key="tls",
-                                       value=specs[name].tls))
+                refused.append(RouteRefusal(
+                    name, f"host {host}: service {first} holds its TLS (tls={specs[first].tls}; the host's owner, "
+                          "or the first by name); not routed", key="tls", value=specs[name].tls))
 
     by_host: dict[str, list[tuple[str, str]]] = {}
     for (host, path), names in sorted(claims.items()):
@@ -86,9 +87,9 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
             continue  # the host's TLS is passed through: refused above
         for name in names:
             if name != chosen:
-                refused.append(RouteRefusal(name, f"host {host} path {path} is routed to service {chosen} (the host's "
-                                             "owner, or the first by name); not routed there", key="path",
-                                       value=path))
+                refused.append(RouteRefusal(
+                    name, f"host {host} path {path} is routed to service {chosen} (the host's owner, or the first "
+                          "by name); not routed there", key="path", value=path))
         by_host.setdefault(host, []).append((path, chosen))
 
     hosts = []
@@ -101,14 +102,16 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
             hosts.append(previous[1])  # its services' parts are the same objects: the same host
             continue
         certificate = None
+        refusing = False  # a host built with a refusal is built again each time, so the refusal is always said
         if any(specs[name].tls == "terminate" for _, name in routes):
             found = certificates.find(host)
             if isinstance(found, Certificate):
                 certificate = found
             else:
+                refusing = True
                 for path, name in [r for r in routes if specs[r[1]].tls == "terminate"]:
                     refused.append(RouteRefusal(name, f"host {host} path {path}: no certificate ({found}); not routed",
-                                           key="tls", value="terminate"))
+                                                key="tls", value="terminate"))
                 routes = [r for r in routes if specs[r[1]].tls != "terminate"]
                 if not routes:
                     continue
@@ -123,7 +126,8 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
                 http.append(location)
         built = Host.of(host, tuple(http), tuple(https), certificate)
         hosts.append(built)
-        if not any(location.auth for location in (*http, *https)):  # auth pools are other services': not cached
+        # Auth pools are other services': a host with auth is not kept either.
+        if not refusing and not any(location.auth for location in (*http, *https)):
             known[host] = (parts, built)
     for name in set(known) - set(by_host):
         del known[name]

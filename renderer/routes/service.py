@@ -116,7 +116,7 @@ def servers(name: str, passing: tuple[Instance, ...], refused: list[RouteRefusal
                 chosen[key] = parse(instance.meta[key]) if key in instance.meta else default
             except ValueError as error:
                 refused.append(RouteRefusal(name, f"{error}; this instance is not routed", instance.id, key,
-                                       instance.meta[key]))
+                                            instance.meta[key]))
                 break
         else:
             server = Server(instance.host_port, chosen["weight"], instance.id, instance.node)

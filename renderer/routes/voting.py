@@ -46,7 +46,7 @@ def vote(name: str, voters: tuple[Instance, ...], refused: list[RouteRefusal], n
             if raw is None:
                 if key in instance.withheld:  # set, but unsafe for nginx: a vote for nothing valid
                     refused.append(RouteRefusal(name, "its value is unsafe for nginx and was withheld", instance.id,
-                                           key, "(withheld)"))
+                                                key, "(withheld)"))
                     continue
                 counts[None] += 1
                 continue

@@ -262,3 +262,15 @@ def test_explain_says_which_route_answers_and_why():
     assert "host *.apps.example.org (by its wildcard)" in said["http://x.apps.example.org/"]
     text = format_table(routes)
     assert "https  api.example.org" in text and "passthrough nine.example.org -> nine" in text
+
+
+def test_a_refusal_is_reported_by_every_build_of_a_builder_not_only_the_first():
+    from renderer.routes.builder import RouteBuilder
+    # One host: a plain route, and a terminated one without a certificate (refused, named).
+    front = instance("front", 1, {"hosts": "shop.other.org"})
+    secure = instance("secure", 2, {"hosts": "shop.other.org", "path": "/pay", "tls": "terminate"})
+    builder = RouteBuilder()
+    first = builder.build(Catalog([], [front, secure]), OPTIONS, CERTS)
+    second = builder.build(Catalog([], [front, secure]), OPTIONS, CERTS)
+    assert [r for r in refusals(first) if "no certificate" in r]
+    assert refusals(second) == refusals(first) and second == first

@@ -96,7 +96,8 @@ def test_each_keeps_the_text_of_a_route_object_that_did_not_change(tmp_path):
     assert again.text == "kept api-a\nkept web-a\nplain\n" and again.fragments == ()
 
     # web changed: its pool is a new object, rendered again; api's (the same instance) stays kept.
-    changed = data.with_catalog(Catalog([], [catalog.instances_of("api")[0], *routed(("web", [82])).instances_of("web")]))
+    web = routed(("web", [82])).instances_of("web")
+    changed = data.with_catalog(Catalog([], [catalog.instances_of("api")[0], *web]))
     third = loader.render(source, changed)
     assert third.text == "kept api-a\nupstream web-a\nplain\n" and len(third.fragments) == 1
 
