@@ -16,7 +16,10 @@ docstring says what it owns and what it may import:
 * :mod:`renderer.observe` -- status, page and metrics at ``--status-address``.
 
 At the top: :mod:`renderer.daemon` (the one loop, with
-:mod:`renderer.quiescence` and :mod:`renderer.loop_state`),
+:mod:`renderer.quiescence`), :mod:`renderer.wiring` (what settings become:
+the parts the daemon and the one-shot commands share),
 :mod:`renderer.settings` and :mod:`renderer.cli` (the operator's edge),
-:mod:`renderer.errors` (every package may import it).
+:mod:`renderer.errors` (every package may import it). Only the top imports
+the packages' downstream neighbours: a package imports what comes before it
+on the path, never after (``tests/unit/test_layout.py`` holds it to that).
 """

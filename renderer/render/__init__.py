@@ -5,7 +5,8 @@ each call records) -> :mod:`.loader` (Jinja2 environments, sandboxed, and
 what a render read) -> :mod:`.bounded` (renders in a forked child with time,
 output and memory limits) -> :mod:`.render_pass` (what is due, what changed,
 what failed and when to retry; hands the changed files to
-:mod:`renderer.apply`). :mod:`.template_files` watches the template files
+:mod:`renderer.apply`) -> :mod:`.fill` (render, fetch what templates found
+missing, render again). :mod:`.template_files` watches the template files
 on disk for the loop.
 
 May import: :mod:`renderer.catalog`, :mod:`renderer.routes`,
