@@ -112,6 +112,9 @@ def main():
 @click.option("--wait", default=None, metavar="MIN[:MAX]",
               help="Quiescence: render once changes are quiet for MIN, at the latest MAX after the first "
                    "(e.g. 500ms:5s; default off).")
+@click.option("--register/--no-register", "register", default=None,
+              help="With --status-address: register this renderer in the local Consul agent (service "
+                   "consul-nginx-sync-renderer, checked on /ready), removed on a clean stop (default: on).")
 @click.option("--grace", default=None, metavar="DURATION",
               help="How long a catalog that looks like Consul lost its state (index went backwards, or most "
                    "instances gone at once) is held back while the last good config stays (default 30s; 0: off).")

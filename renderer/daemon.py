@@ -48,6 +48,7 @@ from .catalog.fetch import DEFAULT_WAIT, Fetched
 from .catalog.guard import CatalogGuard
 from .catalog.watch import Update
 from .catalog.watches import CatalogRemarks, Watches, blocking_watch
+from .observe.registration import Registration
 from .observe.service import StatusService
 from .observe.status import LoopState, PassRecord, TemplateStatus
 from .peers.coordinator import PeerCoordinator
@@ -100,6 +101,7 @@ class Daemon:
         self.status = StatusService(self.lifecycle)
         self.change_seen: float | None = None  # when the catalog change not yet in nginx arrived
         self.peers: PeerCoordinator | None = None  # dynamic peers, when on
+        self.registration: Registration | None = None  # this renderer in the catalog, with a status address
 
     # Signal handlers call these: a flag and a reentrant queue put, nothing that can deadlock.
     def stop(self) -> None:
@@ -118,6 +120,10 @@ class Daemon:
                 self.client = self.connect(self.settings, timeout=30)
                 if self.settings.status_address:
                     self.status.serve(*self.settings.status_address)
+                    if self.settings.register:
+                        host, _ = self.settings.status_address
+                        self.registration = Registration(host, self.status.endpoint.server.port, self.status.version,
+                                                         self.clock)
                 self.files = self.files_factory(lambda: self.events.put(FILES_CHANGED)).start()
                 self._configure(self.settings)
                 self._publish()
@@ -127,6 +133,8 @@ class Daemon:
                 log.info("%s; stopping", self.lifecycle.stop_reason or "asked to stop")
             finally:
                 self.notify("STOPPING=1")
+                if self.registration is not None and self.client is not None:
+                    self.registration.remove(self.client)
                 self.status.stop()
                 self.watches.stop()
                 if self.files:
@@ -170,6 +178,8 @@ class Daemon:
             self._pass()
         elif self.peers is not None and self.peers.due(now):
             self.peers.ensure(self.data, verify=True)
+        if self.registration is not None and self.registration.due(self.clock()):
+            self.registration.ensure(self.client)
         self.lifecycle.tick()
         return True
 
@@ -178,6 +188,8 @@ class Daemon:
                self.lifecycle.watchdog.due_in(now), self.lifecycle.tick_due_in(now)]
         if self.peers is not None:
             due.append(self.peers.due_in(now))
+        if self.registration is not None:
+            due.append(self.registration.due_in(now))
         for when in (self.render_pass.next_retry(), self.pass_retry.at, self.rescan_retry.at):
             if when is not None:
                 due.append(max(0.0, when - now))

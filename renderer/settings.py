@@ -21,6 +21,7 @@ from the same sources. TOML keys are the flags' names with underscores:
     log_level = "info"
     log_format = "text"                              # or "json"
     status_address = "127.0.0.1:9465"                # /metrics, /health, /ready, the status page (renderer run)
+    register = true                                  # with status_address: this renderer in Consul's catalog
     dynamic_peers = true                             # instance changes without a reload (nginx's Lua module)
     peers_dir = "/var/lib/renderer"                  # where the peer table and its Lua module are written
     [var]
@@ -73,7 +74,7 @@ STRING_KEYS = ("consul_addr", "consul_token", "consul_token_file", "consul_cacer
                "peers_dir")
 PATH_KEYS = ("consul_token_file", "consul_cacert", "consul_capath", "consul_client_cert", "consul_client_key",
              "nginx_pid_file", "nginx_error_log", "peers_dir")
-FILE_KEYS = {*STRING_KEYS, "consul_tls_skip_verify", "template", "template_dir", "var", "dynamic_peers"}
+FILE_KEYS = {*STRING_KEYS, "consul_tls_skip_verify", "template", "template_dir", "var", "dynamic_peers", "register"}
 PEERS_SOCKET = "nginx-renderer-peers.sock"
 # The template variables the renderer itself reads (the route table's options, the certificate directory, the
 # peer socket); any other variable is the templates' own.
@@ -109,6 +110,7 @@ class Settings:
     config_file: Path | None
     log_format: str = "text"
     status_address: tuple[str, int] | None = None  # renderer run's status endpoint
+    register: bool = True  # with a status address: this renderer registers itself in Consul (observe.registration)
     dynamic_peers: bool = False  # instance changes reach nginx's Lua balancer, not a reload (renderer.peers)
     peers_dir: Path | None = None
     peers_socket: Path | None = None
@@ -154,6 +156,8 @@ def build(flags: Mapping, environ: Mapping[str, str] = os.environ) -> Settings:
     variables = dict(file_values.get("var", {}))
     variables.update(parse_variables(flags.get("var") or ()))
     dynamic = bool(flags.get("dynamic_peers") or file_values.get("dynamic_peers"))
+    register = flags.get("register")
+    register = file_values.get("register", True) if register is None else register
     peers_dir = Path(pick("peers_dir") or DEFAULTS["peers_dir"])
     peers_socket = None
     if dynamic:
@@ -183,7 +187,7 @@ def build(flags: Mapping, environ: Mapping[str, str] = os.environ) -> Settings:
         grace=parse_duration(pick("grace") or DEFAULTS["grace"]),
         log_level=(pick("log_level") or DEFAULTS["log_level"]).lower(),
         log_format=_log_format(pick("log_format")),
-        status_address=_status_address(pick("status_address")),
+        status_address=_status_address(pick("status_address")), register=bool(register),
         dynamic_peers=dynamic, peers_dir=peers_dir, peers_socket=peers_socket,
         config_file=config_file)
 
@@ -256,7 +260,7 @@ def load_file(path: Path) -> dict:
     for key in STRING_KEYS:
         if key in data and not isinstance(data[key], str):
             raise ConfigError(f"config file {path}: {key} must be a string")
-    for key in ("consul_tls_skip_verify", "dynamic_peers"):
+    for key in ("consul_tls_skip_verify", "dynamic_peers", "register"):
         if key in data and not isinstance(data[key], bool):
             raise ConfigError(f"config file {path}: {key} must be true or false")
     for key in PATH_KEYS:

@@ -171,3 +171,20 @@ def test_json_logs_carry_the_decisions_fields(scene):
     assert rendered and rendered[0]["file"] == str(scene.outputs[0]) and rendered[0]["template"].endswith(".j2")
     reload = next(e for e in entries if e["message"].startswith("nginx reload confirmed"))
     assert isinstance(reload["duration_ms"], int) and reload["level"] == "info"
+
+
+def test_the_renderer_registers_itself_checked_on_ready_and_leaves_on_a_clean_stop(scene):
+    daemon, port = start(scene)
+    service_id = f"consul-nginx-sync-renderer:127.0.0.1:{port}"
+
+    def passing():
+        checks = scene.consul.get(f"/v1/health/checks/consul-nginx-sync-renderer")
+        return any(c["ServiceID"] == service_id and c["Status"] == "passing" for c in checks)
+    wait_until(passing, 15, what="the renderer's registration passing its /ready check")
+    registered = scene.consul.services()[service_id]
+    assert (registered["Service"], registered["Address"], registered["Port"]) == (
+        "consul-nginx-sync-renderer", "127.0.0.1", port)
+    assert registered["Meta"]["version"]
+    assert daemon.stop() == 0
+    assert service_id not in scene.consul.services()
+    assert f"deregistered {service_id} from Consul" in daemon.log
