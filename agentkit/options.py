@@ -50,10 +50,11 @@ def log_level_option(command):
                         help="Logging threshold (default: info).")(command)
 
 
-def status_address_option(command):
-    return click.option("--status-address", default=None, metavar="HOST:PORT",
+def status_address_option(command, envvar: str | None = None):
+    return click.option("--status-address", default=None, metavar="HOST:PORT", envvar=envvar,
                         help="Serve /metrics (Prometheus), /health, /ready and a status page here "
-                             "(default: off; the systemd units use loopback).")(command)
+                             "(default: off; the systemd units use loopback"
+                             + (f"; the environment's {envvar}" if envvar else "") + ").")(command)
 
 
 def version_option(program: str):

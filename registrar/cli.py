@@ -68,7 +68,7 @@ def registrar_options(command):
     ]
     for option in reversed(options):
         command = option(command)
-    return status_address_option(log_level_option(consul_options(command)))
+    return status_address_option(log_level_option(consul_options(command)), envvar="REGISTRAR_STATUS_ADDRESS")
 
 
 def operator_errors(command):
