@@ -79,8 +79,11 @@ def wheels(digest: str) -> None:
     for old in WHEELS.glob("consul_nginx_sync-*.whl"):
         old.unlink()
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--wheel-dir", str(WHEELS), str(ROOT)], check=True)
-    subprocess.run([*pip, "download", "--dest", str(WHEELS), "setuptools>=61", "wheel"], check=True)
+    for command in ([*pip, "wheel", "--wheel-dir", str(WHEELS), str(ROOT)],
+                    [*pip, "download", "--dest", str(WHEELS), "setuptools>=61", "wheel"]):
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command[3:5])} failed: {result.stderr.strip()[-2000:]}")
     stamp.write_text(digest)
 
 

@@ -89,6 +89,22 @@ def browser():
 
 
 @pytest.fixture(scope="session")
+def fleet(tmp_path_factory):
+    """The reference three-node layout (tests/support/fleet.py), started once for the tests that ask."""
+    from tests.support.fleet import Fleet
+    for binary in ("consul", "dockerd", "nginx", "nsenter", "ip", "iptables", "mmdebstrap"):
+        require.binary(binary)
+    started = Fleet(tmp_path_factory.mktemp("fleet"), log=lambda text: None)
+    try:
+        started.start()
+    except BaseException:
+        started.stop()
+        raise
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="session")
 def busybox_image(docker_engine):
     return docker_engine.busybox_image()
 

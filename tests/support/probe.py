@@ -10,8 +10,8 @@ import requests
 
 class Probe:
     def __init__(self, port: int, host: str, expect: str | None = None, interval: float = 0.1, path: str = "/",
-                 method: str = "GET"):
-        self.url, self.host, self.expect, self.interval = f"http://127.0.0.1:{port}{path}", host, expect, interval
+                 method: str = "GET", address: str = "127.0.0.1"):
+        self.url, self.host, self.expect, self.interval = f"http://{address}:{port}{path}", host, expect, interval
         # POST: nginx never retries it on another upstream once sent, so a cut request shows as a failure.
         self.method = method
         self.sent = 0
