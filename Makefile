@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: deps test unit bench demo demo-stop clean
+.PHONY: deps test unit bench demo demo-stop image fleet fleet-stop clean
 
 deps:
 	@bash .ci/install-deps
@@ -21,6 +21,17 @@ demo: deps
 
 demo-stop:
 	$(PY) -m examples.demo down
+
+# The registrar's container image, built offline (examples/registrar_image.py).
+image: deps
+	$(PY) -m examples.registrar_image
+
+# The reference layout: three nodes, three Consul servers, the registrar image everywhere, nginx on two.
+fleet: deps
+	$(PY) -m examples.fleet up
+
+fleet-stop:
+	$(PY) -m examples.fleet down
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -40,7 +40,7 @@ import docker
 import docker.errors
 import requests
 
-from .daemon_process import BIN, DaemonProcess
+from .daemon_process import BIN
 from .docker_engine import BUSYBOX_IMAGE, busybox_rootfs
 from .nginx_server import STREAM_MODULE
 from .waiting import wait_until
@@ -179,6 +179,8 @@ class Fleet:
         (self.directory / STATE).write_text(json.dumps({"subnet": self.subnet, "count": len(self.nodes),
                                                         "nginx_nodes": len(self.nginx_nodes)}))
         self._network()
+        self.log(f"network namespaces {', '.join(n.netns for n in self.nodes)} on bridge {self.bridge} "
+                 f"({self.gateway}/24)")
         for node in self.nodes:
             self.start_consul(node)
         for node in self.nodes:
@@ -186,12 +188,15 @@ class Fleet:
         self.wait_for_leader()
         for node in self.nodes:
             self.wait_for_docker(node)
+        self.log("three Consul servers elected a leader; three Docker engines answer")
         self._images()
         for node in self.nodes:
             self.start_registrar(node)
         for node in self.nginx_nodes:
             self.start_nginx(node)
             self.start_renderer(node)
+        self.log(f"registrar containers on {len(self.nodes)} nodes; nginx and a renderer on "
+                 f"{len(self.nginx_nodes)}")
         for node in self.nginx_nodes:
             wait_until(lambda: requests.get(f"http://{node.address}:{RENDERER_STATUS}/ready", timeout=2).ok, 60,
                        what=f"the renderer on {node.name} ready")
@@ -258,6 +263,7 @@ class Fleet:
         first = self.nodes[0]
         saved = registrar_image.BUILD / f"registrar-image-{registrar_image.source_digest()}.tar"
         if not saved.exists():
+            self.log("building the registrar image (make image's recipe) in node1's engine")
             registrar_image.build(env={"DOCKER_HOST": first.docker_url})
             for old in registrar_image.BUILD.glob("registrar-image-*.tar"):
                 old.unlink()
@@ -384,21 +390,14 @@ class Fleet:
 
     # Down --------------------------------------------------------------------------------------
     def stop(self) -> None:
-        for node in self.nginx_nodes:  # the renderers first: they deregister themselves while Consul answers
+        """The renderers first (they deregister while Consul answers), then every node as a power cut would:
+        nothing of a throwaway fleet needs a clean shutdown, and teardown unmounts what engines leave."""
+        for node in self.nginx_nodes:
             pid = node.pid_of("renderer")
             if pid:
                 os.kill(pid, signal.SIGTERM)
         for node in self.nginx_nodes:
             wait_until(lambda: node.pid_of("renderer") is None, 15, what=f"{node.name}'s renderer stopped")
-        for node in self.nodes:
-            for pid in node.pids():
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 15
-        while any(node.pids() for node in self.nodes) and time.monotonic() < deadline:
-            time.sleep(0.2)
         teardown(self.tag, self.directory, self.bridge, [node.netns for node in self.nodes])
 
     @classmethod
@@ -413,12 +412,16 @@ class Fleet:
 def teardown(tag: str, directory: Path, bridge: str, namespaces: list[str]) -> None:
     """Whatever is left of a fleet, gone: processes, mounts, namespaces, links, the iptables rule, files."""
     for netns in namespaces:
-        pids = run("ip", "netns", "pids", netns, check=False).stdout.split()
-        for pid in pids:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        for _ in range(5):  # a process may fork while the first ones die
+            pids = run("ip", "netns", "pids", netns, check=False).stdout.split()
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.2)
     for path in (Path(directory), Path(f"/run/{tag}")):
         _unmount_under(path)
     for netns in namespaces:
