@@ -174,7 +174,9 @@ class Fleet:
         return next(node for node in self.nodes if node.name == name)
 
     # Up ---------------------------------------------------------------------------------------
-    def start(self) -> "Fleet":
+    def start_servers(self, wait: bool = True) -> "Fleet":
+        """The nodes' network and their Consul servers (with ``wait``, once they have a leader): what the
+        consistency bench needs."""
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / STATE).write_text(json.dumps({"subnet": self.subnet, "count": len(self.nodes),
                                                         "nginx_nodes": len(self.nginx_nodes)}))
@@ -183,7 +185,13 @@ class Fleet:
                  f"({self.gateway}/24)")
         for node in self.nodes:
             self.start_consul(node)
-        for node in self.nodes:
+        if wait:
+            self.wait_for_leader()
+        return self
+
+    def start(self) -> "Fleet":
+        self.start_servers(wait=False)
+        for node in self.nodes:  # the engines start while the servers elect their leader
             self.start_docker(node)
         self.wait_for_leader()
         for node in self.nodes:
@@ -232,6 +240,8 @@ class Fleet:
                   "retry_join": [other.address for other in self.nodes if other is not node],
                   "data_dir": str(directory / "data"), "ports": {"grpc": -1, "dns": CONSUL_DNS},
                   "performance": {"raft_multiplier": 1}, "disable_update_check": True, "log_level": "warn",
+                  # Cumulative counters at /v1/agent/metrics?format=prometheus (what the bench reads).
+                  "telemetry": {"prometheus_retention_time": "10m", "disable_hostname": True},
                   "leave_on_terminate": False, "skip_leave_on_interrupt": True}
         (directory / "config.json").write_text(json.dumps(config))
         node.spawn("consul", shutil.which("consul") or "/usr/local/bin/consul", "agent", "-config-file",
