@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -99,8 +100,12 @@ def base(env: dict | None = None) -> str:
             say("making a Debian bookworm base with python3 (mmdebstrap, from Debian's archive)")
             BASE_TAR.parent.mkdir(parents=True, exist_ok=True)
             partial = BASE_TAR.with_suffix(".partial")
+            if partial.is_dir():  # an interrupted earlier run
+                shutil.rmtree(partial)
+            partial.unlink(missing_ok=True)
             subprocess.run(
-                ["mmdebstrap", "--quiet", "--variant=essential", "--include=python3,python3-venv,ca-certificates",
+                ["mmdebstrap", "--quiet", "--format=tar", "--variant=essential",
+                 "--include=python3,python3-venv,ca-certificates",
                  "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/locale/*",
                  "--dpkgopt=path-exclude=/usr/share/doc/*", "bookworm", str(partial)], check=True)
             partial.rename(BASE_TAR)
