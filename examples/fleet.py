@@ -105,9 +105,8 @@ def up() -> None:
         + ", ".join(f"{len(p.failures)} of {p.sent} failed" for p in probes))
     if leader.nginx:
         say(f"    {leader.name}'s renderer lost its agent: nginx kept its last configuration")
-    fleet.start_consul(leader)
-    fleet.wait_for_leader()
-    say(f"    {leader.name}'s Consul server started again, as systemd would")
+    fleet.restart_consul(leader)
+    say(f"    {leader.name}'s Consul server started again, as systemd would, and is back in the cluster")
     on = node3 if leader is not node3 else node2
     started = time.monotonic()
     fleet.web(on, "httpfront-late", "httpfront", HTTPFRONT + 100, body=f"httpfront-late on {on.name}")

@@ -44,8 +44,7 @@ def test_the_leader_killed_loses_no_request_and_the_next_container_is_routed_on_
             gap = time.monotonic() - killed
             for probe in probes:
                 probe.cover(10)  # the election measured through both nginx, not assumed
-            fleet.start_consul(leader)  # as systemd would restart it
-            fleet.wait_for_leader()
+            fleet.restart_consul(leader)  # as systemd would
         finally:
             for probe in probes:
                 probe.stop()
@@ -55,6 +54,7 @@ def test_the_leader_killed_loses_no_request_and_the_next_container_is_routed_on_
         fleet.web(after, f"{unique}-b", unique, port, body="b")
         fleet.serving(host, "a", "b")
     finally:
+        fleet.restart_consul(leader)
         fleet.remove(home, f"{unique}-a")
         for node in fleet.nodes:
             fleet.remove(node, f"{unique}-b")
@@ -111,10 +111,11 @@ def test_a_renderer_whose_agent_is_down_keeps_serving_and_converges_when_it_retu
                        what="node2 routing the instance started while node1's agent is down")
             probe.cover(10)
             assert {node1.get(host).text.strip() for _ in range(6)} == {"a"}, "node1 keeps its last good config"
-            fleet.start_consul(node1)
+            fleet.restart_consul(node1)
             fleet.serving(host, "a", "b")
         assert not probe.failures, probe.report()
     finally:
+        fleet.restart_consul(node1)
         fleet.remove(node3, f"{unique}-a", f"{unique}-b")
 
 

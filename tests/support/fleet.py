@@ -267,6 +267,20 @@ class Fleet:
         address = wait_until(agreed, timeout, interval=0.05, what="one Consul leader the servers agree on")
         return next(node for node in self.nodes if address.startswith(f"{node.address}:"))
 
+    def wait_for_servers(self, timeout: float = 60) -> None:
+        """Every server back in the cluster: a voter the leader finds healthy (a server restarted moments ago
+        may still be catching up, and killing another then would leave no quorum)."""
+        def healthy():
+            servers = self.wait_for_leader(timeout).consul("/v1/operator/autopilot/health").get("Servers") or []
+            return sum(1 for server in servers if server["Healthy"] and server["Voter"]) == len(self.nodes)
+        wait_until(healthy, timeout, interval=0.2, what="every Consul server a healthy voter")
+
+    def restart_consul(self, node: Node) -> None:
+        """The node's Consul server started again on its data (as systemd restarts it), and back in the cluster."""
+        if node.pid_of("consul") is None:
+            self.start_consul(node)
+        self.wait_for_servers()
+
     def _images(self) -> None:
         """The registrar image in every engine: built in node1's (skipped when up to date) and saved once per
         source digest (``build/``), so the next fleet only loads it."""
@@ -345,6 +359,7 @@ class Fleet:
         self.start_consul(node)
         self.start_docker(node)
         self.wait_for_docker(node)
+        self.wait_for_servers()
         if node.nginx:
             self.start_nginx(node)
             self.start_renderer(node)
