@@ -111,9 +111,9 @@ def test_a_renderer_whose_agent_is_down_keeps_serving_and_converges_when_it_retu
                        what="node2 routing the instance started while node1's agent is down")
             probe.cover(10)
             assert {node1.get(host).text.strip() for _ in range(6)} == {"a"}, "node1 keeps its last good config"
-            fleet.restart_consul(node1)
-            fleet.serving(host, "a", "b")
         assert not probe.failures, probe.report()
+        fleet.restart_consul(node1)
+        fleet.serving(host, "a", "b")
     finally:
         fleet.restart_consul(node1)
         fleet.remove(node3, f"{unique}-a", f"{unique}-b")
