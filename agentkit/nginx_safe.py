@@ -7,7 +7,8 @@ contexts, backslashes; a value carrying any of them could add directives. We
 do not escape (nginx has no uniform quoting across directives):
 
 * the renderer guards with these rules (``renderer.catalog``): an instance
-  whose name, address or port fails is left out whole; a tag or meta value
+  whose name, address or port fails is left out whole (its address must be
+  an IP address nginx takes: :func:`routable_address_problem`); a tag or meta value
   that fails is withheld from templates and the instance kept (a withheld
   route key refuses the route rather than dropping the restriction it set);
 * the registrar warns with them on the Docker host (``registrar.labels``), so
@@ -74,6 +75,34 @@ def _address_problem(address: str) -> str | None:
         pass
     if not _HOSTNAME.fullmatch(address):
         return f"address {show(address)} is neither an IP address nor a host name"
+    return None
+
+
+def routable_address_problem(address: object) -> str | None:
+    """An instance's address, as nginx routes to it: an IP address literal, nothing nginx must resolve.
+
+    nginx resolves a host name in ``server`` once, when it loads the
+    configuration, and refuses the whole configuration when it cannot
+    (``host not found in upstream``), so one registration could freeze every
+    route; answers may also differ from one nginx node to the next. Strings
+    Python's ``ipaddress`` takes but nginx does not are refused too: an IPv6
+    zone (``fe80::1%eth0``).
+    """
+    problem = address_problem(address)
+    if problem:
+        return problem
+    return _routable_problem(address)
+
+
+@functools.lru_cache(maxsize=4096)
+def _routable_problem(address: str) -> str | None:
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return (f"address {show(address)} is not an IP address (nginx would resolve it when loading its "
+                "configuration, and refuse all of it when it cannot)")
+    if getattr(parsed, "scope_id", None):
+        return f"address {show(address)} has an IPv6 zone, which nginx does not take"
     return None
 
 

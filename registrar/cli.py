@@ -136,6 +136,9 @@ def _build(options: dict, reach_consul: bool = True) -> tuple[Registrar, config_
     mapping = MappingSettings(hostname=config.hostname, host_address=host_address, ip=config.ip,
                               internal=config.internal, explicit=config.explicit, tags=config.tags,
                               ip_label=config.use_ip_from_label)
+    if config.ip and nginx_safe.routable_address_problem(config.ip):
+        log.warning("--ip %s is not an IP address: its services are registered, but the renderer routes only IP "
+                    "addresses (nginx would resolve a name when loading its configuration)", config.ip)
     if config.tags is not None and config.tags.is_plain:
         for tag in split_tags(config.tags.source):
             problem = nginx_safe.value_problem("tag", tag)

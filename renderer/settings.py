@@ -51,7 +51,7 @@ from .errors import ConfigError
 from .quiescence import Wait
 from .render.bounded import DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, Limits
 from .render.loader import TemplateSpec, expand_dirs
-from .routes.listen_ports import ListenPolicy
+from .routes.model import RouteOptions
 
 DEFAULTS = {
     "check_command": "nginx -t",
@@ -79,7 +79,7 @@ PEERS_SOCKET = "nginx-renderer-peers.sock"
 # The template variables the renderer itself reads (the route table's options, the certificate directory, the
 # peer socket); any other variable is the templates' own.
 RENDERER_VARIABLES = frozenset({"domain", "http_port", "https_port", "stream_ports", "cert_dir", "socket_dir",
-                                "peers_socket"})
+                                "peers_socket", "server_names_hash_bucket_size"})
 CONSISTENCY_MODES = ("default", "stale")
 _TLS_FILE_KEYS = {"consul_cacert": "CONSUL_CACERT", "consul_capath": "CONSUL_CAPATH",
                   "consul_client_cert": "CONSUL_CLIENT_CERT", "consul_client_key": "CONSUL_CLIENT_KEY",
@@ -165,7 +165,7 @@ def build(flags: Mapping, environ: Mapping[str, str] = os.environ) -> Settings:
         peers_socket = Path(variables.get("peers_socket")
                             or Path(variables.get("socket_dir") or "/run") / PEERS_SOCKET)
         variables.update({"dynamic_peers": "true", "peers_dir": str(peers_dir), "peers_socket": str(peers_socket)})
-    ListenPolicy.from_variables(variables)  # stream_ports, http_port, https_port: say now if they are wrong
+    RouteOptions.from_variables(variables)  # stream_ports, http_port, https_port, ...: say now if they are wrong
     consistency = (pick("consistency") or DEFAULTS["consistency"]).lower()
     if consistency not in CONSISTENCY_MODES:
         raise ConfigError(f"--consistency {consistency!r}: expected default or stale")

@@ -52,6 +52,7 @@ class Instance:
     status: str
     kind: str = ""  # Consul's service kind: "" for a typical service, else connect-proxy, mesh-gateway ...
     withheld: tuple[str, ...] = ()  # meta keys whose values were unsafe for nginx: left out of ``meta``
+    created: int = 0  # Consul's CreateIndex: which of two registrations came first (route ownership)
 
     @property
     def host_port(self) -> str:
@@ -70,6 +71,8 @@ class Instance:
             data["kind"] = self.kind
         if self.withheld:
             data["withheld"] = list(self.withheld)
+        if self.created:
+            data["created"] = self.created
         return data
 
 
@@ -179,7 +182,7 @@ def _frozen_meta(meta) -> Mapping[str, str]:
 
 def _admit(service_id, name, address, port, tags, meta) -> str | None:
     """Why an instance must be left out whole, or None."""
-    problem = (nginx_safe.name_problem(name) or nginx_safe.address_problem(address)
+    problem = (nginx_safe.name_problem(name) or nginx_safe.routable_address_problem(address)
                or nginx_safe.port_problem(port))
     if problem:
         return problem
@@ -285,7 +288,7 @@ def _instance(node_name: str, node_address: str, service: ServiceEntry) -> tuple
         return None, (CatalogRefusal(node_name, service_id, problem),)
     tags, meta, withheld, reasons = _withhold(tags, meta)
     return (Instance(service_id, service.Service, address, service.Port, tags, _frozen_meta(meta), node_name,
-                     PASSING, service.Kind, withheld),
+                     PASSING, service.Kind, withheld, service.CreateIndex or 0),
             tuple(CatalogRefusal(node_name, service_id, reason, kept=True) for reason in reasons))
 
 
@@ -327,6 +330,9 @@ def from_snapshot(data: Mapping) -> Catalog:
             problem = f"status {status!r} is not passing, warning or critical"
         if not problem and not isinstance(kind, str):
             problem = f"kind {kind!r} is not a string"
+        created = raw.get("created", 0)
+        if not problem and (not isinstance(created, int) or isinstance(created, bool) or created < 0):
+            problem = f"created {created!r} is not a Consul index"
         if problem:
             refused.append(CatalogRefusal(node, str(service_id), problem))
             continue
@@ -335,5 +341,5 @@ def from_snapshot(data: Mapping) -> Catalog:
         # A snapshot of a live catalog names what was withheld there, so its routes refuse alike.
         withheld = tuple(sorted({*withheld, *(str(key) for key in raw.get("withheld") or ())}))
         instances.append(Instance(service_id, name, address, port, tags, _frozen_meta(meta), node, status, kind,
-                                  withheld))
+                                  withheld, created))
     return Catalog(nodes, instances, refused)

@@ -37,6 +37,7 @@ class ServiceEntry(msgspec.Struct, frozen=True, gc=False):
     Meta: dict[str, str] | None = None
     Port: int = 0
     Kind: str = ""
+    CreateIndex: int | None = None
     ModifyIndex: int | None = None
 
 

@@ -24,7 +24,7 @@ from renderer.catalog.model import Catalog, Instance
 
 from .hosts import assemble
 from .model import RouteRefusal, RouteOptions, RouteTable
-from .service import ServiceRoutes, service_routes
+from .service import ServiceRoutes, age, service_routes
 from .stream import StreamService, listeners
 
 
@@ -40,8 +40,12 @@ class RouteBuilder:
         notes: list[str] = []
         specs: dict[str, ServiceRoutes] = {}
         tcp: list[StreamService] = []
-        for name, tags, kind in catalog.services():
-            if kind:  # Connect proxies and gateways inherit their service's tags; they are not routes
+        routed = [(name, tags) for name, tags, kind in catalog.services()
+                  # Connect proxies and gateways inherit their service's tags; they are not routes.
+                  if not kind and ("http" in tags or "tcp" in tags)]
+        twins = _case_twins(routed, catalog, refused)
+        for name, tags in routed:
+            if name in twins:
                 continue
             instances = catalog.instances_of(name)
             if "http" in tags:
@@ -56,9 +60,9 @@ class RouteBuilder:
         if self._hosts_for != (options, certificates):  # hosts depend on both: start over when either changed
             self._hosts.clear()
             self._hosts_for = (options, certificates)
-        hosts, passthrough = assemble(specs, options, certificates, catalog, refused, notes, self._hosts)
-        stream = listeners(tcp, options, refused)
-        return RouteTable(tuple(hosts), tuple(passthrough), tuple(stream), tuple(refused), tuple(notes))
+        hosts, passthrough, exact = assemble(specs, options, certificates, catalog, refused, notes, self._hosts)
+        stream = listeners(tcp, options, refused, notes)
+        return RouteTable(tuple(hosts), tuple(passthrough), tuple(stream), tuple(refused), tuple(notes), exact)
 
     def _service(self, name: str, instances: tuple[Instance, ...], passing: tuple[Instance, ...]) -> ServiceRoutes:
         known = self._services.get(name)
@@ -68,6 +72,27 @@ class RouteBuilder:
         spec = service_routes(name, instances, passing)
         self._services[name] = (instances, spec)
         return spec
+
+
+def _case_twins(routed: list[tuple[str, tuple[str, ...]]], catalog: Catalog,
+                refused: list[RouteRefusal]) -> set[str]:
+    """Services whose names differ from another's only in case: nginx compares upstream names without
+    case, so one of them only is routed, the one registered first (then the first by name)."""
+    by_folded: dict[str, list[str]] = {}
+    for name, _ in routed:
+        by_folded.setdefault(name.lower(), []).append(name)
+    twins = set()
+    for names in by_folded.values():
+        if len(names) < 2:
+            continue
+        keep = min(names, key=lambda name: (age(catalog.instances_of(name)) or float("inf"), name))
+        for name in names:
+            if name != keep:
+                twins.add(name)
+                refused.append(RouteRefusal(name, f"its name differs from service {keep}'s only in case, and nginx "
+                                                  f"compares names without case ({keep} was registered first): "
+                                                  "not routed"))
+    return twins
 
 
 def build(catalog: Catalog, options: RouteOptions, certificates: CertificateSet = CertificateSet()) -> RouteTable:

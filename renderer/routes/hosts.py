@@ -1,12 +1,22 @@
 """Hosts assembled from every service's claims, conflicts settled by one rule every node computes alike (pure).
 
-* **Hosts**: ``hosts``, else ``NAME.DOMAIN``. ``NAME.DOMAIN`` belongs to the
-  service NAME while it exists: another service claiming it is refused.
+* **Hosts**: ``hosts``, else ``NAME.DOMAIN`` (lower-cased, as nginx
+  compares names). ``NAME.DOMAIN`` belongs to the service NAME while it
+  exists: another service claiming it is refused.
 * **Conflicts**: one (host, path) is routed to one service. The owner of the
-  host's default name wins; otherwise the service whose name sorts first.
-  The other is refused, named. The same rule settles a host one service
-  passes through (SNI) while another terminates it: one TLS handshake per
-  host name, so a passthrough takes the name whole.
+  host's default name wins; otherwise the service registered first (the
+  oldest Consul ``CreateIndex`` of its instances: a route already served
+  stays with its service when another claims it later), then the one whose
+  name sorts first. The other is refused, named. The same rule settles a
+  host one service passes through (SNI) while another terminates it: one TLS
+  handshake per host name, so a passthrough takes the name whole. An exact
+  name beats a wildcard (``*.example.org``), as in nginx's own server names:
+  a passthrough wildcard never takes the handshakes of a host nginx
+  terminates.
+* **Length**: a host name must fit nginx's server-name hash bucket
+  (``--var server_names_hash_bucket_size``, nginx's default 64: names up to
+  46 characters; 128: up to 110); a longer one would make nginx refuse every
+  file, so its routes are refused alone.
 * **Paths** are plain prefixes matched on segment boundaries: ``/v1``
   answers ``/v1`` and ``/v1/...``, never ``/v12``; the longest wins.
 * **TLS**: ``terminate`` needs the host's certificate; without it the
@@ -26,18 +36,21 @@ from renderer.catalog.model import Catalog
 from .model import Host, Location, Passthrough, Pool, RouteRefusal, RouteOptions, Server, short_id
 from .service import ServiceRoutes
 
+INFINITY = float("inf")  # an age not known sorts after every known one
+
 
 def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificates: CertificateSet, catalog: Catalog,
              refused: list[RouteRefusal], notes: list[str],
-             known: dict[str, tuple]) -> tuple[list[Host], list[Passthrough]]:
-    """Claims of every service -> hosts and passthroughs, conflicts settled by the rule above.
+             known: dict[str, tuple]) -> tuple[list[Host], list[Passthrough], tuple[str, ...]]:
+    """Claims of every service -> hosts, passthroughs, and the host names nginx terminates that a
+    passthrough wildcard covers (the SNI switch must name them: an exact name beats a wildcard).
 
     ``known`` is the builder's memory of the hosts it built last, for these
     options and certificates: host name -> (its (path, service, part) parts,
     the Host). A host whose parts are the same objects is handed out again;
     ``known`` is brought up to date for the next build.
     """
-    reserved = {f"{name}.{options.domain}": name for name, spec in specs.items()
+    reserved = {f"{name}.{options.domain}".lower(): name for name, spec in specs.items()
                 if spec.hosts is None and options.domain}
     # (host, path) -> claimants; host -> SNI claimants (terminate and passthrough)
     claims: dict[tuple[str, str], list[str]] = {}
@@ -52,8 +65,14 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
                 refused.append(RouteRefusal(name, "has no hosts meta and no domain is set (--var domain=...): "
                                              "not routed"))
                 continue
-            hosts = (f"{name}.{options.domain}",)
+            hosts = (f"{name}.{options.domain}".lower(),)
         for host in hosts:
+            if len(host) > options.longest_host:
+                refused.append(RouteRefusal(
+                    name, f"host {host} is {len(host)} characters: nginx's server names hold up to "
+                          f"{options.longest_host} (server_names_hash_bucket_size {options.names_bucket}, --var "
+                          "server_names_hash_bucket_size); not routed there", key="hosts", value=host))
+                continue
             owner = reserved.get(host)
             if owner is not None and owner != name:
                 refused.append(RouteRefusal(name, f"host {host} is service {owner}'s default name; not routed there",
@@ -67,7 +86,7 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
 
     def winner(host: str, names: list[str]) -> str:
         owner = reserved.get(host)
-        return owner if owner in names else min(names)
+        return owner if owner in names else min(names, key=lambda name: (specs[name].created or INFINITY, name))
 
     # One TLS handshake per host name: a passthrough takes the name whole; terminations share it.
     sni_winner = {host: winner(host, names) for host, names in sni.items()}
@@ -77,7 +96,7 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
             if name != first and "passthrough" in (specs[name].tls, specs[first].tls):
                 refused.append(RouteRefusal(
                     name, f"host {host}: service {first} holds its TLS (tls={specs[first].tls}; the host's owner, "
-                          "or the first by name); not routed", key="tls", value=specs[name].tls))
+                          "or the first registered); not routed", key="tls", value=specs[name].tls))
 
     by_host: dict[str, list[tuple[str, str]]] = {}
     for (host, path), names in sorted(claims.items()):
@@ -89,7 +108,7 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
             if name != chosen:
                 refused.append(RouteRefusal(
                     name, f"host {host} path {path} is routed to service {chosen} (the host's owner, or the first "
-                          "by name); not routed there", key="path", value=path))
+                          "registered); not routed there", key="path", value=path))
         by_host.setdefault(host, []).append((path, chosen))
 
     hosts = []
@@ -140,7 +159,10 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
             pool = specs[name].location.pool
             passthrough.append(Passthrough(host, name, dataclasses.replace(pool, name=f"_sni_{name}") if pool
                                            else None))
-    return hosts, passthrough
+    wildcards = [route.host[1:] for route in passthrough if route.host.startswith("*.")]
+    exact = tuple(host.name for host in hosts if host.https and not host.name.startswith("*.")
+                  and any(host.name.endswith(suffix) for suffix in wildcards))
+    return hosts, passthrough, exact
 
 
 def _resolve_auth(hosts: list[Host], catalog: Catalog) -> list[Host]:

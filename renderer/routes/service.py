@@ -52,17 +52,19 @@ class ServiceRoutes:
     canary_percent: int
     refused: tuple[RouteRefusal, ...]
     notes: tuple[str, ...]
+    created: int = 0                   # the service's first registration (Consul's CreateIndex): who came first
 
 
 def service_routes(name: str, instances: tuple[Instance, ...], passing: tuple[Instance, ...]) -> ServiceRoutes:
     """The part of the table service ``name`` declares, from its instances and those of them passing."""
     refused: list[RouteRefusal] = []
     notes: list[str] = []
+    created = age(instances)
 
     def refuse(reason: str | None = None) -> ServiceRoutes:
         if reason:
             refused.append(RouteRefusal(name, reason))
-        return ServiceRoutes(None, ("/",), None, False, None, 0, tuple(refused), tuple(notes))
+        return ServiceRoutes(None, ("/",), None, False, None, 0, tuple(refused), tuple(notes), created)
 
     voters = passing or instances
     if all(ROUTE_KEY_SET.isdisjoint(instance.meta) and not instance.withheld for instance in voters):
@@ -99,7 +101,12 @@ def service_routes(name: str, instances: tuple[Instance, ...], passing: tuple[In
         allow=keys.get("allow", ()), max_body=keys.get("max_body"), timeout=keys.get("timeout"))
     return ServiceRoutes(keys.get("hosts"), keys.get("path", ("/",)), tls,
                          keys.get("https_redirect", tls == "terminate"), location, percent,
-                         tuple(refused), tuple(notes))
+                         tuple(refused), tuple(notes), created)
+
+
+def age(instances: tuple[Instance, ...]) -> int:
+    """When the service was first registered: the oldest CreateIndex among its instances (0: not known)."""
+    return min((instance.created for instance in instances if instance.created), default=0)
 
 
 def servers(name: str, passing: tuple[Instance, ...], refused: list[RouteRefusal]) -> tuple[list[Server], list[Server]]:

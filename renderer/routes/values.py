@@ -82,10 +82,13 @@ tls = choice(TLS_MODES)
 backend = choice(BACKENDS)
 
 
+_DIGITS = re.compile(r"^[0-9]{1,9}$")  # ASCII only: str.isdigit() takes '²', which int() refuses
+
+
 def integer(low: int, high: int):
     def parse(value: str) -> int:
         text = value.strip()
-        if not text.isdigit() or not low <= int(text) <= high:
+        if not _DIGITS.match(text) or not low <= int(text) <= high:
             raise ValueError(f"is not a whole number from {low} to {high}")
         return int(text)
     return parse
@@ -94,6 +97,7 @@ def integer(low: int, high: int):
 weight = integer(1, 100)
 percent = integer(0, 100)
 burst = integer(0, 100000)
+port = integer(1, 65535)
 
 
 def auth(value: str) -> tuple[str, str]:
@@ -135,6 +139,8 @@ def networks(value: str) -> tuple[str, ...]:
         if not part:
             continue
         try:
+            if "%" in part:  # an IPv6 zone: Python takes it, nginx does not
+                raise ValueError(part)
             found.append(str(ipaddress.ip_network(part, strict=False)))
         except ValueError:
             raise ValueError(f"{part!r} is not an IP address or CIDR range") from None

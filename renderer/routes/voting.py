@@ -39,32 +39,41 @@ def vote(name: str, voters: tuple[Instance, ...], refused: list[RouteRefusal], n
     """The route keys' values (parsed) by the rule above; None when a key has no valid value."""
     chosen: dict[str, object] = {}
     for key, parse in ROUTE_KEYS.items():
-        counts: collections.Counter = collections.Counter()
-        parsed: dict[str, object] = {}
-        for instance in voters:
-            raw = instance.meta.get(key)
-            if raw is None:
-                if key in instance.withheld:  # set, but unsafe for nginx: a vote for nothing valid
-                    refused.append(RouteRefusal(name, "its value is unsafe for nginx and was withheld", instance.id,
-                                                key, "(withheld)"))
-                    continue
-                counts[None] += 1
-                continue
-            try:
-                parsed[raw] = parse(raw)
-            except ValueError as error:
-                refused.append(RouteRefusal(name, str(error), instance.id, key, raw))
-                continue
-            counts[raw] += 1
-        if not counts:
-            refused.append(RouteRefusal(name, f"no instance has a valid {key}: its routes are not served"))
+        valid, value = vote_key(name, key, parse, voters, refused, notes)
+        if not valid:
             return None
-        winner = min(counts.items(), key=lambda item: (-item[1], item[0] is None, item[0] or ""))[0]
-        if len(counts) > 1:
-            seen = ", ".join(f"{'unset' if v is None else repr(v)} on {n}" for v, n in sorted(
-                counts.items(), key=lambda item: (item[0] is None, item[0] or "")))
-            notes.append(f"service {name}: instances disagree on {key} ({seen}); routing with "
-                         f"{'it unset' if winner is None else repr(winner)}")
-        if winner is not None:
-            chosen[key] = parsed[winner]
+        if value is not None:
+            chosen[key] = value
     return chosen
+
+
+def vote_key(name: str, key: str, parse, voters: tuple[Instance, ...], refused: list[RouteRefusal],
+             notes: list[str]) -> tuple[bool, object]:
+    """(False, None) when no voter has a valid value (refused, said); else (True, the parsed value or None)."""
+    counts: collections.Counter = collections.Counter()
+    parsed: dict[str, object] = {}
+    for instance in voters:
+        raw = instance.meta.get(key)
+        if raw is None:
+            if key in instance.withheld:  # set, but unsafe for nginx: a vote for nothing valid
+                refused.append(RouteRefusal(name, "its value is unsafe for nginx and was withheld", instance.id,
+                                            key, "(withheld)"))
+                continue
+            counts[None] += 1
+            continue
+        try:
+            parsed[raw] = parse(raw)
+        except ValueError as error:
+            refused.append(RouteRefusal(name, str(error), instance.id, key, raw))
+            continue
+        counts[raw] += 1
+    if not counts:
+        refused.append(RouteRefusal(name, f"no instance has a valid {key}: its routes are not served"))
+        return False, None
+    winner = min(counts.items(), key=lambda item: (-item[1], item[0] is None, item[0] or ""))[0]
+    if len(counts) > 1:
+        seen = ", ".join(f"{'unset' if v is None else repr(v)} on {n}" for v, n in sorted(
+            counts.items(), key=lambda item: (item[0] is None, item[0] or "")))
+        notes.append(f"service {name}: instances disagree on {key} ({seen}); routing with "
+                     f"{'it unset' if winner is None else repr(winner)}")
+    return True, None if winner is None else parsed[winner]

@@ -171,3 +171,17 @@ def test_a_node_dump_that_breaks_consuls_types_is_refused_naming_the_field():
     body = json.dumps([{"Node": "n1", "Address": "a", "Services": [{"ID": "a", "Port": "80"}]}]).encode()
     with pytest.raises(msgspec.DecodeError, match=r"Expected `int`, got `str` - at `\$\[0\]\.Services\[0\]\.Port`"):
         node_dump_module.decode(body)
+
+
+@pytest.mark.parametrize("address", ["nonexistent.invalid", "1e3", "300.1.1.1", "fe80::1%eth0", "host.example.org"])
+def test_an_instance_address_nginx_would_have_to_resolve_or_cannot_take_leaves_the_instance_out(address):
+    built = catalog.from_node_dump(node_dump([svc("a", address=address), svc("b", address="10.9.9.9")]))
+    assert [i.id for i in built.instances] == ["b"]
+    (refusal,) = built.refused
+    assert refusal.service_id == "a" and refusal.line.startswith("skipped service instance 'a'")
+    assert ("not an IP address" in refusal.reason) or ("IPv6 zone" in refusal.reason), refusal.reason
+
+
+def test_a_node_with_a_host_name_address_keeps_its_instances_that_have_ip_addresses():
+    built = catalog.from_node_dump(node_dump([svc("a"), svc("b", address="10.9.9.9")], address="n1.example.org"))
+    assert [i.id for i in built.instances] == ["b"] and "not an IP address" in built.refused[0].reason

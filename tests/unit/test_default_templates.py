@@ -86,7 +86,7 @@ def test_stream_skips_services_without_a_port_and_port_collisions_with_warnings(
     assert "upstream noport" not in rendered.text and "upstream b " not in rendered.text
     assert "listen 7000;" in rendered.text and rendered.text.count("listen 7000;") == 1
     refused = [str(r) for r in build(catalog, RouteOptions()).refused]
-    assert any("noport" in r for r in refused) and any("port 7000/tcp is already service a-7000's" in r
+    assert any("noport" in r for r in refused) and any("port 7000/tcp is service a-7000's" in r
                                                        for r in refused)
 
 

@@ -40,3 +40,10 @@ def test_bad_addresses_fail(address):
                                      ("80", False), (True, False), (None, False)])
 def test_ports(port, ok):
     assert (nginx_safe.port_problem(port) is None) is ok
+
+
+@pytest.mark.parametrize("address,routable", [("10.0.0.1", True), ("::1", True), ("fe80::1", True),
+                                              ("host.example.org", False), ("1e3", False), ("300.1.1.1", False),
+                                              ("fe80::1%eth0", False)])
+def test_only_ip_addresses_nginx_takes_are_routable(address, routable):
+    assert (nginx_safe.routable_address_problem(address) is None) is routable

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import MappingProxyType
 
 from renderer.catalog.model import Catalog, Instance
@@ -57,11 +58,14 @@ def test_three_services_share_a_host_by_path():
     assert [(loc.path, loc.service) for loc in shop.http] == [("/", "front"), ("/api/v1", "api"), ("/cart", "cart")]
 
 
-def test_one_host_and_path_goes_to_the_first_service_by_name_and_the_other_is_named():
-    routes = table(instance("zeta", 1, {"hosts": "x.example.org"}), instance("alpha", 2, {"hosts": "x.example.org"}))
-    assert [(loc.service) for loc in host(routes, "x.example.org").http] == ["alpha"]
-    assert refusals(routes) == ["service zeta path='/': host x.example.org path / is routed to service alpha "
-                                "(the host's owner, or the first by name); not routed there"]
+def test_one_host_and_path_goes_to_the_service_registered_first_and_the_other_is_named():
+    older, newer = instance("zeta", 1, {"hosts": "x.example.org"}), instance("alpha", 2, {"hosts": "x.example.org"})
+    routes = table(replace(older, created=10), replace(newer, created=20))
+    assert [(loc.service) for loc in host(routes, "x.example.org").http] == ["zeta"], "not by its name's order"
+    assert refusals(routes) == ["service alpha path='/': host x.example.org path / is routed to service zeta "
+                                "(the host's owner, or the first registered); not routed there"]
+    # Registered at the same index (or a catalog without indexes): the first by name.
+    assert [loc.service for loc in host(table(older, newer), "x.example.org").http] == ["alpha"]
 
 
 def test_a_service_may_not_take_another_services_default_name():
@@ -198,7 +202,7 @@ def test_stream_listeners():
                                                                                (9999, "tcp", "late-9999")]
     text = "\n".join(refusals(routes))
     for expected in ("noport: tcp service without a listen_port", "port 22 is outside stream_ports",
-                     "port 9999/tcp is already service late-9999's", "port 80 is nginx's own http_port"):
+                     "port 9999/tcp is service late-9999's", "port 80 is nginx's own http_port"):
         assert expected in text
 
 
@@ -274,3 +278,54 @@ def test_a_refusal_is_reported_by_every_build_of_a_builder_not_only_the_first():
     second = builder.build(Catalog([], [front, secure]), OPTIONS, CERTS)
     assert [r for r in refusals(first) if "no certificate" in r]
     assert refusals(second) == refusals(first) and second == first
+
+
+def test_a_listener_stays_with_its_service_when_another_claims_its_port_later():
+    first = replace(instance("alpha-db", 1, {"listen_port": "7000"}, tags=("tcp",)), created=5)
+    later = replace(instance("0a767", 2, {"listen_port": "7000"}, tags=("tcp",)), created=9)
+    routes = table(first, later)
+    assert [(li.port, li.service) for li in routes.listeners] == [(7000, "alpha-db")], "not by its name's order"
+    assert "service 0a767 listen_port='7000': port 7000/tcp is service alpha-db's" in "\n".join(refusals(routes))
+    # A name that ends in the port claims it before any age.
+    named = replace(instance("cache-7000", 3, tags=("tcp",)), created=50)
+    assert [li.service for li in table(first, later, named).listeners] == ["cache-7000"]
+
+
+def test_listen_port_is_voted_and_one_bad_instance_costs_only_its_vote():
+    good = [instance("db", port, {"listen_port": "7001"}, tags=("tcp",)) for port in (1, 2)]
+    for bad in ("22", "99999", "abc", "²"):
+        routes = table(*good, instance("db", 3, {"listen_port": bad}, tags=("tcp",)))
+        assert [(li.port, li.service) for li in routes.listeners] == [(7001, "db")], bad
+        assert f"instance db-3 listen_port={bad!r}" in "\n".join(refusals(routes)) or bad == "22", bad
+    alone = table(instance("db", 1, {"listen_port": "²"}, tags=("tcp",)))
+    assert alone.listeners == () and "listen_port='²': is not a whole number" in "\n".join(refusals(alone))
+
+
+def test_names_that_differ_only_in_case_route_once_the_first_registered():
+    routes = table(replace(instance("anchorhttp", 1), created=3), replace(instance("ANCHORHTTP", 2), created=1))
+    assert [h.name for h in routes.hosts] == ["anchorhttp.example.org"] and routes.pools[0].name == "ANCHORHTTP"
+    assert "service anchorhttp: its name differs from service ANCHORHTTP's only in case" in refusals(routes)[0]
+
+
+def test_default_host_names_are_lower_case_and_owned_by_their_service():
+    routes = table(instance("CASE1", 1), instance("other", 2, {"hosts": "case1.example.org"}))
+    assert [h.name for h in routes.hosts] == ["case1.example.org"]
+    assert [loc.service for loc in routes.hosts[0].http] == ["CASE1"]
+    assert "host case1.example.org is service CASE1's default name" in refusals(routes)[0]
+
+
+def test_a_host_name_longer_than_nginx_s_server_name_bucket_is_refused_alone():
+    long = "a" * 40 + "." + "b" * 40 + ".example.org"  # 93 characters: over 46 (bucket 64), within 110 (128)
+    catalog = Catalog([], [instance("long", 1, {"hosts": long}), instance("web", 2)])
+    assert [h.name for h in build(catalog, OPTIONS, CERTS).hosts] == ["web.example.org"]
+    assert f"host {long} is 93 characters: nginx's server names hold up to 46" in refusals(build(catalog, OPTIONS))[0]
+    wider = RouteOptions.from_variables({"domain": "example.org", "server_names_hash_bucket_size": "128"})
+    assert sorted(h.name for h in build(catalog, wider).hosts) == [long, "web.example.org"]
+
+
+def test_a_passthrough_wildcard_never_takes_a_host_nginx_terminates():
+    routes = table(instance("wild", 1, {"hosts": "*.example.org", "tls": "passthrough"}),
+                   instance("anchortls", 2, {"tls": "terminate"}))
+    assert [route.host for route in routes.passthrough] == ["*.example.org"]
+    assert [host.name for host in routes.hosts if host.https] == ["anchortls.example.org"]
+    assert routes.terminated_under_wildcards == ("anchortls.example.org",)
