@@ -98,6 +98,7 @@ class Daemon:
         self.pass_retry = Retry(consul_agent_backoff())  # an incomplete pass (Consul down, data missing)
         self.rescan_retry = Retry()          # a template directory that could not be read
         self.consul_down = False
+        self.pass_error: str | None = None  # why the last pass failed as a whole (/ready says it)
         self.status = StatusService(self.lifecycle)
         self.change_seen: float | None = None  # when the catalog change not yet in nginx arrived
         self.peers: PeerCoordinator | None = None  # dynamic peers, when on
@@ -222,12 +223,17 @@ class Daemon:
             self._consul_failed(error, force)
         except AgentError as error:
             self.pass_retry.failed(self.clock())
+            self.pass_error = str(error)
             log.error("render pass failed: %s; keeping the current files, retrying", error)
-        except Exception:  # a bug must cost a pass, never the daemon (and with it routing)
+        except Exception as error:  # a bug must cost a pass, never the daemon (and with it routing)
             delay = self.pass_retry.failed(self.clock())
+            self.pass_error = f"failed unexpectedly ({type(error).__name__}: {error}); see the log"
             log.exception("render pass failed unexpectedly; keeping the current files, retrying in %.1fs", delay)
         else:
+            self.pass_error = None
             self._consul_answered()
+            if outcome.follow_up:  # services were left out: the other templates leave them out too, now
+                self.quiescence.changed(self.clock())
             if self.fetched.catalog is not None:
                 self.remarks.observe(self.fetched.catalog)
             if outcome.missing:  # more rounds of keys than MAX_FILL_ROUNDS, or data Consul does not have
@@ -308,12 +314,16 @@ class Daemon:
         pending = pass_.pending_failures() if pass_ is not None else {}
         if self.peers is not None and self.peers.error:
             pending["nginx peer table"] = self.peers.error
+        if self.pass_error:
+            pending["render pass"] = self.pass_error
         templates = () if pass_ is None else tuple(
             TemplateStatus(str(s.spec.source), str(s.spec.destination), s.error) for s in pass_.states.values())
         held = self.guard.missing() if pass_ is not None else ()
         due = self.guard.due_in(self.clock()) if held else None
+        excluded = () if pass_ is None else tuple(
+            (e.service, e.reason, e.template) for e in pass_.exclusions.current.values())
         self.status.publish(self.state, pending, templates, held, time.time() + due if due is not None else None,
-                            self.peers.status if self.peers is not None else None)
+                            self.peers.status if self.peers is not None else None, excluded)
 
     # Settings and templates ---------------------------------------------------------------------
     def _watches(self, settings: Settings) -> Watches:

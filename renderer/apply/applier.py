@@ -37,6 +37,8 @@ from renderer.errors import CommandFailed, ReloadNotTaken
 from .journal import FileChange, Unconfirmed
 from .nginx_master import unbindable
 
+MAX_ISOLATIONS = 8  # services left out in one apply before a file still refused is put back whole
+
 
 @dataclasses.dataclass
 class ApplyResult:
@@ -44,6 +46,8 @@ class ApplyResult:
     refused_by_check: list[tuple[FileChange, str]] = dataclasses.field(default_factory=list)   # nginx -t
     refused_at_reload: list[tuple[FileChange, str]] = dataclasses.field(default_factory=list)  # nginx's master
     unwritable: list[tuple[FileChange, str]] = dataclasses.field(default_factory=list)
+    # Refused by nginx -t, then applied without the service nginx named (renderer.render.isolation).
+    isolated: list[tuple[FileChange, str]] = dataclasses.field(default_factory=list)
     reloaded: bool = False   # the reload succeeded ...
     confirmed: bool = False  # ... and nginx confirmed it runs the files (see .nginx_master)
     reload_ms: float = 0.0
@@ -57,6 +61,9 @@ class Applier:
         self.check = check
         self.reload = reload
         self.clock = clock
+        # isolate(change, nginx's complaint, trial) -> the file's content without the culprit, or None:
+        # what the render pass offers before a refused file is put back (renderer.render.isolation).
+        self.isolate: Callable | None = None
         self.unconfirmed: dict[Path, Unconfirmed] = {}
         self.reload_retry = Retry()
 
@@ -102,7 +109,8 @@ class Applier:
         return entry
 
     def _validate(self, staged: list[Unconfirmed], result: ApplyResult) -> list[Unconfirmed]:
-        """Check the staged set; put culprits back until it passes or nothing is left."""
+        """Check the staged set; isolate or put back culprits until it passes or nothing is left."""
+        rounds = 0
         while staged:
             started = self.clock()
             try:
@@ -112,12 +120,42 @@ class Applier:
             except CommandFailed as failure:
                 result.check_ms += (self.clock() - started) * 1000
                 culprit = next((s for s in staged if str(s.change.destination) in failure.detail), None)
+                if rounds < MAX_ISOLATIONS and self._isolated(culprit, staged, failure.detail, result):
+                    rounds += 1
+                    continue
                 blamed = [culprit] if culprit else list(staged)
                 for entry in blamed:
                     self._restore(entry)
                     result.refused_by_check.append((entry.change, failure.detail))
                 staged = [s for s in staged if s not in blamed]
         return staged
+
+    def _isolated(self, culprit: Unconfirmed | None, staged: list[Unconfirmed], detail: str,
+                  result: ApplyResult) -> bool:
+        """Did the render pass replace the refused file (or, when nginx names none, one of them) with one
+        nginx may take (the culprit service left out)? The replacement is staged; the set is checked again."""
+        if self.isolate is None:
+            return False
+        for entry in [culprit] if culprit else [s for s in staged if s.change.content is not None]:
+            original = entry.change
+
+            def trial(content: bytes) -> str | None:
+                write_atomically(original.destination, content)
+                try:
+                    self.check()
+                except CommandFailed as failure:
+                    return failure.detail
+                return None
+
+            content = self.isolate(original, detail, trial)
+            if content is not None:
+                entry.change = dataclasses.replace(original, content=content)
+                write_atomically(original.destination, content)
+                result.isolated.append((entry.change, detail))
+                return True
+            if original.content is not None:  # trials may have left other bytes in place
+                write_atomically(original.destination, original.content)
+        return False
 
     def _restore(self, entry: Unconfirmed) -> None:
         """Put back the version nginx runs."""

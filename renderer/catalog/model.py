@@ -156,6 +156,12 @@ class Catalog:
     def instances_of(self, name: str, passing: bool = False) -> tuple[Instance, ...]:
         return (self._passing if passing else self._by_name).get(name, ())
 
+    def without(self, names: frozenset[str]) -> "Catalog":
+        """This catalog less every instance of the services ``names`` (what nginx refused, left out)."""
+        kept = Catalog(self.nodes, [i for i in self.instances if i.name not in names], self.refused)
+        kept._memo, kept.filtered_by_acls, kept.imported = self._memo, self.filtered_by_acls, self.imported
+        return kept
+
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Catalog) and self.nodes == other.nodes
                 and self.instances == other.instances)

@@ -68,6 +68,9 @@ class RendererMetrics:
         self.pending_failures = Gauge("renderer_pending_failures", "Things failing now and retried (templates, "
                                       "files, a reload)", registry=registry)
         self.ready = Gauge("renderer_ready", "1 when /ready answers 200", registry=registry)
+        self.refused_by_nginx = Gauge("renderer_services_refused_by_nginx", "Services left out because nginx "
+                                      "refused the file with them (the rest applied); tried again when their "
+                                      "registration changes", registry=registry)
         for outcome in ("complete", "incomplete", "failed"):
             self.passes.labels(outcome)
         for outcome in ("confirmed", "failed"):
@@ -79,6 +82,7 @@ class RendererMetrics:
         self.catalog_index.set(snapshot.catalog_index)
         self.ready.set(1 if snapshot.ready else 0)
         self.pending_failures.set(len(snapshot.pending))
+        self.refused_by_nginx.set(len(snapshot.excluded))
         for state, count in instance_counts(snapshot.table, snapshot.catalog, len(snapshot.held)).items():
             self.instances.labels(state).set(count)
         counts: dict[tuple[str, str], int] = {}

@@ -90,13 +90,15 @@ class StatusService:
 
     def publish(self, state: LoopState, pending: dict[str, str], templates: tuple[TemplateStatus, ...],
                 held: tuple[Instance, ...] = (), held_until: float | None = None,
-                peers: tuple[int | None, str | None, float | None] | None = None) -> None:
+                peers: tuple[int | None, str | None, float | None] | None = None,
+                excluded: tuple[tuple[str, str, str], ...] = ()) -> None:
         """A snapshot of what the loop knows, for /ready, /metrics' gauges and the status page."""
         ready, reason = readiness(state.first_pass_done, state.consul_reachable, pending, state.running_serial,
                                   state.catalog_index)
         snapshot = StatusSnapshot(
             self.version, state.started, time.time(), ready, reason, state.consul_reachable, state.catalog_index,
             state.running_serial, tuple(reversed(state.passes))[:20], tuple(sorted(pending.items())), templates,
-            self.running_table, self.running_catalog, held, held_until, *self.last_change, peers=peers)
+            self.running_table, self.running_catalog, held, held_until, *self.last_change, peers=peers,
+            excluded=excluded)
         self.metrics.publish(snapshot)
         self.endpoint.publish(snapshot)

@@ -95,6 +95,7 @@ class StatusSnapshot:
     change: tuple[str, ...] = ()           # what the last change of the route table did
     change_at: float | None = None
     peers: tuple[int | None, str | None, float | None] | None = None  # dynamic peers: version, digest, pushed
+    excluded: tuple[tuple[str, str, str], ...] = ()  # (service, nginx's line, template): left out, nginx refused it
 
 
 def readiness(first_pass_done: bool, consul_reachable: bool | None, pending: dict[str, str],

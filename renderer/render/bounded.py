@@ -64,13 +64,13 @@ class Limits:
 
 
 def render_all(loader: TemplateLoader, sources: list[Path], data, limits: Limits = Limits(),
-               lifecycle: Lifecycle | None = None) -> dict[Path, Rendered]:
+               lifecycle: Lifecycle | None = None, locate: bool = False) -> dict[Path, Rendered]:
     """Render each source in a child; a failure is in ``Rendered.error``."""
     lifecycle = lifecycle or Lifecycle()
     results: dict[Path, Rendered] = {}
     pending = list(sources)
     while pending:
-        done, failure = _one_child(loader, pending, data, limits, lifecycle)
+        done, failure = _one_child(loader, pending, data, limits, lifecycle, locate)
         results.update(zip(pending, done))
         if failure is None:
             break
@@ -79,7 +79,7 @@ def render_all(loader: TemplateLoader, sources: list[Path], data, limits: Limits
     return results
 
 
-def _one_child(loader, sources, data, limits: Limits, lifecycle: Lifecycle):
+def _one_child(loader, sources, data, limits: Limits, lifecycle: Lifecycle, locate: bool = False):
     """Results of the sources the child finished, and the failure of the one it did not (or None)."""
     memfd = os.memfd_create("renderer-results", os.MFD_CLOEXEC)
     progress_read, progress_write = os.pipe()
@@ -90,7 +90,7 @@ def _one_child(loader, sources, data, limits: Limits, lifecycle: Lifecycle):
         pid = os.fork()
     if pid == 0:  # the child: never returns
         os.close(progress_read)
-        _child(loader, sources, data, limits, memfd, progress_write)
+        _child(loader, sources, data, limits, memfd, progress_write, locate)
     os.close(progress_write)
     finished, failure, status = 0, None, None
     try:
@@ -143,7 +143,7 @@ def _death(status: int, limits: Limits) -> str:
     return f"the render process exited with status {os.WEXITSTATUS(status)}"
 
 
-def _child(loader, sources, data, limits: Limits, memfd: int, progress: int) -> None:
+def _child(loader, sources, data, limits: Limits, memfd: int, progress: int, locate: bool = False) -> None:
     code = 0
     try:
         for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):
@@ -154,7 +154,7 @@ def _child(loader, sources, data, limits: Limits, memfd: int, progress: int) -> 
         for source in sources:
             signal.setitimer(signal.ITIMER_REAL, limits.timeout + 1)
             try:
-                result = loader.render(source, data, max_output=limits.max_output)
+                result = loader.render(source, data, max_output=limits.max_output, locate=locate)
                 payload = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
             except MemoryError:
                 result = Rendered.failed(TemplateError(str(source), None,

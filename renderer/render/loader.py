@@ -95,6 +95,8 @@ class Rendered:
     error: TemplateError | None = None  # the render failed: text is empty, the rest says what it read
     fragments: tuple[tuple[tuple, str], ...] = ()  # each() texts rendered this time: ((macro, id(item), ...), text)
     fragment_ids: frozenset = frozenset()  # every each() key the render used (kept or rendered)
+    # With locate: (first line, last line, services) of every block each() rendered from a route table object.
+    blocks: tuple[tuple[int, int, tuple[str, ...]], ...] = ()
 
     @property
     def text(self) -> str:
@@ -176,12 +178,14 @@ class TemplateLoader:
         except (OSError, UnicodeDecodeError) as error:
             raise TemplateError(str(source), None, f"cannot read: {error}") from None
 
-    def render(self, source: Path, data: TemplateData, max_output: int | None = None) -> Rendered:
+    def render(self, source: Path, data: TemplateData, max_output: int | None = None,
+               locate: bool = False) -> Rendered:
         """Render ``source``; a failure is returned in ``Rendered.error``, with what was read until then."""
         env = self._environment(source.parent)
         env.loaded = loaded = {}
         recorder = Recorder(data, self.route_options)
         known, fresh, used = self.fragments.get(source, {}), {}, set()
+        calls: list[tuple[str, list[tuple[int, tuple[str, ...]]]]] = []  # with locate: each() call -> its parts
 
         def each(items, macro, *also):
             """``{{ each(table.hosts, server_block, https_listen) }}``: ``macro(item, *also)`` for every item, joined.
@@ -197,10 +201,10 @@ class TemplateLoader:
                 raise TypeError(f"each() takes a macro after the items, not {type(macro).__name__}")
             if any(not isinstance(value, (str, int, bool, type(None))) for value in also):
                 raise TypeError("each() takes plain values (strings, numbers) after the macro")
-            texts = []
+            texts, items = [], list(items)
             for item in items:
                 if type(item) not in MEMO_KEYS:
-                    texts.append(macro(item, *also))
+                    texts.append(str(macro(item, *also)))
                     continue
                 identity = (macro.name, id(item), *also)
                 used.add(identity)
@@ -208,7 +212,10 @@ class TemplateLoader:
                 if text is None:
                     text = fresh[identity] = str(macro(item, *also))
                 texts.append(text)
-            return "".join(texts)
+            joined = "".join(texts)
+            if locate:
+                calls.append((joined, [(len(text), owners(item)) for text, item in zip(texts, items)]))
+            return joined
 
         text, error = "", None
         try:
@@ -232,9 +239,10 @@ class TemplateLoader:
         finally:
             env.loaded = None
         loaded.setdefault(str(source), stat_key(source))  # a file that failed to compile is an input too
+        blocks = _blocks(text, calls) if locate and error is None else ()
         return Rendered(text.encode() if error is None else b"", tuple(recorder.used), frozenset(recorder.missing),
                         tuple(recorder.warnings), tuple(loaded.items()), error, tuple(fresh.items()),
-                        frozenset(used))
+                        frozenset(used), blocks)
 
     def keep_fragments(self, source: Path, rendered: Rendered, table) -> None:
         """After a render elsewhere (the child): its each() texts serve the next render of ``source``.
@@ -261,6 +269,33 @@ class TemplateLoader:
         """The template changed: what its each() calls rendered no longer holds."""
         self.fragments.pop(source, None)
         self._fragment_anchors.pop(source, None)
+
+
+def owners(item) -> tuple[str, ...]:
+    """The services a route table object renders for: whose registration a block of it in a file comes from."""
+    if isinstance(item, Host):
+        return tuple(sorted({name for location in (*item.http, *item.https)
+                             for name in (location.service, *((location.auth.service,) if location.auth else ()))}))
+    if isinstance(item, (Pool, Location, Listener, Passthrough)):
+        return (item.service,)
+    return ()
+
+
+def _blocks(text: str, calls) -> tuple[tuple[int, int, tuple[str, ...]], ...]:
+    """(first line, last line, services) of every each() block in ``text``, found call by call in order."""
+    blocks, cursor = [], 0
+    for joined, parts in calls:
+        start = text.find(joined, cursor) if joined else -1
+        if start < 0:
+            continue  # its output was filtered or transformed by the template: not locatable
+        cursor = start + len(joined)
+        for length, services in parts:
+            if services and length:
+                first = text.count("\n", 0, start) + 1
+                last = first + text.count("\n", start, start + length - 1)
+                blocks.append((first, last, services))
+            start += length
+    return tuple(blocks)
 
 
 def stat_key(path) -> tuple | None:

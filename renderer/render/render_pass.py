@@ -35,6 +35,7 @@ from renderer.apply.nginx_master import port_is_free, unbindable
 from renderer.routes.model import RouteTable
 from . import bounded
 from .api import CATALOG_KINDS, TemplateData, changed
+from .isolation import Exclusions, Isolator
 from .loader import Rendered, TemplateLoader, TemplateSpec, stat_key
 
 log = logging.getLogger("renderer")
@@ -62,6 +63,7 @@ class PassOutcome:
     result: ApplyResult | None = None
     failed: list[str] = dataclasses.field(default_factory=list)  # one line per failure this pass
     renders: dict[str, str] = dataclasses.field(default_factory=dict)  # template -> "ok" or "error", this pass
+    follow_up: bool = False  # services were left out: the other templates should follow at once
 
     @property
     def ok(self) -> bool:
@@ -89,6 +91,12 @@ class RenderPass:
         # Called with the pass's data once the route table is built, before templates render
         # (dynamic peers push it here: instance moves reach nginx without waiting for the render).
         self.before_render = None
+        # The services nginx refused, left out of what templates see (renderer.render.isolation).
+        self.exclusions = Exclusions(self.clock)
+        self._data: TemplateData | None = None  # this pass's data as it came, before the exclusions
+        isolator = Isolator(lambda source, data, locate: bounded.render_all(
+            self.loader, [source], data, self.limits, self.lifecycle, locate=locate)[source], self.exclusions)
+        applier.isolate = lambda change, detail, trial: self._isolate(isolator, change, detail, trial)
         self.set_specs(specs)
 
     def set_specs(self, specs: list[TemplateSpec]) -> None:
@@ -117,6 +125,8 @@ class RenderPass:
         times = [state.retry.at for state in self.states.values() if state.retry.pending]
         if self.applier.reload_pending and self.applier.reload_retry.pending:
             times.append(self.applier.reload_retry.at)
+        if self.exclusions.next_retry() is not None:
+            times.append(self.exclusions.next_retry())
         return min(times) if times else None
 
     def template_errors(self) -> dict[str, str | None]:
@@ -131,6 +141,25 @@ class RenderPass:
         return failing
 
     def run(self, data: TemplateData, force: bool = False) -> PassOutcome:
+        self.exclusions.lift_due(data)
+        excluded = self.exclusions.names()
+        self._data = data
+        outcome = self._run(self.exclusions.apply(data), force)
+        outcome.follow_up = bool(self.exclusions.names() - excluded)
+        return outcome
+
+    def _isolate(self, isolator: Isolator, change: FileChange, detail: str, trial) -> bytes | None:
+        state = self.states.get(change.destination)
+        if state is None or self._data is None or change.content is None:
+            return None
+        final = isolator.replacement(state.spec.source, change.destination, self._data, detail, trial)
+        if final is None:
+            return None
+        # What the applied file was rendered from: the next pass compares with this, not the refused render.
+        state.used = self.exclusions.apply(self._data).values(final.used)
+        return final.content
+
+    def _run(self, data: TemplateData, force: bool) -> PassOutcome:
         outcome = PassOutcome()
         now = self.clock()
         if data.catalog is not None and data.catalog is not self.last_catalog:
