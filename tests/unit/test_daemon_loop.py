@@ -251,3 +251,24 @@ def test_identical_data_renders_nothing_again(tmp_path, reset):
     h.daemon.events.put(Update("kv", KvSnapshot([""], {}), 1))
     h.deliver("catalog")
     assert h.nginx.checks == checks
+
+
+def test_a_pass_that_fails_as_a_whole_makes_ready_say_so_until_one_succeeds(tmp_path, caplog):
+    h = Harness(tmp_path, {"a.conf.j2": UPSTREAMS})
+    h.consul.services = [service("web", 80)]
+    h.step()
+    assert h.daemon.status.endpoint.snapshot.ready
+    run = h.daemon.render_pass.run
+
+    def broken(data, force=False):
+        raise ValueError("a bug")
+    h.daemon.render_pass.run = broken
+    h.consul.services = [service("web", 81)]
+    with caplog.at_level(logging.ERROR, logger="renderer"):
+        h.deliver("catalog")
+    snapshot = h.daemon.status.endpoint.snapshot
+    assert not snapshot.ready and snapshot.ready_reason.startswith(
+        "not ready: render pass: failed unexpectedly (ValueError: a bug)")
+    h.daemon.render_pass.run = run
+    h.later(5)
+    assert h.daemon.status.endpoint.snapshot.ready and h.output("a.conf") == "web 81\n"
