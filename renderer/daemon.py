@@ -178,7 +178,7 @@ class Daemon:
         if force or self._pass_due(now):
             self._pass()
         elif self.peers is not None and self.peers.due(now):
-            self.peers.ensure(self.data, verify=True)
+            self.peers.ensure(self.render_pass.view(self.data), verify=True)
         if self.registration is not None and self.registration.due(self.clock()):
             self.registration.ensure(self.client)
         self.lifecycle.tick()
@@ -250,7 +250,7 @@ class Daemon:
         self._record(outcome, started, wall)
 
     def _peers_after_pass(self, outcome: PassOutcome) -> None:
-        self.peers.ensure(self.data)
+        self.peers.ensure(self.render_pass.view(self.data))
         if outcome.result is None and self.peers.took_at is not None and self.change_seen is not None:
             # The change reached nginx through the peer table alone; with a reload in the same
             # pass, the reload is what carried it (observed when the pass is recorded).
@@ -282,22 +282,14 @@ class Daemon:
     def _record(self, outcome: PassOutcome | None, started: float, wall: float) -> None:
         result = outcome.result if outcome else None
         self.state.catalog_index = max(self.state.catalog_index, self.fetched.catalog_index)
-        self.state.record(PassRecord(
-            serial=self.serial, at=wall, seconds=self.clock() - started,
-            rendered=outcome.rendered if outcome else 0,
-            changed=tuple(str(c.destination) for c in result.applied) if result else (),
-            failures=tuple(outcome.failed) if outcome else ("incomplete: Consul unreachable",),
-            reloaded=bool(result and result.reloaded), complete=bool(outcome and not outcome.missing),
-            check_ms=result.check_ms if result and result.check_ms else None,
-            reload_ms=result.reload_ms if result and result.reloaded else None,
-            reload_error=result.reload_error if result else None),
-            self.render_pass.pending_failures())
-        record = self.state.passes[-1]
+        record = PassRecord.of(self.serial, wall, self.clock() - started, outcome)
+        self.state.record(record, self.render_pass.pending_failures())
         result_ok = outcome is not None and not outcome.failed and not outcome.missing
         if result_ok and not self.render_pass.applier.reload_pending:
             # nginx runs what this pass rendered (applied and confirmed, or nothing it needed changed)
-            table = self.data.evaluated(("routes", self.render_pass.loader.route_options))
-            self.status.running(table if isinstance(table, RouteTable) else None, self.data.catalog)
+            seen = self.render_pass.view(self.data)
+            table = seen.evaluated(("routes", self.render_pass.loader.route_options))
+            self.status.running(table if isinstance(table, RouteTable) else None, seen.catalog)
         self.status.pass_done(outcome, record, self.change_seen, self.clock())
         if result is not None and result.confirmed or result_ok and result is None:
             self.change_seen = None  # that change is in nginx now (or needed nothing from it)

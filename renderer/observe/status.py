@@ -46,6 +46,18 @@ class PassRecord:
     reload_ms: float | None = None     # signal to confirmation, when nginx was reloaded
     reload_error: str | None = None    # nginx's own line, when it refused the reload
 
+    @classmethod
+    def of(cls, serial: int, at: float, seconds: float, outcome) -> "PassRecord":
+        """The record of a pass from its outcome (None: Consul was unreachable)."""
+        result = outcome.result if outcome else None
+        return cls(serial=serial, at=at, seconds=seconds, rendered=outcome.rendered if outcome else 0,
+                   changed=tuple(str(c.destination) for c in result.applied) if result else (),
+                   failures=tuple(outcome.failed) if outcome else ("incomplete: Consul unreachable",),
+                   reloaded=bool(result and result.reloaded), complete=bool(outcome and not outcome.missing),
+                   check_ms=result.check_ms if result and result.check_ms else None,
+                   reload_ms=result.reload_ms if result and result.reloaded else None,
+                   reload_error=result.reload_error if result else None)
+
 
 @dataclasses.dataclass
 class LoopState:

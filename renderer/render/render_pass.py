@@ -140,6 +140,10 @@ class RenderPass:
             failing["nginx reload"] = "pending"
         return failing
 
+    def view(self, data: TemplateData) -> TemplateData:
+        """``data`` as this pass's templates see it: without the services nginx refused."""
+        return self.exclusions.apply(data)
+
     def run(self, data: TemplateData, force: bool = False) -> PassOutcome:
         self.exclusions.lift_due(data)
         excluded = self.exclusions.names()
