@@ -247,11 +247,11 @@ class Consul(consul.std.Consul):
             raise ConsulUnavailable(
                 f"the answer of {self.address} to {path} is not what Consul sends: {error}") from None
 
-    def send(self, method: str, path: str, *, params: dict | None = None, json=None,
+    def send(self, method: str, path: str, *, params: dict | None = None, json=None, data: bytes | None = None,
              timeout: float | None = None) -> requests.Response:
         """One HTTP request to the agent (transport errors not translated: wrap in translate_errors)."""
         https = self.address.scheme == "https"
-        return self.http.session.request(method, f"{self.address}{path}", params=params or {}, json=json,
+        return self.http.session.request(method, f"{self.address}{path}", params=params or {}, json=json, data=data,
                                          timeout=timeout or self.http.timeout,
                                          verify=self.tls.requests_verify if https else True,
                                          cert=self.tls.requests_cert if https else None)

@@ -6,7 +6,8 @@ docstring says what it owns and what it may import:
 * :mod:`renderer.catalog` -- the catalog, KV and certificates as plain data:
   fetched with one blocking query, checked by :mod:`agentkit.nginx_safe`,
   held back when Consul looks reset;
-* :mod:`renderer.routes` -- pure: the route table services declare with meta;
+* :mod:`renderer.routes` -- pure: the route table services declare with meta,
+  and the operator's route settings in KV change;
 * :mod:`renderer.render` -- what templates see, rendered in a bounded child,
   one pass deciding what is due and what changed;
 * :mod:`renderer.peers` -- with dynamic peers, the route table's pools pushed
@@ -18,7 +19,9 @@ docstring says what it owns and what it may import:
 At the top: :mod:`renderer.daemon` (the one loop, with
 :mod:`renderer.quiescence`), :mod:`renderer.wiring` (what settings become:
 the parts the daemon and the one-shot commands share),
-:mod:`renderer.settings` and :mod:`renderer.cli` (the operator's edge),
+:mod:`renderer.settings`, :mod:`renderer.cli`, :mod:`renderer.route_commands`
+(``renderer routes``, ``set``, ``unset``) and :mod:`renderer.command_line`
+(what they share): the operator's edge;
 :mod:`renderer.errors` (every package may import it). Only the top imports
 the packages' downstream neighbours: a package imports what comes before it
 on the path, never after (``tests/unit/test_layout.py`` holds it to that).

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 from pathlib import Path
 
 import click
 import tenacity
 
-from agentkit import logs
 from agentkit.argv import hide_token_from_ps
 from agentkit.consul import Consul
 from agentkit.errors import AgentError, ConfigError, ConsulUnavailable
@@ -24,10 +22,11 @@ from agentkit.lifecycle import Lifecycle, Stopping
 from agentkit.options import consul_options, log_level_option, status_address_option, version_option
 
 from . import settings as settings_module
-from . import wiring
-from .catalog import certificates, fetch, snapshot
+from . import route_commands, wiring
+from .catalog import fetch, snapshot
 from .catalog.fetch import Fetched
 from .catalog.kv import KvSnapshot
+from .command_line import fail, kv_prefix_option, load_settings
 from .daemon import RELOAD_SETTINGS, Daemon
 from .peers.coordinator import push_once
 from .peers.sync import PeerSync
@@ -36,18 +35,10 @@ from .render import bounded
 from .render.api import TemplateData
 from .render.fill import complete_pass, complete_render
 from .render.loader import TemplateLoader
-from .routes import report as route_report
-from .routes.builder import build as build_routes
-from .routes.model import RouteOptions
 
 log = logging.getLogger("renderer")
 
 ONCE_ATTEMPTS = 5
-
-
-def _fail(message: str, code: int = 1):
-    click.echo(f"renderer: {message}", err=True)
-    sys.exit(code)
 
 
 def template_options(command):
@@ -83,21 +74,10 @@ def template_options(command):
                           "(default: /var/lib/renderer)."),
         click.option("--consistency", type=click.Choice(settings_module.CONSISTENCY_MODES), default=None,
                      help="Consul read consistency: stale lets any server answer (default: default)."),
+        kv_prefix_option,
     ]):
         command = decorator(command)
     return consul_options(log_level_option(command))
-
-
-def _settings(flags: dict, need_templates: bool = False) -> settings_module.Settings:
-    """Settings, or exit 2 with the one line naming the mistake."""
-    try:
-        settings = settings_module.build(flags)
-        if need_templates and not settings.template_specs() and not settings.template_dirs:
-            raise ConfigError("no templates: give --template SRC:DEST or --template-dir SRCDIR:DESTDIR")
-    except AgentError as error:
-        _fail(str(error), 2)
-    logs.configure(settings.log_level, "renderer", settings.log_format)
-    return settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -121,21 +101,21 @@ def main():
 def run(**flags):
     """Watch Consul and keep the rendered files and nginx current (daemon)."""
     hide_token_from_ps()
-    settings = _settings(flags, need_templates=True)
+    settings = load_settings(flags, need_templates=True)
     daemon = Daemon(settings, rebuild_settings=lambda: settings_module.build(flags))
     daemon.lifecycle.stop_on(signal.SIGTERM, signal.SIGINT)
     signal.signal(signal.SIGHUP, lambda *_: daemon.post(RELOAD_SETTINGS))
     try:
         daemon.run()
     except AgentError as error:
-        _fail(str(error), 2 if isinstance(error, ConfigError) else 1)
+        fail(str(error), 2 if isinstance(error, ConfigError) else 1)
 
 
 @main.command()
 @template_options
 def once(**flags):
     """Render, validate, apply, reload if anything changed and confirm nginx took it; then exit."""
-    settings = _settings(flags, need_templates=True)
+    settings = load_settings(flags, need_templates=True)
     wiring.tune_garbage_collector()
     lifecycle = Lifecycle()
     lifecycle.stop_on(signal.SIGTERM)
@@ -158,16 +138,16 @@ def once(**flags):
             if peers is not None and outcome.ok and not outcome.missing:
                 push_once(peers, PeerTable.of_data(data, render_pass.loader.route_options))
     except AgentError as error:
-        _fail(str(error))
+        fail(str(error))
     except Stopping:
-        _fail("stopped by SIGTERM; files not yet confirmed by nginx are put back by the next run")
+        fail("stopped by SIGTERM; files not yet confirmed by nginx are put back by the next run")
     finally:
         if client is not None:
             client.close()
     if outcome.missing:
-        _fail("templates still miss data after fetching it: " + ", ".join(sorted(map(str, outcome.missing))))
+        fail("templates still miss data after fetching it: " + ", ".join(sorted(map(str, outcome.missing))))
     if not outcome.ok:
-        _fail(outcome.failed[0] if len(outcome.failed) == 1
+        fail(outcome.failed[0] if len(outcome.failed) == 1
               else f"{outcome.failed[0]} (and {len(outcome.failed) - 1} more problem(s), logged above)")
 
 
@@ -190,7 +170,7 @@ def _write_peers(peers: PeerSync, data: TemplateData, render_pass) -> None:
 @log_level_option
 def render(source, catalog_file, **flags):
     """Print what SOURCE renders to; write nothing."""
-    settings = _settings(flags)
+    settings = load_settings(flags)
     path = Path(source)
     try:
         with wiring.bytecode_cache() as bytecode:
@@ -209,70 +189,41 @@ def render(source, catalog_file, **flags):
             for refusal in data.catalog.refused if data.catalog is not None else ():
                 log.warning("%s", refusal.line)
     except AgentError as error:
-        _fail(str(error))
+        fail(str(error))
     if rendered.error:
-        _fail(str(rendered.error))
+        fail(str(rendered.error))
     if rendered.missing:
-        _fail("the template still misses data after fetching it: " + ", ".join(sorted(map(str, rendered.missing))))
+        fail("the template still misses data after fetching it: " + ", ".join(sorted(map(str, rendered.missing))))
     for warning in rendered.warnings:
         log.warning("template %s: %s", source, warning)
     click.echo(rendered.text, nl=False)
 
 
-@main.command(name="routes")
-@click.option("--catalog", "catalog_file", type=click.Path(dir_okay=False), default=None,
-              help="Read this snapshot (from `renderer snapshot`) instead of Consul.")
-@click.option("--url", "urls", multiple=True, metavar="URL",
-              help="Say which route answers URL, and why (repeatable).")
-@click.option("--var", "var", multiple=True, metavar="KEY=VALUE",
-              help="A variable: domain, http_port, https_port, stream_ports, cert_dir (repeatable).")
-@click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
-              help="TOML config; only its Consul settings and [var] are used.")
-@consul_options
-@log_level_option
-def routes_command(catalog_file, urls, **flags):
-    """Print the route table services declare with meta (or, with --url, which route answers a URL)."""
-    settings = _settings(flags)
-    try:
-        if catalog_file:
-            catalog, _ = snapshot.load(Path(catalog_file))
-        else:
-            client = wiring.connect(settings, timeout=10)
-            try:
-                _, catalog = fetch.fetch_catalog(client, consistency=settings.consistency)
-            finally:
-                client.close()
-        table = build_routes(catalog, RouteOptions.from_variables(settings.variables),
-                             certificates.scan(settings.variables.get("cert_dir")))
-    except AgentError as error:
-        _fail(str(error))
-    if urls:
-        for url in urls:
-            click.echo(route_report.explain(table, url), nl=False)
-    else:
-        click.echo(route_report.format_table(table), nl=False)
-
-
 @main.command(name="snapshot")
 @click.option("--kv-prefix", "kv_prefixes", multiple=True, metavar="PREFIX",
-              help="Also include the KV pairs under PREFIX (repeatable; default none: KV may hold secrets).")
+              help="Also include the KV pairs under PREFIX (repeatable; KV may hold secrets). The route "
+                   "settings (consul-nginx-sync/, or the config's kv_prefix) are always included.")
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
-              help="TOML config; only its Consul settings are used.")
+              help="TOML config; only its Consul settings and kv_prefix are used.")
 @consul_options
 @log_level_option
 def snapshot_command(kv_prefixes, **flags):
     """Print the current catalog as JSON, in the format --catalog reads."""
-    settings = _settings(flags)
+    settings = load_settings(flags)
     client: Consul = wiring.connect(settings, timeout=10)
     try:
         _, catalog = fetch.fetch_catalog(client, consistency=settings.consistency)
         values = {}
-        for prefix in kv_prefixes:
+        route_settings = settings.variables.get("kv_prefix")
+        for prefix in (*kv_prefixes, *([f"{route_settings}/"] if route_settings else [])):
             values.update(fetch.fetch_kv(client, prefix, consistency=settings.consistency)[1].values)
     except AgentError as error:
-        _fail(str(error))
+        fail(str(error))
     finally:
         client.close()
     for refusal in catalog.refused:
         log.warning("%s", refusal.line)
     click.echo(snapshot.dump(catalog, KvSnapshot([""], values)), nl=False)
+
+
+main.add_command(route_commands.routes)

@@ -24,6 +24,7 @@ from the same sources. TOML keys are the flags' names with underscores:
     register = true                                  # with status_address: this renderer in Consul's catalog
     dynamic_peers = true                             # instance changes without a reload (nginx's Lua module)
     peers_dir = "/var/lib/renderer"                  # where the peer table and its Lua module are written
+    kv_prefix = "consul-nginx-sync"                  # the operator's route settings in KV ("": none)
     [var]
     domain = "example.com"
 
@@ -66,12 +67,13 @@ DEFAULTS = {
     "log_format": "text",
     "grace": "30s",
     "peers_dir": "/var/lib/renderer",
+    "kv_prefix": "consul-nginx-sync",
 }
 STRING_KEYS = ("consul_addr", "consul_token", "consul_token_file", "consul_cacert", "consul_capath",
                "consul_client_cert", "consul_client_key", "consul_tls_server_name", "consistency",
                "check_command", "reload_command", "nginx_pid_file", "nginx_error_log", "reload_timeout",
                "render_timeout", "render_max_output", "wait", "log_level", "log_format", "grace", "status_address",
-               "peers_dir")
+               "peers_dir", "kv_prefix")
 PATH_KEYS = ("consul_token_file", "consul_cacert", "consul_capath", "consul_client_cert", "consul_client_key",
              "nginx_pid_file", "nginx_error_log", "peers_dir")
 FILE_KEYS = {*STRING_KEYS, "consul_tls_skip_verify", "template", "template_dir", "var", "dynamic_peers", "register"}
@@ -165,6 +167,11 @@ def build(flags: Mapping, environ: Mapping[str, str] = os.environ) -> Settings:
         peers_socket = Path(variables.get("peers_socket")
                             or Path(variables.get("socket_dir") or "/run") / PEERS_SOCKET)
         variables.update({"dynamic_peers": "true", "peers_dir": str(peers_dir), "peers_socket": str(peers_socket)})
+    kv_prefix = pick("kv_prefix")
+    kv_prefix = DEFAULTS["kv_prefix"] if kv_prefix is None else kv_prefix.strip().strip("/")
+    if kv_prefix and not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", kv_prefix):
+        raise ConfigError(f"--kv-prefix {kv_prefix!r}: expected a KV path like consul-nginx-sync")
+    variables["kv_prefix"] = kv_prefix  # where routes() reads the operator's route settings (routes.overrides)
     RouteOptions.from_variables(variables)  # stream_ports, http_port, https_port, ...: say now if they are wrong
     consistency = (pick("consistency") or DEFAULTS["consistency"]).lower()
     if consistency not in CONSISTENCY_MODES:

@@ -63,5 +63,4 @@ class Fetched:
     def __init__(self):
         self.catalog = None  # the last catalog fetched here, as Consul answered it
         self.catalog_index = 0
-        self.kv_index = 0
-        self.kv_prefix: str | None = None
+        self.kv_indexes: dict[str, int] = {}  # prefix read -> its index

@@ -28,6 +28,12 @@ class KvSnapshot:
     def tree(self, prefix: str) -> tuple[tuple[str, str], ...]:
         return tuple(sorted((k, v) for k, v in self.values.items() if k.startswith(prefix)))
 
+    def merged(self, newer: "KvSnapshot") -> "KvSnapshot":
+        """This snapshot with what ``newer`` covers replaced by ``newer`` (one watch per prefix delivers its own)."""
+        values = {k: v for k, v in self.values.items() if not newer.covers(k)}
+        values.update(newer.values)
+        return KvSnapshot({p for p in self.prefixes if not newer.covers(p)} | newer.prefixes, values)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, KvSnapshot) and self.prefixes == other.prefixes and self.values == other.values
 
@@ -35,9 +41,22 @@ class KvSnapshot:
 
 
 def common_prefix(paths: Iterable[str]) -> str:
-    """The one prefix a single recursive watch needs to cover every path."""
+    """The one prefix a single recursive read needs to cover every path."""
     paths = list(paths)
     return os.path.commonprefix(paths) if paths else ""
+
+
+def prefixes(paths: Iterable[str]) -> set[str]:
+    """The prefixes recursive reads (and watches) need to cover every path, one per top-level folder.
+
+    One prefix for everything would be the common prefix, which for
+    ``config/nginx/x`` and ``consul-nginx-sync/`` is the whole store: every
+    key of it read on every change, secrets of other tools included.
+    """
+    groups: dict[str, list[str]] = {}
+    for path in paths:
+        groups.setdefault(path.split("/", 1)[0], []).append(path)
+    return {common_prefix(group) for group in groups.values()}
 
 
 def from_consul_entries(prefix: str, entries: list | None) -> KvSnapshot:

@@ -1,6 +1,6 @@
-"""The loop's watches: one blocking query on the catalog while a template reads it, one on KV under the
-common prefix of every key and tree templates read; each follows what the templates read in their last
-renders, never more.
+"""The loop's watches: one blocking query on the catalog while a template reads it, one on KV per top-level
+folder templates read keys and trees in (the route settings among them); each follows what the templates read
+in their last renders, never more.
 
 They only deliver :class:`.watch.Update` values (``deliver`` is the loop's
 queue put); the loop owns every decision. :class:`CatalogRemarks` says what
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from agentkit.consul import Consul
 
 from .fetch import Fetched, fetch_catalog, fetch_kv
-from .kv import common_prefix
+from .kv import prefixes
 from .model import Catalog
 from .watch import BlockingWatch, Update
 
@@ -47,8 +47,8 @@ class Watches:
         """``connect()`` makes a client of its own for each watch (a blocking query holds its connection)."""
         self.connect, self.consistency, self.deliver, self.wait, self.factory = (
             connect, consistency, deliver, wait, factory)
-        self.catalog_watch = self.kv_watch = None
-        self.kv_prefix: str | None = None
+        self.catalog_watch = None
+        self.kv_watches: dict[str, object] = {}  # prefix -> its watch
 
     def follow(self, uses_catalog: bool, kv_paths: set[str], catalog: Catalog | None, fetched: Fetched) -> bool:
         """Watch what templates read now; False when the catalog is no longer read (the loop drops it)."""
@@ -59,26 +59,22 @@ class Watches:
         elif self.catalog_watch is not None:
             self.catalog_watch.stop()
             self.catalog_watch = None
-        prefix = common_prefix(kv_paths) if kv_paths else None
-        if prefix != self.kv_prefix:
-            if self.kv_watch is not None:
-                self.kv_watch.stop()
-                self.kv_watch = None
-            self.kv_prefix = prefix
-            if prefix is not None:
-                client, consistency = self.connect(), self.consistency
-                start = fetched.kv_index if fetched.kv_prefix == prefix else 0
-                self.kv_watch = self.factory(
-                    "kv", lambda index, wait: fetch_kv(client, prefix, index, wait, consistency),
-                    self.deliver, self.wait, start)
+        wanted = prefixes(kv_paths)
+        for prefix in [p for p in self.kv_watches if p not in wanted]:
+            self.kv_watches.pop(prefix).stop()
+        for prefix in sorted(wanted - set(self.kv_watches)):
+            client, consistency = self.connect(), self.consistency
+            self.kv_watches[prefix] = self.factory(
+                "kv", lambda index, wait, prefix=prefix: fetch_kv(client, prefix, index, wait, consistency),
+                self.deliver, self.wait, fetched.kv_indexes.get(prefix, 0))
         return uses_catalog
 
     def stop(self) -> None:
-        for watch in (self.catalog_watch, self.kv_watch):
+        for watch in (self.catalog_watch, *self.kv_watches.values()):
             if watch is not None:
                 watch.stop()
-        self.catalog_watch = self.kv_watch = None
-        self.kv_prefix = None
+        self.catalog_watch = None
+        self.kv_watches = {}
 
 
 class CatalogRemarks:

@@ -71,6 +71,9 @@ class RendererMetrics:
         self.refused_by_nginx = Gauge("renderer_services_refused_by_nginx", "Services left out because nginx "
                                       "refused the file with them (the rest applied); tried again when their "
                                       "registration changes", registry=registry)
+        self.settings_refused = Gauge("renderer_route_settings_refused", "Route settings in Consul KV refused "
+                                      "(a bad value, key or path); the value in force before stays",
+                                      registry=registry)
         for outcome in ("complete", "incomplete", "failed"):
             self.passes.labels(outcome)
         for outcome in ("confirmed", "failed"):
@@ -83,6 +86,7 @@ class RendererMetrics:
         self.ready.set(1 if snapshot.ready else 0)
         self.pending_failures.set(len(snapshot.pending))
         self.refused_by_nginx.set(len(snapshot.excluded))
+        self.settings_refused.set(len(snapshot.table.kv_refused) if snapshot.table is not None else 0)
         for state, count in instance_counts(snapshot.table, snapshot.catalog, len(snapshot.held)).items():
             self.instances.labels(state).set(count)
         counts: dict[tuple[str, str], int] = {}

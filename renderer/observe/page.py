@@ -95,4 +95,6 @@ def render(snapshot: StatusSnapshot, hostname: str) -> str:
         services=service_rows(catalog) if table is None and catalog is not None else None,
         left_out=list(catalog.refused) if catalog is not None else [],
         refused=list(table.refused) if table is not None else [],
+        settings=list(table.settings_in_force) if table is not None else [],
+        settings_refused=list(table.kv_refused) if table is not None else [],
         notes=list(table.notes) if table is not None else [])

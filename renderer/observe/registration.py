@@ -21,10 +21,11 @@ import logging
 from agentkit.backoff import Retry, consul_agent_backoff
 from agentkit.consul import Consul, translate_errors
 from agentkit.errors import AgentError
+from renderer.routes.model import RENDERER_SERVICE
 
 log = logging.getLogger("renderer")
 
-SERVICE = "consul-nginx-sync-renderer"
+SERVICE = RENDERER_SERVICE
 CHECK_EVERY = 10.0  # seconds between asking the agent whether it still holds the registration
 CHECK_INTERVAL = "5s"
 
@@ -42,7 +43,10 @@ class Registration:
             "ID": self.id, "Name": SERVICE, "Address": self.address, "Port": port,
             "Meta": {"version": version},
             "Check": {"CheckID": f"service:{self.id}", "Name": "renderer /ready",
-                      "HTTP": f"http://{check_host}:{port}/ready", "Interval": CHECK_INTERVAL, "Timeout": "2s"},
+                      "HTTP": f"http://{check_host}:{port}/ready", "Interval": CHECK_INTERVAL, "Timeout": "2s",
+                      # A renderer killed never says goodbye: critical, it no longer counts among the live
+                      # nodes sharing a rate; gone for good (a replaced host), its entry goes after a while.
+                      "DeregisterCriticalServiceAfter": "30m"},
         }
         self.check_at = 0.0
         self.retry = Retry(consul_agent_backoff())

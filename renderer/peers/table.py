@@ -14,9 +14,15 @@ how Consul registrations usually are; a pool with a host name keeps its
 static ``server`` lines. Stream (tcp/udp) pools always do: Debian ships no
 stream Lua module.
 
+A service with canary instances (both pools dynamic) is split in Lua too:
+the table carries each split (its stable and canary pool and the canary's
+share) and the location proxies to one upstream, ``_split_<service id>``,
+whose balancer picks the side for each client, so a change of
+``canary_percent`` (a label, or KV) is a push, not a reload.
+
 The text format is the one ``renderer_peers.lua`` parses; the digest covers
-the pools only, so the same peers always give the same digest and a version
-bump alone is no change.
+the pools and splits only, so the same peers always give the same digest
+and a version bump alone is no change.
 """
 
 from __future__ import annotations
@@ -27,12 +33,13 @@ import hashlib
 
 from renderer.routes.model import RouteTable, ip_port
 
-FORMAT = "renderer-peers 1"
+FORMAT = "renderer-peers 2"  # 2: with split lines
 
 
 @dataclasses.dataclass(frozen=True)
 class PeerTable:
     pools: tuple[tuple[str, tuple[tuple[str, int, int], ...]], ...]  # (name, ((ip, port, weight), ...)), by name
+    splits: tuple[tuple[str, str, str, int], ...] = ()  # (service id, stable pool, canary pool, percent), by id
 
     @classmethod
     def of_data(cls, data, route_options) -> "PeerTable | None":
@@ -48,7 +55,9 @@ class PeerTable:
                 continue
             peers = tuple((*ip_port(server.address), server.weight) for server in pool.servers)
             pools.append((pool.name, peers))
-        return cls(tuple(sorted(pools)))
+        splits = [(location.service_id, location.pool.name, location.canary.name, location.canary_percent)
+                  for location in table.canaries if location.peer_split]
+        return cls(tuple(sorted(pools)), tuple(sorted(splits)))
 
     def keeping(self, running: "PeerTable | None") -> "PeerTable":
         """This table plus the pools only ``running`` has, with their peers there.
@@ -61,7 +70,11 @@ class PeerTable:
             return self
         names = {name for name, _ in self.pools}
         extra = tuple(pool for pool in running.pools if pool[0] not in names)
-        return PeerTable(tuple(sorted(self.pools + extra))) if extra else self
+        ids = {split[0] for split in self.splits}
+        extra_splits = tuple(split for split in running.splits if split[0] not in ids)
+        if not extra and not extra_splits:
+            return self
+        return PeerTable(tuple(sorted(self.pools + extra)), tuple(sorted(self.splits + extra_splits)))
 
     @functools.cached_property
     def body(self) -> str:
@@ -69,6 +82,7 @@ class PeerTable:
         for name, peers in self.pools:
             lines.append(f"pool {name}")
             lines += [f"peer {ip} {port} {weight}" for ip, port, weight in peers]
+        lines += [f"split {service_id} {stable} {canary} {percent}" for service_id, stable, canary, percent in self.splits]
         return "\n".join(lines) + "\n"
 
     @functools.cached_property
@@ -81,4 +95,3 @@ class PeerTable:
     @property
     def servers(self) -> int:
         return sum(len(peers) for _, peers in self.pools)
-

@@ -28,6 +28,12 @@ CATALOG_KINDS = frozenset({"services", "service", "nodes", "routes"})
 KV_KINDS = frozenset({"key", "tree"})
 
 
+def kv_reads(dependencies) -> set[str]:
+    """The KV paths these dependencies read: keys and trees, and the route settings of route tables."""
+    return ({d[1] for d in dependencies if d[0] in KV_KINDS}
+            | {f"{d[1].kv_prefix}/" for d in dependencies if d[0] == "routes" and d[1].kv_prefix})
+
+
 class TemplateData:
     """What a render may read: the catalog, KV and certificate-directory snapshots (catalog and KV may be absent).
 
@@ -50,7 +56,9 @@ class TemplateData:
         return TemplateData(catalog, self.kv, self.certificates, self.routes)
 
     def with_kv(self, kv: KvSnapshot | None) -> "TemplateData":
-        return TemplateData(self.catalog, kv, self.certificates, self.routes)
+        """With ``kv`` in place of what the current KV data holds under its prefixes (each KV watch sends its own)."""
+        merged = kv if self.kv is None or kv is None else self.kv.merged(kv)
+        return TemplateData(self.catalog, merged, self.certificates, self.routes)
 
     def with_certificates(self, certificates: CertificateSet) -> "TemplateData":
         return TemplateData(self.catalog, self.kv, certificates, self.routes)
@@ -81,7 +89,10 @@ class TemplateData:
             if kind == "service":
                 return _service(self.catalog, *dependency[1:])
             if kind == "routes":
-                return self.routes.build(self.catalog, dependency[1], self.certificates)
+                options = dependency[1]
+                if options.kv_prefix and (self.kv is None or not self.kv.covers(f"{options.kv_prefix}/")):
+                    return MISSING  # the operator's route settings are not read yet
+                return self.routes.build(self.catalog, options, self.certificates, self.kv)
             return self.catalog.nodes
         path = dependency[1]
         if self.kv is None or not self.kv.covers(path):

@@ -22,7 +22,7 @@ from renderer.catalog import kv as kv_module
 from renderer.catalog.fetch import Fetched, fetch_catalog, fetch_kv
 
 from . import bounded
-from .api import CATALOG_KINDS, KV_KINDS, TemplateData
+from .api import CATALOG_KINDS, TemplateData, kv_reads
 from .loader import Rendered, TemplateLoader
 from .render_pass import PassOutcome, RenderPass
 
@@ -36,12 +36,13 @@ def fill_missing(client: Consul, data: TemplateData, missing: set, kv_paths: set
     if catalog is None and any(d[0] in CATALOG_KINDS for d in missing):
         fetched.catalog_index, catalog = fetch_catalog(client, consistency=consistency)
         fetched.catalog = catalog
-    missing_paths = {d[1] for d in missing if d[0] not in CATALOG_KINDS}
-    if missing_paths:
-        prefix = kv_module.common_prefix(kv_paths | missing_paths)
-        fetched.kv_index, kv = fetch_kv(client, prefix, consistency=consistency)
-        fetched.kv_prefix = prefix
+    missing_paths = kv_reads(missing)
+    for prefix in sorted(kv_module.prefixes(kv_paths | missing_paths)):
+        if any(path.startswith(prefix) for path in missing_paths):
+            fetched.kv_indexes[prefix], snapshot = fetch_kv(client, prefix, consistency=consistency)
+            kv = snapshot if kv is None else kv.merged(snapshot)
     return TemplateData(catalog, kv, data.certificates, data.routes)
+
 
 
 def _until_complete(attempt: Callable[[TemplateData], object], missing: Callable[[object], set],
@@ -70,5 +71,5 @@ def complete_render(loader: TemplateLoader, source: Path, data: TemplateData, li
         return set() if rendered.error else set(rendered.missing)
 
     return _until_complete(lambda d: bounded.render_all(loader, [source], d, limits)[source], missing,
-                           lambda rendered: {d[1] for d in rendered.used if d[0] in KV_KINDS},
+                           lambda rendered: kv_reads(rendered.used),
                            data, client, Fetched(), consistency)

@@ -34,7 +34,7 @@ from renderer.apply.journal import FileChange
 from renderer.apply.nginx_master import port_is_free, unbindable
 from renderer.routes.model import RouteTable
 from . import bounded
-from .api import CATALOG_KINDS, TemplateData, changed
+from .api import CATALOG_KINDS, TemplateData, changed, kv_reads
 from .isolation import Exclusions, Isolator
 from .loader import Rendered, TemplateLoader, TemplateSpec, stat_key
 
@@ -84,6 +84,7 @@ class RenderPass:
         self.removed: list[TemplateSpec] = []
         self.catalog_refusals_seen: set[str] = set()
         self.routes_seen: set[str] = set()
+        self.settings_seen: set[tuple[str, str]] = set()  # the KV route settings in force, as last said
         self.last_catalog = None
         # Called with the pass's data right before files are applied (dynamic peers write the table
         # nginx loads on reload here, so a reload that adds an upstream finds its peers).
@@ -114,7 +115,7 @@ class RenderPass:
         return any(d[0] in CATALOG_KINDS for d in self.dependencies())
 
     def kv_paths(self) -> set[str]:
-        return {d[1] for d in self.dependencies() if d[0] not in CATALOG_KINDS}
+        return kv_reads(self.dependencies())
 
     def input_files(self) -> set[str]:
         """Every template file the templates read: what must be watched on disk."""
@@ -246,21 +247,28 @@ class RenderPass:
         return FileChange(spec.destination, content, str(spec.source))
 
     def _report_routes(self, data: TemplateData) -> None:
-        """One warning per refused route, instance or value and per disagreement, when it first appears.
+        """One warning per refused route, instance or value and per disagreement, when it first appears; one
+        line per route setting from KV when it comes into force or leaves.
 
         Said here, once for every template that reads the table, rather than
         by each template: the http and stream templates read the same table.
         """
-        current = set()
+        current, in_force = set(), set()
         for dependency in {d for state in self.states.values() if state.used for d in state.used
                            if d[0] == "routes"}:
             table = data.evaluate(dependency)
             if not isinstance(table, RouteTable):
                 continue
             current |= {f"route refused: {refusal}" for refusal in table.refused} | set(table.notes)
+            current |= {str(refusal) for refusal in table.kv_refused}
+            in_force |= set(table.settings_in_force)
         for text in sorted(current - self.routes_seen):
             log.warning("%s", text)
-        self.routes_seen = current
+        for path, value in sorted(in_force - self.settings_seen):
+            log.info("route setting %s=%r in force", path, value)
+        for path in sorted({path for path, _ in self.settings_seen} - {path for path, _ in in_force}):
+            log.info("route setting %s removed", path)
+        self.routes_seen, self.settings_seen = current, in_force
 
     def _report_catalog_refusals(self, catalog) -> None:
         """One warning per hostile or broken instance or value, when it first appears."""

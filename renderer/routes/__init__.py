@@ -11,7 +11,10 @@ One concept per module, after fabio's ``route/`` package:
 * :mod:`.model` -- the table's frozen values (pools, locations, hosts,
   listeners, refusals) and the options it is built for;
 * :mod:`.voting` -- instances that disagree on a route key;
-* :mod:`.service` -- one HTTP service's own part, from its instances;
+* :mod:`.overrides` -- the operator's route settings in Consul KV
+  (overrides and defaults on top of the labels);
+* :mod:`.service` -- one HTTP service's own part, from its instances and
+  those settings;
 * :mod:`.hosts` -- hosts assembled from every service's claims, conflicts
   settled by one rule;
 * :mod:`.listen_ports` + :mod:`.stream` -- tcp/udp listeners, on the ports

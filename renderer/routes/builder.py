@@ -20,22 +20,32 @@ data holds one builder). :func:`build` uses a fresh one.
 from __future__ import annotations
 
 from renderer.catalog.certificates import CertificateSet
+from renderer.catalog.kv import KvSnapshot
 from renderer.catalog.model import Catalog, Instance
 
+from . import overrides
+
 from .hosts import assemble
-from .model import RouteRefusal, RouteOptions, RouteTable
+from .model import RENDERER_SERVICE, RouteOptions, RouteRefusal, RouteTable
+from .overrides import RouteSettings
 from .service import ServiceRoutes, age, service_routes
 from .stream import StreamService, listeners
+from .voting import ROUTE_KEYS
 
 
 class RouteBuilder:
     def __init__(self):
-        self._services: dict[str, tuple[tuple[Instance, ...], ServiceRoutes]] = {}
+        self._services: dict[str, tuple[tuple[Instance, ...], tuple, ServiceRoutes]] = {}
         self._hosts: dict[str, tuple] = {}
         self._hosts_for: tuple | None = None  # the (options, certificates) the known hosts were built with
+        self._settings: RouteSettings | None = None  # the KV settings read last: bad values keep what was before
 
-    def build(self, catalog: Catalog, options: RouteOptions,
-              certificates: CertificateSet = CertificateSet()) -> RouteTable:
+    def build(self, catalog: Catalog, options: RouteOptions, certificates: CertificateSet = CertificateSet(),
+              kv: KvSnapshot | None = None) -> RouteTable:
+        settings = self._settings = (overrides.read(kv, options.kv_prefix, ROUTE_KEYS, self._settings)
+                                     if options.kv_prefix else RouteSettings())
+        # Fleet-wide rates are shared among the live renderers, each registered by itself in the catalog.
+        fleet = max(1, len(catalog.instances_of(RENDERER_SERVICE, passing=True)))
         refused: list[RouteRefusal] = []
         notes: list[str] = []
         specs: dict[str, ServiceRoutes] = {}
@@ -49,7 +59,8 @@ class RouteBuilder:
                 continue
             instances = catalog.instances_of(name)
             if "http" in tags:
-                spec = specs[name] = self._service(name, instances, catalog.instances_of(name, passing=True))
+                spec = specs[name] = self._service(name, instances, catalog.instances_of(name, passing=True),
+                                                   settings.of(name), fleet)
                 refused += spec.refused
                 notes += spec.notes
             if "tcp" in tags:
@@ -62,15 +73,20 @@ class RouteBuilder:
             self._hosts_for = (options, certificates)
         hosts, passthrough, exact = assemble(specs, options, certificates, catalog, refused, notes, self._hosts)
         stream = listeners(tcp, options, refused, notes)
-        return RouteTable(tuple(hosts), tuple(passthrough), tuple(stream), tuple(refused), tuple(notes), exact)
+        sources = tuple((name, spec.sources) for name, spec in sorted(specs.items()) if spec.sources)
+        in_force = tuple(sorted((path, setting.raw) for path, setting in settings.by_path.items()))
+        return RouteTable(tuple(hosts), tuple(passthrough), tuple(stream), tuple(refused), tuple(notes), exact,
+                          sources, settings.refused, in_force)
 
-    def _service(self, name: str, instances: tuple[Instance, ...], passing: tuple[Instance, ...]) -> ServiceRoutes:
+    def _service(self, name: str, instances: tuple[Instance, ...], passing: tuple[Instance, ...],
+                 settings: tuple, fleet: int) -> ServiceRoutes:
         known = self._services.get(name)
-        if known is not None and len(known[0]) == len(instances) and all(
+        inputs = (settings, fleet)
+        if known is not None and known[1] == inputs and len(known[0]) == len(instances) and all(
                 a is b for a, b in zip(known[0], instances)):
-            return known[1]
-        spec = service_routes(name, instances, passing)
-        self._services[name] = (instances, spec)
+            return known[2]
+        spec = service_routes(name, instances, passing, settings, fleet)
+        self._services[name] = (instances, inputs, spec)
         return spec
 
 
@@ -95,6 +111,8 @@ def _case_twins(routed: list[tuple[str, tuple[str, ...]]], catalog: Catalog,
     return twins
 
 
-def build(catalog: Catalog, options: RouteOptions, certificates: CertificateSet = CertificateSet()) -> RouteTable:
-    """The route table of ``catalog``, built from nothing (no memory of earlier builds)."""
-    return RouteBuilder().build(catalog, options, certificates)
+def build(catalog: Catalog, options: RouteOptions, certificates: CertificateSet = CertificateSet(),
+          kv: KvSnapshot | None = None) -> RouteTable:
+    """The route table of ``catalog`` (and the KV route settings), built from nothing (no memory of earlier
+    builds)."""
+    return RouteBuilder().build(catalog, options, certificates, kv)

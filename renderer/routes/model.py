@@ -20,6 +20,8 @@ from renderer.errors import ConfigError
 from .listen_ports import ListenPolicy
 
 DEFAULT_RATE_BURST = 0
+# What each renderer registers itself as (renderer.observe.registration): the live ones share fleet-wide rates.
+RENDERER_SERVICE = "consul-nginx-sync-renderer"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -54,15 +56,17 @@ class Auth:
 class Location:
     path: str                    # "/" or a prefix without its trailing slash
     service: str
-    action: str                  # "proxy", "redirect" (to HTTPS) or "unavailable" (503)
+    action: str                  # "proxy", "redirect" (to HTTPS), "unavailable" (503), "maintenance" (503, Retry-After)
     pool: Pool | None
     canary: Pool | None = None
     canary_percent: int = 0
     backend: str = "http"
     strip_path: bool = False
     auth: Auth | None = None
-    rate_limit: str | None = None
+    rate_limit: str | None = None      # what this nginx node enforces (its share of a fleet-wide rate)
     rate_burst: int = DEFAULT_RATE_BURST
+    rate_declared: str | None = None   # the fleet-wide rate declared, when shared among rate_nodes nodes
+    rate_nodes: int = 1
     allow: tuple[str, ...] = ()
     max_body: str | None = None
     timeout: str | None = None
@@ -77,6 +81,12 @@ class Location:
                 and not self.timeout)
 
     @property
+    def peer_split(self) -> bool:
+        """With dynamic peers, its canary split is made by the Lua balancer (both pools are in the peer table,
+        renderer.peers.table): the template proxies to ``_split_<service_id>`` and a share change is no reload."""
+        return self.canary is not None and self.pool is not None and self.pool.ip_only and self.canary.ip_only
+
+    @property
     def options(self) -> tuple[str, ...]:
         """What this location does beyond proxying, for ``renderer routes``."""
         shown = []
@@ -88,7 +98,10 @@ class Location:
             shown.append(f"canary {self.canary_percent}% -> {self.canary.name}")
         if self.auth is not None:
             shown.append(f"auth=service:{self.auth.service}{self.auth.path}")
-        if self.rate_limit:
+        if self.rate_limit and self.rate_declared:
+            shown.append(f"rate_limit={self.rate_declared} for the fleet: {self.rate_limit} burst={self.rate_burst} "
+                         f"on each of {self.rate_nodes} nginx nodes")
+        elif self.rate_limit:
             shown.append(f"rate_limit={self.rate_limit} burst={self.rate_burst}")
         if self.allow:
             shown.append(f"allow={','.join(self.allow)}")
@@ -160,6 +173,7 @@ class RouteOptions:
     https_port: int = 443
     listen: ListenPolicy = ListenPolicy.from_variables({})
     names_bucket: int = 64  # nginx's server_names_hash_bucket_size, as its http {} block sets it
+    kv_prefix: str | None = None  # where the operator's route settings are in KV (routes.overrides); None: none
 
     @classmethod
     def from_variables(cls, variables: Mapping[str, str]) -> "RouteOptions":
@@ -168,8 +182,9 @@ class RouteOptions:
         if not bucket.isascii() or not bucket.isdigit() or not 32 <= int(bucket) <= 65536:
             raise ConfigError(f"--var server_names_hash_bucket_size={bucket!r}: expected nginx's setting, "
                               "a number like 64 or 128")
+        prefix = str(variables.get("kv_prefix") or "").strip().strip("/") or None
         return cls(str(variables.get("domain", "")).strip().lower(), int(variables.get("http_port", 80)),
-                   int(variables.get("https_port", 443)), policy, int(bucket))
+                   int(variables.get("https_port", 443)), policy, int(bucket), prefix)
 
     @property
     def longest_host(self) -> int:
@@ -188,6 +203,10 @@ class RouteTable:
     # Host names nginx terminates that a passthrough wildcard covers: the SNI switch sends them to nginx's own
     # TLS by name, since an exact name beats a wildcard.
     terminated_under_wildcards: tuple[str, ...] = ()
+    # (service, ((key, where its value came from), ...)) for every value not built in: labels, KV.
+    sources: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    kv_refused: tuple = ()  # the route settings in KV refused (routes.overrides.KvRefusal)
+    settings_in_force: tuple[tuple[str, str], ...] = ()  # (KV path, value) of every route setting applied
 
     @functools.cached_property
     def pools(self) -> tuple[Pool, ...]:
@@ -196,7 +215,7 @@ class RouteTable:
         for host in self.hosts:
             for location in (*host.http, *host.https):
                 for pool in (location.pool, location.canary, location.auth.pool if location.auth else None):
-                    if pool is not None and location.action != "redirect":
+                    if pool is not None and location.action not in ("redirect", "maintenance"):
                         found.setdefault(pool.name, pool)
         return tuple(found[name] for name in sorted(found))
 
@@ -231,8 +250,8 @@ class RouteTable:
 
     @functools.cached_property
     def canaries(self) -> tuple[Location, ...]:
-        """Of ``services``, those that split clients to canary instances."""
-        return tuple(location for location in self.services if location.canary)
+        """Of ``services``, those that split clients to canary instances (not while in maintenance)."""
+        return tuple(location for location in self.services if location.canary and location.action == "proxy")
 
     @functools.cached_property
     def rate_limited(self) -> tuple[Location, ...]:

@@ -27,6 +27,8 @@ def not_proxied(location: Location) -> str | None:
         return "301 to HTTPS"
     if location.action == "unavailable":
         return "503: no passing instance"
+    if location.action == "maintenance":
+        return "503 with Retry-After: maintenance (route setting)"
     if location.auth is not None and location.auth.pool is None:
         return f"503: auth service {location.auth.service} has no passing instance"
     return None
@@ -55,12 +57,36 @@ def format_table(table: RouteTable) -> str:
         lines.append(f"{listener.protocol} {listener.port} -> {listener.service}: {_pool(listener.pool)}")
     if not lines:
         lines.append("no routes")
+    if table.sources:
+        lines.append("settings (where each value comes from; anything not named is built in):")
+        lines += [f"  {service}: " + ", ".join(f"{key} from {origin}" for key, origin in keys)
+                  for service, keys in table.sources]
+    if table.kv_refused:
+        lines.append("route settings refused:")
+        lines += [f"  {refusal}" for refusal in table.kv_refused]
     if table.refused:
         lines.append("refused:")
         lines += [f"  {refusal}" for refusal in table.refused]
     if table.notes:
         lines.append("notes:")
         lines += [f"  {note}" for note in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+def effect(table: RouteTable, service: str | None, keys: list[str]) -> str:
+    """What a change of route settings does: the routes of ``service`` (None: of every service the keys
+    reach) as they will be, and where each changed key's value comes from then."""
+    sources = dict(table.sources)
+    rows = [(scheme, host, location) for scheme, host, location in table.routes()
+            if (location.service == service if service else any(key in dict(sources.get(location.service, ()))
+                                                                 for key in keys))]
+    lines = ["takes effect on:" if rows else "takes effect on no route now (no service it reaches is routed)"]
+    for scheme, host, location in rows:
+        shown = not_proxied(location) or " ".join(location.options) or "proxy"
+        lines.append(f"  {scheme:<5} {host.name}{location.path} -> {location.service}: {shown}")
+    for name in sorted({location.service for _, _, location in rows}):
+        origins = dict(sources.get(name, ()))
+        lines.append(f"  {name}: " + ", ".join(f"{key} from {origins.get(key, 'built-in')}" for key in keys))
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""One HTTP service's own part of the route table, from its instances alone (pure).
+"""One HTTP service's own part of the route table, from its instances and the operator's settings (pure).
 
 A service tagged ``http`` declares its routes with meta (the registrar
 turns ``SERVICE_<KEY>`` labels into meta ``<key>``):
@@ -6,8 +6,8 @@ turns ``SERVICE_<KEY>`` labels into meta ``<key>``):
 * route keys, which belong to the service (settled by :mod:`.voting` when
   instances disagree): ``hosts``, ``path``, ``strip_path``, ``tls``,
   ``backend``, ``https_redirect``, ``canary_percent``, ``auth``,
-  ``auth_headers``, ``rate_limit``, ``rate_burst``, ``allow``,
-  ``max_body``, ``timeout``;
+  ``auth_headers``, ``rate_limit``, ``rate_burst``, ``rate_limit_scope``,
+  ``allow``, ``max_body``, ``timeout``, ``maintenance``;
 * instance keys: ``weight`` (1-100, default 1) and ``canary`` (true/false);
   a bad one refuses that instance only.
 
@@ -19,24 +19,38 @@ nginx 1.22 speaks only on its TLS listener, so ``backend=grpc`` needs
 ``tls=terminate``.
 
 **Canary**: instances with ``canary=true`` form their own pool; the
-service's ``canary_percent`` of clients go to it (sticky per client). With
-no canary instance passing every client gets the stable pool; with no
-stable instance passing the canary pool takes everyone; while
-``canary_percent`` is 0 (the default) canary instances get no traffic.
+service's ``canary_percent`` of clients go to it (sticky per client). The
+canary declares it: the vote among the canary instances that carry it, and
+only where none does, among the stable ones, so stable containers need no
+canary key and a new version is rolled out by starting it alone. With no
+canary instance passing every client gets the stable pool; with no stable
+instance passing the canary pool takes everyone; while ``canary_percent``
+is 0 (the default) only requests with ``X-Canary: always`` reach the canary
+pool (a dark launch).
 
-A service's part is a function of its instances only, so the builder
-computes it again only when they changed.
+**Route settings** (:mod:`.overrides`): for each key, a KV override beats
+the labels, which beat a KV default, which beats the built-in default;
+``maintenance`` (KV or label) answers 503 for the service's routes.
+``rate_limit`` holds for the fleet: this node enforces its share among the
+``fleet_size`` live renderers, unless ``rate_limit_scope=node``.
+
+A service's part is a function of its instances, its settings and the
+fleet size only, so the builder computes it again only when they changed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from renderer.catalog.model import Instance
 
 from . import values
 from .model import DEFAULT_RATE_BURST, Auth, Location, Pool, RouteRefusal, Server, short_id
-from .voting import ROUTE_KEY_SET, vote
+from .voting import ROUTE_KEY_SET, ROUTE_KEYS, vote, vote_key
+
+NONE: Mapping = MappingProxyType({})
 
 PASSTHROUGH_KEYS = frozenset({"hosts", "tls"})
 INSTANCE_KEYS = {"weight": (values.weight, 1), "canary": (values.boolean, False)}
@@ -53,13 +67,17 @@ class ServiceRoutes:
     refused: tuple[RouteRefusal, ...]
     notes: tuple[str, ...]
     created: int = 0                   # the service's first registration (Consul's CreateIndex): who came first
+    sources: tuple[tuple[str, str], ...] = ()  # (key, where its value came from) for every key not built in
 
 
-def service_routes(name: str, instances: tuple[Instance, ...], passing: tuple[Instance, ...]) -> ServiceRoutes:
-    """The part of the table service ``name`` declares, from its instances and those of them passing."""
+def service_routes(name: str, instances: tuple[Instance, ...], passing: tuple[Instance, ...],
+                   settings: tuple = (NONE, NONE), fleet_size: int = 1) -> ServiceRoutes:
+    """The part of the table service ``name`` declares, from its instances (and those of them passing), the
+    operator's KV ``settings`` for it (overrides, defaults), and the number of nginx nodes sharing a rate."""
     refused: list[RouteRefusal] = []
     notes: list[str] = []
     created = age(instances)
+    overrides, defaults = settings
 
     def refuse(reason: str | None = None) -> ServiceRoutes:
         if reason:
@@ -67,12 +85,25 @@ def service_routes(name: str, instances: tuple[Instance, ...], passing: tuple[In
         return ServiceRoutes(None, ("/",), None, False, None, 0, tuple(refused), tuple(notes), created)
 
     voters = passing or instances
+    labelled = {key: parse for key, parse in ROUTE_KEYS.items() if key not in overrides and key != "canary_percent"}
     if all(ROUTE_KEY_SET.isdisjoint(instance.meta) and not instance.withheld for instance in voters):
-        keys = {}
+        keys, sources = {}, {}
     else:
-        keys = vote(name, voters, refused, notes)
+        keys = vote(name, voters, refused, notes, labelled)
         if keys is None:
             return refuse()
+        sources = dict.fromkeys(keys, "label")
+    if "canary_percent" not in overrides:
+        percent, origin = _canary_percent(name, voters, refused, notes)
+        if percent is None and origin is None:
+            return refuse()
+        if percent is not None:
+            keys["canary_percent"], sources["canary_percent"] = percent, origin
+    for key, setting in defaults.items():
+        if key not in keys and key not in overrides:
+            keys[key], sources[key] = setting.value, setting.origin("default")
+    for key, setting in overrides.items():
+        keys[key], sources[key] = setting.value, setting.origin("override")
     tls = keys.get("tls")
     if tls == "passthrough":
         extra = sorted(set(keys) - PASSTHROUGH_KEYS)
@@ -86,27 +117,69 @@ def service_routes(name: str, instances: tuple[Instance, ...], passing: tuple[In
     stable, canary = servers(name, passing, refused)
     percent = keys.get("canary_percent", 0)
     pool = Pool(name, name, tuple(stable)) if stable else None
-    canary_pool = Pool(f"_canary_{name}", name, tuple(canary)) if canary and percent > 0 else None
+    # A canary pool whenever canary instances pass, even at 0 %: "X-Canary: always" reaches it (a dark launch).
+    canary_pool = Pool(f"_canary_{name}", name, tuple(canary)) if canary else None
     if canary and percent == 0:
-        notes.append(f"service {name}: {len(canary)} canary instance(s) get no traffic while canary_percent is 0")
+        notes.append(f"service {name}: {len(canary)} canary instance(s) get no traffic while canary_percent is 0 "
+                     "(but requests with X-Canary: always)")
     if pool is None and canary_pool is not None:  # only canaries pass: they take everyone
         pool, canary_pool = canary_pool, None
     auth = keys.get("auth")
+    declared, burst = keys.get("rate_limit"), keys.get("rate_burst", DEFAULT_RATE_BURST)
+    nodes = fleet_size if declared and keys.get("rate_limit_scope", "fleet") == "fleet" else 1
+    action = "maintenance" if keys.get("maintenance") else "proxy" if pool else "unavailable"
     location = Location(
-        path="/", service=name, service_id=short_id(name), action="proxy" if pool else "unavailable", pool=pool,
+        path="/", service=name, service_id=short_id(name), action=action, pool=pool,
         canary=canary_pool, canary_percent=percent if canary_pool else 0, backend=backend,
         strip_path=keys.get("strip_path", False),
         auth=Auth(auth[0], auth[1], keys.get("auth_headers", ()), None) if auth else None,
-        rate_limit=keys.get("rate_limit"), rate_burst=keys.get("rate_burst", DEFAULT_RATE_BURST),
+        rate_limit=node_share(declared, nodes) if declared else None,
+        rate_burst=-(-burst // nodes), rate_declared=declared if nodes > 1 else None, rate_nodes=nodes,
         allow=keys.get("allow", ()), max_body=keys.get("max_body"), timeout=keys.get("timeout"))
     return ServiceRoutes(keys.get("hosts"), keys.get("path", ("/",)), tls,
                          keys.get("https_redirect", tls == "terminate"), location, percent,
-                         tuple(refused), tuple(notes), created)
+                         tuple(refused), tuple(notes), created, tuple(sorted(sources.items())))
 
 
 def age(instances: tuple[Instance, ...]) -> int:
     """When the service was first registered: the oldest CreateIndex among its instances (0: not known)."""
     return min((instance.created for instance in instances if instance.created), default=0)
+
+
+def _canary_percent(name: str, voters: tuple[Instance, ...], refused: list[RouteRefusal],
+                    notes: list[str]) -> tuple[int | None, str | None]:
+    """The canary declares its share: the vote among the canary instances that carry it, else among the
+    stable ones (a value on stable instances counts only where no canary instance has one).
+
+    (percent, where it came from); (None, "") when none carries it; (None, None) when none holds a valid one.
+    """
+    canaries = tuple(i for i in voters if _is_canary(i))
+    carriers = [group for group in (canaries, tuple(i for i in voters if not _is_canary(i)))
+                if any("canary_percent" in i.meta or "canary_percent" in i.withheld for i in group)]
+    if not carriers:
+        return None, ""
+    group = carriers[0]
+    valid, percent = vote_key(name, "canary_percent", values.percent, group, refused, notes)
+    if not valid:
+        return None, None
+    return percent, "label (canary instances)" if group is canaries else "label"
+
+
+def _is_canary(instance: Instance) -> bool:
+    try:
+        return values.boolean(instance.meta.get("canary", "false"))
+    except ValueError:
+        return False
+
+
+def node_share(rate: str, nodes: int) -> str:
+    """This node's share of a fleet-wide ``rate`` (nginx notation): ``10r/s`` on 2 nodes is ``5r/s``, on 3
+    ``200r/m``; rounded up to whole requests a minute (nginx counts no finer), so never 0."""
+    if nodes <= 1:
+        return rate
+    count, unit = int(rate.split("r/")[0]), rate.rsplit("/", 1)[1]
+    per_minute = -(-(count * 60 if unit == "s" else count) // nodes)
+    return f"{per_minute // 60}r/s" if per_minute % 60 == 0 else f"{per_minute}r/m"
 
 
 def servers(name: str, passing: tuple[Instance, ...], refused: list[RouteRefusal]) -> tuple[list[Server], list[Server]]:

@@ -80,6 +80,7 @@ def choice(options: tuple[str, ...]):
 
 tls = choice(TLS_MODES)
 backend = choice(BACKENDS)
+rate_scope = choice(("fleet", "node"))
 
 
 _DIGITS = re.compile(r"^[0-9]{1,9}$")  # ASCII only: str.isdigit() takes '²', which int() refuses

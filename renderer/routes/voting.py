@@ -30,15 +30,17 @@ ROUTE_KEYS = {
     "hosts": values.hosts, "path": values.paths, "strip_path": values.boolean, "tls": values.tls,
     "backend": values.backend, "https_redirect": values.boolean, "canary_percent": values.percent,
     "auth": values.auth, "auth_headers": values.header_names, "rate_limit": values.rate,
-    "rate_burst": values.burst, "allow": values.networks, "max_body": values.size, "timeout": values.duration,
+    "rate_burst": values.burst, "rate_limit_scope": values.rate_scope, "allow": values.networks,
+    "max_body": values.size, "timeout": values.duration, "maintenance": values.boolean,
 }
 ROUTE_KEY_SET = frozenset(ROUTE_KEYS)
 
 
-def vote(name: str, voters: tuple[Instance, ...], refused: list[RouteRefusal], notes: list[str]) -> dict | None:
-    """The route keys' values (parsed) by the rule above; None when a key has no valid value."""
+def vote(name: str, voters: tuple[Instance, ...], refused: list[RouteRefusal], notes: list[str],
+         keys=ROUTE_KEYS) -> dict | None:
+    """The values (parsed) of ``keys`` by the rule above; None when a key has no valid value."""
     chosen: dict[str, object] = {}
-    for key, parse in ROUTE_KEYS.items():
+    for key, parse in keys.items():
         valid, value = vote_key(name, key, parse, voters, refused, notes)
         if not valid:
             return None

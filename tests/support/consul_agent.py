@@ -115,8 +115,9 @@ class ConsulAgent:
         requests.put(f"{self.url}/v1/kv/{key}", data=value.encode(), timeout=10,
                      headers=self.headers).raise_for_status()
 
-    def kv_delete(self, key: str) -> None:
-        requests.delete(f"{self.url}/v1/kv/{key}", timeout=10, headers=self.headers).raise_for_status()
+    def kv_delete(self, key: str, recurse: bool = False) -> None:
+        requests.delete(f"{self.url}/v1/kv/{key}", params={"recurse": "true"} if recurse else None, timeout=10,
+                        headers=self.headers).raise_for_status()
 
     def register(self, name: str, service_id: str, port: int, *, address: str = "127.0.0.1",
                  tags=(), meta=None, check: dict | None = None) -> None:

@@ -19,6 +19,7 @@ class Scene:
     def __init__(self, consul, nginx, unique):
         self.consul, self.nginx, self.unique = consul, nginx, unique
         self.domain = f"{unique}.test"
+        self.kv_prefix = f"routing-{unique}"  # this scene's route settings in KV (--kv-prefix)
         self.service_ids: list[str] = []
         self.closers = []
         self.outputs: list[Path] = []
@@ -39,6 +40,14 @@ class Scene:
         self.service_ids.append(service_id)
         return service_id
 
+    def route_setting(self, service: str | None, key: str, value: str | None) -> None:
+        """Write (None: remove) a route setting in this scene's KV: SERVICE's override, or (None) a default."""
+        path = f"{self.kv_prefix}/defaults/{key}" if service is None else f"{self.kv_prefix}/routes/{service}/{key}"
+        if value is None:
+            self.consul.kv_delete(path)
+        else:
+            self.consul.kv_put(path, value)
+
     def output(self, kind: str, name: str = "") -> Path:
         directory = self.nginx.conf_d if kind == "http" else self.nginx.stream_d
         path = directory / f"{self.unique}{name}.conf"
@@ -46,7 +55,7 @@ class Scene:
         return path
 
     def common_args(self, *, wait: str | None = None) -> list[str]:
-        args = ["--consul-addr", self.consul.address, "--var", f"domain={self.domain}",
+        args = ["--consul-addr", self.consul.address, "--var", f"domain={self.domain}", "--kv-prefix", self.kv_prefix,
                 "--var", f"http_port={self.nginx.http_port}", "--var", "listen_address=127.0.0.1",
                 *self.nginx.renderer_args]
         return args + (["--wait", wait] if wait else [])
@@ -87,6 +96,10 @@ class Scene:
                 self.consul.deregister(service_id)
             except Exception:
                 pass
+        try:
+            self.consul.kv_delete(self.kv_prefix, recurse=True)
+        except Exception:
+            pass
         removed = False
         for path in self.outputs:
             removed |= self.nginx.remove_rendered(path)

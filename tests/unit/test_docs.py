@@ -40,6 +40,10 @@ def test_every_command_shown_exists_with_its_flags(page, program, argv):
         return
     command = group.commands.get(argv[0])
     assert command is not None, f"{page}: {program} has no command {argv[0]!r}"
+    if isinstance(command, click.Group) and len(argv) > 1 and not argv[1].startswith("-"):
+        name, argv = argv[1], argv[1:]  # a subcommand: `renderer routes set ...`
+        command = command.commands.get(name)
+        assert command is not None, f"{page}: {program} has no command {name!r}"
     flags = {word.split("=", 1)[0] for word in argv[1:] if word.startswith("--")}
     assert flags <= options_of(command), f"{page}: {program} {argv[0]} has no {sorted(flags - options_of(command))}"
 

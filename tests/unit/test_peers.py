@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from renderer.catalog.model import Catalog
 from renderer.peers.table import PeerTable
-from renderer.routes.model import ip_port
+from renderer.routes.builder import build
+from renderer.routes.model import ip_port, short_id
 
-from tests.unit.test_routes import instance, table
+from tests.unit.test_routes import CERTS, KV_OPTIONS, instance, kv, table
 
 
 def test_each_ip_pool_becomes_a_pool_of_peers_with_weights_sorted_by_name():
@@ -17,10 +19,21 @@ def test_each_ip_pool_becomes_a_pool_of_peers_with_weights_sorted_by_name():
     assert peers.servers == 3
 
 
-def test_a_canary_pool_is_a_pool_of_its_own():
-    peers = PeerTable.of(table(instance("shop", 1, {"canary_percent": "10"}),
-                               instance("shop", 2, {"canary": "true"})))
+def test_a_canary_pool_is_a_pool_of_its_own_and_its_split_is_in_the_table():
+    peers = PeerTable.of(table(instance("shop", 1), instance("shop", 2, {"canary": "true", "canary_percent": "10"})))
     assert [name for name, _ in peers.pools] == ["_canary_shop", "shop"]
+    assert peers.splits == ((short_id("shop"), "shop", "_canary_shop", 10),)
+    assert peers.body.endswith(f"split {short_id('shop')} shop _canary_shop 10\n")
+    moved = PeerTable.of(table(instance("shop", 1), instance("shop", 2, {"canary": "true", "canary_percent": "50"})))
+    assert moved.pools == peers.pools and moved.digest != peers.digest, "a share change is a push"
+
+
+def test_a_dark_launch_is_split_at_0_and_maintenance_splits_nothing():
+    dark = PeerTable.of(table(instance("shop", 1), instance("shop", 2, {"canary": "true"})))
+    assert dark.splits == ((short_id("shop"), "shop", "_canary_shop", 0),)
+    catalog = Catalog([], [instance("shop", 1), instance("shop", 2, {"canary": "true"})])
+    closed = PeerTable.of(build(catalog, KV_OPTIONS, CERTS, kv(routes__shop__maintenance="true")))
+    assert closed.pools == () and closed.splits == ()
 
 
 def test_a_pool_with_a_host_name_keeps_its_static_servers_and_ipv6_is_an_ip():
@@ -36,7 +49,7 @@ def test_the_digest_covers_the_peers_not_the_version():
     moved = PeerTable.of(table(instance("web", 8081)))
     assert one.digest == same.digest != moved.digest
     assert one.text(1).split("\n", 1)[1] == one.text(2).split("\n", 1)[1] == one.body
-    assert one.text(7).startswith(f"renderer-peers 1 7 {one.digest}\n")
+    assert one.text(7).startswith(f"renderer-peers 2 7 {one.digest}\n")
 
 
 def test_keeping_adds_only_the_pools_the_new_table_dropped_with_their_running_peers():

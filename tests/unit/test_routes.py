@@ -167,7 +167,8 @@ def test_canary_pools():
     only_canary = table(canary)
     assert host(only_canary, "shop.example.org").http[0].pool.name == "_canary_shop", "canaries take everyone"
     idle = table(stable, instance("shop", 2, {"canary": "true"}))
-    assert host(idle, "shop.example.org").http[0].canary is None
+    dark = host(idle, "shop.example.org").http[0]
+    assert dark.canary.name == "_canary_shop" and dark.canary_percent == 0, "X-Canary: always still reaches it"
     assert "canary instance(s) get no traffic while canary_percent is 0" in idle.notes[0]
 
 
@@ -329,3 +330,76 @@ def test_a_passthrough_wildcard_never_takes_a_host_nginx_terminates():
     assert [route.host for route in routes.passthrough] == ["*.example.org"]
     assert [host.name for host in routes.hosts if host.https] == ["anchortls.example.org"]
     assert routes.terminated_under_wildcards == ("anchortls.example.org",)
+
+
+def test_the_canary_declares_its_share_and_stable_instances_need_no_canary_keys():
+    stable = [instance("shop", port) for port in (1, 2, 3)]
+    routes = table(*stable, instance("shop", 4, {"canary": "true", "canary_percent": "10"}))
+    (location,) = host(routes, "shop.example.org").http
+    assert location.canary_percent == 10 and not routes.notes, "no disagreement: only the canary carries it"
+    assert dict(routes.sources)["shop"] == (("canary_percent", "label (canary instances)"),)
+    # A value on stable instances counts only where no canary instance has one.
+    both = table(*(instance("shop", p, {"canary_percent": "50"}) for p in (1, 2, 3)),
+                 instance("shop", 4, {"canary": "true", "canary_percent": "20"}))
+    assert host(both, "shop.example.org").http[0].canary_percent == 20
+    stable_only = table(*(instance("shop", p, {"canary_percent": "30"}) for p in (1, 2)),
+                        instance("shop", 4, {"canary": "true"}))
+    assert host(stable_only, "shop.example.org").http[0].canary_percent == 30
+
+
+KV_OPTIONS = RouteOptions.from_variables({"domain": "example.org", "kv_prefix": "consul-nginx-sync"})
+
+
+def kv(**values):
+    from renderer.catalog.kv import KvSnapshot
+    return KvSnapshot(["consul-nginx-sync/"], {f"consul-nginx-sync/{path.replace('__', '/')}": value
+                                              for path, value in values.items()})
+
+
+def test_kv_overrides_beat_labels_which_beat_kv_defaults_which_beat_built_ins():
+    from renderer.routes.builder import RouteBuilder
+    catalog = Catalog([], [instance("shop", 1, {"max_body": "1m", "timeout": "30s"}), instance("api", 2)])
+    settings = kv(routes__shop__max_body="5m", defaults__max_body="10m", defaults__timeout="9s")
+    routes = RouteBuilder().build(catalog, KV_OPTIONS, CERTS, settings)
+    shop, api = host(routes, "shop.example.org").http[0], host(routes, "api.example.org").http[0]
+    assert (shop.max_body, shop.timeout) == ("5m", "30s") and (api.max_body, api.timeout) == ("10m", "9s")
+    sources = dict(routes.sources)
+    assert dict(sources["shop"]) == {"max_body": "KV override consul-nginx-sync/routes/shop/max_body",
+                                     "timeout": "label"}
+    assert dict(sources["api"])["max_body"] == "KV default consul-nginx-sync/defaults/max_body"
+
+
+def test_a_bad_kv_value_is_refused_naming_its_path_and_the_value_in_force_before_stays():
+    from renderer.routes.builder import RouteBuilder
+    builder = RouteBuilder()
+    catalog = Catalog([], [instance("shop", 1), instance("shop", 2, {"canary": "true", "canary_percent": "10"})])
+    assert host(builder.build(catalog, KV_OPTIONS, CERTS, kv(routes__shop__canary_percent="50")),
+                "shop.example.org").http[0].canary_percent == 50
+    routes = builder.build(catalog, KV_OPTIONS, CERTS, kv(routes__shop__canary_percent="fifty"))
+    assert host(routes, "shop.example.org").http[0].canary_percent == 50, "the value in force before"
+    (refusal,) = routes.kv_refused
+    assert str(refusal) == ("route setting consul-nginx-sync/routes/shop/canary_percent='fifty' refused: is not a "
+                            "whole number from 0 to 100; keeping '50', in force before")
+    fresh = build(catalog, KV_OPTIONS, CERTS, kv(routes__shop__canary_percent="fifty"))
+    assert host(fresh, "shop.example.org").http[0].canary_percent == 10, "a renderer started since: the labels'"
+    odd = build(catalog, KV_OPTIONS, CERTS, kv(routes__shop__weight="3", misc="x"))
+    assert sorted(r.reason.split(" ")[0] for r in odd.kv_refused) == ["is", "weight"]
+
+
+def test_maintenance_answers_for_the_service_and_leaves_its_instances_alone():
+    routes = build(Catalog([], [instance("shop", 1)]), KV_OPTIONS, CERTS, kv(routes__shop__maintenance="true"))
+    location = host(routes, "shop.example.org").http[0]
+    assert location.action == "maintenance" and location.pool.servers and routes.pools == ()
+
+
+def test_a_fleet_wide_rate_is_shared_among_the_live_renderers_unless_scoped_to_the_node():
+    from renderer.routes.service import node_share
+    assert [node_share("10r/s", n) for n in (1, 2, 3, 7)] == ["10r/s", "5r/s", "200r/m", "86r/m"]
+    assert node_share("1r/m", 4) == "1r/m", "never 0"
+    renderers = [replace(instance("consul-nginx-sync-renderer", p, tags=()), id=f"r{p}") for p in (1, 2)]
+    limited = instance("api", 9, {"rate_limit": "10r/s", "rate_burst": "5"})
+    location = host(table(limited, *renderers), "api.example.org").http[0]
+    assert (location.rate_limit, location.rate_burst, location.rate_declared) == ("5r/s", 3, "10r/s")
+    assert "rate_limit=10r/s for the fleet: 5r/s burst=3 on each of 2 nginx nodes" in location.options
+    per_node = instance("api", 9, {"rate_limit": "10r/s", "rate_limit_scope": "node"})
+    assert host(table(per_node, *renderers), "api.example.org").http[0].rate_limit == "10r/s"

@@ -40,7 +40,7 @@ http_port = 8080
     assert str(settings.consul_address) == "http://10.0.0.1:8500"
     assert settings.consul_token == "file-token"
     assert settings.templates[0].source == tmp_path / "t" / "a.j2"
-    assert settings.variables == {"domain": "file.org", "http_port": "8080"}
+    assert settings.variables == {"domain": "file.org", "http_port": "8080", "kv_prefix": "consul-nginx-sync"}
     assert settings.wait.min == 1 and settings.wait.max == 4 and settings.check_command == "true"
 
     env = {"CONSUL_HTTP_ADDR": "https://consul.internal:8501", "CONSUL_HTTP_TOKEN": "env-token"}
@@ -51,7 +51,7 @@ http_port = 8080
                            template=("x.j2:y.conf",), var=("domain=flag.org",)), environ=env)
     assert str(settings.consul_address) == "http://127.0.0.1:1" and settings.consul_token == "flag-token"
     assert [s.source for s in settings.templates] == [Path("x.j2")]
-    assert settings.variables == {"domain": "flag.org", "http_port": "8080"}
+    assert settings.variables == {"domain": "flag.org", "http_port": "8080", "kv_prefix": "consul-nginx-sync"}
 
 
 def test_token_never_in_repr():
@@ -106,3 +106,10 @@ def test_the_example_config_sets_only_what_the_renderer_and_its_default_template
     assert example["var"] and set(example["var"]) <= read, sorted(set(example["var"]) - read)
     settings = build({"config": str(root / "examples" / "renderer.toml")}, environ={"CONSUL_HTTP_TOKEN": "x"})
     assert settings.variables["https_port"] == "443"
+
+
+def test_the_kv_prefix_is_a_kv_path_or_nothing():
+    assert build(flags(kv_prefix="/ops/routing/"), environ={}).variables["kv_prefix"] == "ops/routing"
+    assert build(flags(kv_prefix=""), environ={}).variables["kv_prefix"] == ""
+    with pytest.raises(ConfigError, match=r"--kv-prefix 'a b'"):
+        build(flags(kv_prefix="a b"), environ={})

@@ -5,16 +5,27 @@
 -- from the file when nginx starts or reloads (init_by_lua), takes pushes of
 -- a new table on a local-only socket (serve), and picks each request's peer
 -- (balance), so an instance coming, going, failing its checks or changing
--- weight reaches nginx without a reload.
+-- weight reaches nginx without a reload; and splits a service's clients
+-- between its stable and canary pools (balance_split), so a change of the
+-- canary's share needs no reload either.
 --
 -- The table, as text (what the renderer sends and writes):
---   renderer-peers 1 <version> <digest>
+--   renderer-peers 2 <version> <digest>
 --   pool <name>
 --   peer <ip> <port> <weight>
 --   ...
--- Each pool is stored under "pool:<name>" as its peer lines, the version and
--- digest under "version" and "digest"; a pool missing from a new table is
--- deleted. The shared dict survives reloads; the file covers restarts.
+--   split <service id> <stable pool> <canary pool> <percent>
+-- Each pool is stored under "pool:<name>" as its peer lines, each split
+-- under "split:<service id>", the version and digest under "version" and
+-- "digest"; a pool or split missing from a new table is deleted. The shared
+-- dict survives reloads; the file covers restarts.
+--
+-- The split is sticky per client, as the static template's split_clients
+-- is: the canary_id cookie when the client has one, else its address and
+-- user agent, hashed with the service (CRC32, so every nginx node puts a
+-- client on the same side); raising the share only moves stable clients to
+-- the canary. "X-Canary: always" picks the canary pool (also at 0 %: a dark
+-- launch), "never" the stable one.
 --
 -- Balancing is nginx's: smooth weighted round robin, and the passive health
 -- of "max_fails=3 fail_timeout=60": a peer that failed 3 times within 60 s
@@ -37,26 +48,30 @@ local function parse(text)
     for line in text:gmatch("[^\n]+") do
         lines[#lines + 1] = line
     end
-    local version, digest = (lines[1] or ""):match("^renderer%-peers 1 (%d+) (%x+)$")
+    local version, digest = (lines[1] or ""):match("^renderer%-peers 2 (%d+) (%x+)$")
     if not version then
         return nil, "not a renderer peer table (first line: " .. (lines[1] or "") .. ")"
     end
-    local result, current = {}, nil
+    local result, splits, current = {}, {}, nil
     for i = 2, #lines do
         local line = lines[i]
         local name = line:match("^pool ([%w_%.%-]+)$")
+        local id, stable, canary, percent = line:match("^split (%x+) ([%w_%.%-]+) ([%w_%.%-]+) (%d+)$")
         if name then
             current = {}
             result[name] = current
+        elseif id then
+            splits[id] = stable .. " " .. canary .. " " .. percent
         else
             local host, port, weight = line:match("^peer ([%x%.:]+) (%d+) (%d+)$")
             if not host or not current then
-                return nil, "line " .. i .. " is not 'pool NAME' or 'peer IP PORT WEIGHT': " .. line
+                return nil, "line " .. i .. " is not 'pool NAME', 'peer IP PORT WEIGHT' or "
+                    .. "'split ID STABLE CANARY PERCENT': " .. line
             end
             current[#current + 1] = host .. " " .. port .. " " .. weight
         end
     end
-    return {version = tonumber(version), digest = digest, pools = result}
+    return {version = tonumber(version), digest = digest, pools = result, splits = splits}
 end
 
 -- The table into the shared dict; returns its version, or nil and why not.
@@ -71,9 +86,16 @@ function _M.store(text)
             return nil, "storing pool " .. name .. ": " .. tostring(set_err) .. " (lua_shared_dict too small?)"
         end
     end
+    for id, split in pairs(table_.splits) do
+        local ok, set_err = dict:set("split:" .. id, split)
+        if not ok then
+            return nil, "storing split " .. id .. ": " .. tostring(set_err) .. " (lua_shared_dict too small?)"
+        end
+    end
     for _, key in ipairs(dict:get_keys(0)) do
         local name = key:match("^pool:(.+)$")
-        if name and not table_.pools[name] then
+        local id = key:match("^split:(.+)$")
+        if (name and not table_.pools[name]) or (id and not table_.splits[id]) then
             dict:delete(key)
         end
     end
@@ -217,6 +239,44 @@ function _M.balance(name)
         ngx.log(ngx.ERR, "renderer peers: ", name, " ", peer.key, ": ", err)
         return ngx.exit(502)
     end
+end
+
+-- Which pool of service <id>'s split this client is on (see the top of this file).
+local function side(id)
+    local split = dict:get("split:" .. id)
+    if not split then
+        return nil
+    end
+    local stable, canary, percent = split:match("^(%S+) (%S+) (%d+)$")
+    local choice = ngx.var.http_x_canary
+    if choice == "always" then
+        return canary
+    elseif choice == "never" then
+        return stable
+    end
+    local key = ngx.var.cookie_canary_id
+    if not key or key == "" then
+        key = ngx.var.remote_addr .. (ngx.var.http_user_agent or "")
+    end
+    if ngx.crc32_long(key .. id) % 10000 < tonumber(percent) * 100 then
+        return canary
+    end
+    return stable
+end
+
+-- balancer_by_lua of upstream _split_<id>: this client's side of the split, then a peer of that pool.
+function _M.balance_split(id)
+    local ctx = ngx.ctx
+    local name = ctx.renderer_side
+    if not name then
+        name = side(id)
+        if not name then
+            ngx.log(ngx.ERR, "renderer peers: no split for service ", id)
+            return ngx.exit(502)
+        end
+        ctx.renderer_side = name  -- a retry stays on the same side
+    end
+    return _M.balance(name)
 end
 
 return _M
