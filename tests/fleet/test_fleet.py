@@ -3,8 +3,12 @@ image, nginx and a renderer on two of them. What happens when the leader, a node
 
 from __future__ import annotations
 
+import subprocess
 import time
 
+import requests
+
+from tests.support.daemon_process import BIN
 from tests.support.probe import Probe
 from tests.support.waiting import wait_until
 
@@ -139,3 +143,44 @@ def test_a_registrar_never_touches_another_nodes_services_with_the_same_names_an
     finally:
         fleet.remove(node2, name)
         fleet.remove(node3, name)
+
+
+def test_a_fleet_wide_rate_is_shared_by_the_nginx_nodes_and_a_kv_setting_reaches_both(fleet, unique):
+    """Two live renderers: a client gets the declared rate from the fleet, not from each node. 1r/m refills
+    nothing while the test runs, so what each node admits after the first request is its share of the burst."""
+    node1, node2, node3 = fleet.nodes
+    port = fleet.port()
+    shared, per_node = f"{unique}shared", f"{unique}pernode"
+    limits = {"SERVICE_RATE_LIMIT": "1r/m", "SERVICE_RATE_BURST": "10"}
+    # Both renderers counted before the services come: the config that first routes them has their final share.
+    wait_until(lambda: len(node1.consul("/v1/health/service/consul-nginx-sync-renderer?passing=true")) == 2, 30,
+               what="both renderers live in the catalog")
+    fleet.web(node3, f"{unique}-shared", shared, port, labels=limits)
+    fleet.web(node3, f"{unique}-pernode", per_node, port + 1, labels={**limits, "SERVICE_RATE_LIMIT_SCOPE": "node"})
+    try:
+        def rendered() -> bool:
+            texts = [fleet.rendered(node)["conf.d/services.conf"].decode() for node in fleet.nginx_nodes]
+            return all(f"# Service {shared}: 1r/m per client address, across its routes (this node's share of 1r/m "
+                       "for the fleet of 2 nginx nodes)" in text and f"# Service {per_node}: 1r/m" in text
+                       for text in texts)
+        wait_until(rendered, 30, what="both rate-limited services rendered on both nginx nodes")
+
+        def admitted(node, host: str) -> int:
+            # The first request admitted says nginx runs the config with it (before, the default server's 404).
+            wait_until(lambda: node.get(f"{host}.{DOMAIN}").status_code == 200, 30, what=f"{host} on {node.name}")
+            return sum(node.get(f"{host}.{DOMAIN}").status_code == 200 for _ in range(16))
+        counts = {host: [admitted(node, host) for node in fleet.nginx_nodes] for host in (shared, per_node)}
+        assert counts == {shared: [5, 5], per_node: [10, 10]}  # burst 10 shared by 2 nodes, or on each
+
+        # One route setting written once, through node1's agent: both nginx nodes take it.
+        written = subprocess.run([str(BIN / "renderer"), "routes", "set", shared, "maintenance=true",
+                                  "--consul-addr", node1.consul_url, "--var", f"domain={DOMAIN}"],
+                                 capture_output=True, text=True, timeout=30)
+        assert written.returncode == 0, written.stderr
+        wait_until(lambda: all(node.get(f"{shared}.{DOMAIN}").status_code == 503 for node in fleet.nginx_nodes),
+                   30, what="maintenance on both nginx nodes")
+        assert all(node.get(f"{shared}.{DOMAIN}").headers.get("Retry-After") for node in fleet.nginx_nodes)
+    finally:
+        requests.delete(f"{node1.consul_url}/v1/kv/consul-nginx-sync/routes/{shared}", params={"recurse": "true"},
+                        timeout=10)
+        fleet.remove(node3, f"{unique}-shared", f"{unique}-pernode")

@@ -7,9 +7,11 @@ Consul and nginx: a busybox container -> ``registrar run`` -> Consul ->
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import stat
+import subprocess
 from pathlib import Path
 
 import requests
@@ -17,7 +19,7 @@ import requests
 from tests.support.loop import ACL_MASTER_TOKEN
 from tests.support.docker_engine import PrivateDockerEngine
 from tests.support.probe import Probe
-from tests.support.renderer_process import run_once
+from tests.support.renderer_process import RENDERER, run_once
 from tests.support.waiting import wait_until
 from tests.support.web_containers import WebContainers
 
@@ -259,17 +261,16 @@ def test_hostile_labels_and_registrations_never_reach_nginx(loop, consul_agent):
 
 
 def readme_policies() -> dict[str, str]:
-    """The two least-privilege policies, exactly as README.md's "ACL tokens" section gives them."""
+    """The least-privilege policies, exactly as README.md's "ACL tokens" section gives them."""
     section = README.read_text().split("### ACL tokens", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```hcl\n(.*?)```", section, re.S)
-    assert len(blocks) == 2, "README's ACL section must give two hcl policies"
     by_daemon = {re.match(r"# (\w+):", block).group(1): block for block in blocks}
-    assert sorted(by_daemon) == ["registrar", "renderer"], by_daemon
+    assert sorted(by_daemon) == ["operator", "registrar", "renderer"], by_daemon
     return by_daemon
 
 
 def test_least_privilege_tokens_work_end_to_end_and_never_show(acl_deny_agent, loop, tmp_path):
-    """ACLs on, default deny; the README's two policies; tokens only in files and headers."""
+    """ACLs on, default deny; the README's policies; tokens only in files and headers."""
     agent, u = acl_deny_agent, loop.unique
     headers = {"X-Consul-Token": ACL_MASTER_TOKEN}
 
@@ -296,7 +297,11 @@ def test_least_privilege_tokens_work_end_to_end_and_never_show(acl_deny_agent, l
     # Anonymous requests see nothing: the deny default is really on.
     assert requests.get(f"{agent.url}/v1/catalog/nodes", timeout=5).json() == []
 
-    renderer = loop.start_renderer("--log-level", "debug", consul_address=agent.address,
+    operator_token, operator_file = token_file("operator", policies["operator"])
+    tokens += (operator_token,)
+    # The route settings where the README's policy lets the renderer read them (not this test's own prefix).
+    prefix = "consul-nginx-sync"
+    renderer = loop.start_renderer("--log-level", "debug", "--kv-prefix", prefix, consul_address=agent.address,
                                    env={"CONSUL_HTTP_TOKEN_FILE": str(renderer_file)})
     # No --ip: the registrar reads the agent's address, which the README's agent_prefix rule allows.
     registrar = loop.start_registrar("--consul-token-file", str(registrar_file), agent=agent, ip=False)
@@ -304,6 +309,21 @@ def test_least_privilege_tokens_work_end_to_end_and_never_show(acl_deny_agent, l
     loop.wait_for(registrar, lambda s: len(s) == 1, "registered with the registrar's token")
     loop.serving("secure", "secure-1")
     assert "denied" not in registrar.log + renderer.log
+
+    # The operator's token changes a route setting; the renderer's reads it and applies it.
+    routes = [RENDERER, "routes", "--consul-addr", agent.address, "--kv-prefix", prefix,
+              "--var", f"domain={loop.scene.domain}"]
+    written = subprocess.run([*routes[:2], "set", "secure", "maintenance=true", *routes[2:]], capture_output=True,
+                             text=True, timeout=30, env={**os.environ, "CONSUL_HTTP_TOKEN_FILE": str(operator_file)})
+    try:
+        assert written.returncode == 0, written.stderr
+        wait_until(lambda: loop.scene.get("secure").status_code == 503, 15, what="secure in maintenance")
+        denied = subprocess.run([*routes[:2], "unset", "secure", "maintenance", *routes[2:]], capture_output=True,
+                                text=True, timeout=30, env={**os.environ, "CONSUL_HTTP_TOKEN_FILE": str(renderer_file)})
+        assert denied.returncode == 1 and f"denied writing {prefix}/routes/secure/maintenance" in denied.stderr
+    finally:
+        requests.delete(f"{agent.url}/v1/kv/{prefix}/routes/secure?recurse=true", headers=headers, timeout=10)
+    loop.serving("secure", "secure-1")
 
     # A token without write rights: the registrar says which right it lacks, and keeps running.
     weak = loop.start_registrar(hostname=f"{u}-weak", agent=agent, env={"CONSUL_HTTP_TOKEN_FILE": str(weak_file)})

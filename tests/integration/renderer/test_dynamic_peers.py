@@ -43,6 +43,10 @@ class Dynamic:
         return collections.Counter(self.nginx.get(f"{name}.{self.scene.domain}").text.strip() if not headers else
                                    self._get(name, headers) for _ in range(count))
 
+    def clients(self, name: str, count: int) -> collections.Counter:
+        """What ``count`` distinct clients (user agents) are answered: the split is per client."""
+        return collections.Counter(self._get(name, {"User-Agent": f"client-{n}"}) for n in range(count))
+
     def _get(self, name, headers):
         import requests
         return requests.get(f"http://127.0.0.1:{self.nginx.http_port}/",
@@ -105,6 +109,27 @@ def test_a_canary_moved_is_served_without_a_reload_and_a_route_change_still_relo
     assert d.bodies("other", 4) == {"other": 4}
     assert d.bodies("shop", 4, **{"X-Canary": "always"}) == {"canary-2": 4}
     assert d.bodies("shop", 4, **{"X-Canary": "never"}) == {"stable": 4}
+
+
+def test_a_canary_share_changed_in_kv_is_a_push_not_a_reload(scene, dynamic):
+    stable, canary = scene.http_backend("stable"), scene.http_backend("canary")
+    scene.register("split", stable.port, service_id=f"{scene.unique}-stable", tags=["http"])
+    scene.register("split", canary.port, service_id=f"{scene.unique}-canary", tags=["http"],
+                   meta={"canary": "true", "canary_percent": "10"})
+    d = dynamic()
+    scene.settle("split")
+    workers, reloads = d.workers(), d.reloads()
+
+    def shares(count: int = 200) -> float:
+        return d.clients("split", count)["canary"] / count
+    assert 0.04 <= shares() <= 0.16, "the Lua split: 10 % of clients"
+    d.changed(lambda: scene.route_setting("split", "canary_percent", "50"))
+    assert 0.38 <= shares() <= 0.62
+    d.changed(lambda: scene.route_setting("split", "canary_percent", "0"))
+    assert shares(50) == 0 and d.bodies("split", 4, **{"X-Canary": "always"}) == {"canary": 4}, "a dark launch"
+    d.changed(lambda: scene.route_setting("split", "canary_percent", "100"))
+    assert shares(50) == 1 and d.bodies("split", 4, **{"X-Canary": "never"}) == {"stable": 4}
+    assert d.workers() == workers and d.reloads() == reloads, "every share served by the same workers"
 
 
 def test_a_restarted_nginx_serves_the_right_peers_from_its_first_request(scene, dynamic):

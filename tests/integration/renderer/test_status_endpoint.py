@@ -178,7 +178,7 @@ def test_the_renderer_registers_itself_checked_on_ready_and_leaves_on_a_clean_st
     service_id = f"consul-nginx-sync-renderer:127.0.0.1:{port}"
 
     def passing():
-        checks = scene.consul.get(f"/v1/health/checks/consul-nginx-sync-renderer")
+        checks = scene.consul.get("/v1/health/checks/consul-nginx-sync-renderer")
         return any(c["ServiceID"] == service_id and c["Status"] == "passing" for c in checks)
     wait_until(passing, 15, what="the renderer's registration passing its /ready check")
     registered = scene.consul.services()[service_id]
