@@ -196,19 +196,23 @@ class StatusEndpoint:
     """
 
     def __init__(self, program: str, lifecycle, render_page: Callable[[object], str],
-                 metrics_text: Callable[[], bytes], metrics_type: str, snapshot):
+                 metrics_text: Callable[[], bytes], metrics_type: str, snapshot,
+                 page_version: Callable[[], int] = lambda: 0):
+        """``page_version``: what else the page shows changed (the page is rendered again when it moves)."""
         self.program, self.lifecycle = program, lifecycle
         self.render_page, self.metrics_text, self.metrics_type = render_page, metrics_text, metrics_type
+        self.page_version = page_version
         self.snapshot = snapshot
         self.server: StatusServer | None = None
-        self._page: tuple[object, bytes] = (None, b"")
+        self._page: tuple[object, int, bytes] = (None, 0, b"")
 
     def publish(self, snapshot) -> None:
         self.snapshot = snapshot  # one reference swap: the server thread reads whichever it sees
 
-    def serve(self, host: str, port: int) -> None:
-        self.server = StatusServer(host, port, {"/": self.page, "/metrics": self.metrics,
-                                                "/health": self.health, "/ready": self.ready}).start()
+    def serve(self, host: str, port: int, extra: dict[str, Callable[[], Response]] | None = None) -> None:
+        """Serve the four endpoints, and ``extra`` ones (path -> answer)."""
+        self.server = StatusServer(host, port, {"/": self.page, "/metrics": self.metrics, "/health": self.health,
+                                                "/ready": self.ready, **(extra or {})}).start()
         shown = f"[{host}]" if ":" in host else host
         logging.getLogger(self.program).info("status page on http://%s:%d/ (/metrics, /health, /ready)", shown,
                                              self.server.port)
@@ -218,11 +222,11 @@ class StatusEndpoint:
             self.server.stop()
 
     def page(self) -> Response:
-        snapshot = self.snapshot
-        cached, body = self._page
-        if cached is not snapshot:
+        snapshot, version = self.snapshot, self.page_version()
+        cached, cached_version, body = self._page
+        if cached is not snapshot or cached_version != version:
             body = self.render_page(snapshot).encode()
-            self._page = (snapshot, body)
+            self._page = (snapshot, version, body)
         return Response(200, body, "text/html; charset=utf-8")
 
     def metrics(self) -> Response:

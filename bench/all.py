@@ -26,7 +26,7 @@ from bench.common import check, emit_json, loadavg, print_checks, say
 from bench.renderer_scale import GENERAL_TARGETS, TARGETS
 from tests.support.docker_engine import DockerEngine
 
-BENCHES = ("e2e", "churn", "registrar", "renderer", "routes", "deploy", "stages", "fleet")
+BENCHES = ("e2e", "churn", "registrar", "renderer", "routes", "deploy", "stages", "fleet", "traffic")
 
 
 def plan(args) -> list[tuple[str, list[str]]]:
@@ -43,12 +43,14 @@ def plan(args) -> list[tuple[str, list[str]]]:
         # No target: where a change's time goes in the renderer, the evidence for renderer's figures.
         "stages": ["bench.renderer_stages", "--services", "1000" if args.quick else "1000,5000"],
         "fleet": ["bench.fleet_consistency", "--changes", "10" if args.quick else "20"],
+        "traffic": ["bench.traffic", "--rounds", "2" if args.quick else "3"],
     }
     chosen = args.only.split(",") if args.only else list(BENCHES)
     unknown = set(chosen) - set(BENCHES)
     if unknown:
         sys.exit(f"bench: unknown bench(es) {', '.join(sorted(unknown))}; choose from {', '.join(BENCHES)}")
-    return [(name, full[name] + (profile(name) if name not in ("stages", "deploy", "fleet") else [])) for name in BENCHES
+    return [(name, full[name] + (profile(name) if name not in ("stages", "deploy", "fleet", "traffic") else []))
+            for name in BENCHES
             if name in chosen]
 
 

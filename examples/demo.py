@@ -124,7 +124,7 @@ def up() -> None:
         "--template-dir", f"{ROOT / 'templates' / 'stream'}:{nginx.stream_d}",
         "--var", f"domain={DOMAIN}", "--var", f"http_port={nginx.http_port}", "--var", "listen_address=127.0.0.1",
         "--var", f"https_port={https_port}", "--var", f"cert_dir={authority.cert_dir}", *nginx.renderer_args,
-        "--status-address", f"127.0.0.1:{renderer_status}"])
+        "--status-address", f"127.0.0.1:{renderer_status}", "--traffic-log", str(RUN / "traffic.log")])
     say(f"    registrar    pid {(RUN / 'registrar.pid').read_text().strip()}, log {RUN / 'registrar.log'}")
     say(f"    renderer     pid {(RUN / 'renderer.pid').read_text().strip()}, log {RUN / 'renderer.log'}")
 

@@ -95,6 +95,10 @@ def main():
 @click.option("--register/--no-register", "register", default=None,
               help="With --status-address: register this renderer in the local Consul agent (service "
                    "consul-nginx-sync-renderer, checked on /ready), removed on a clean stop (default: on).")
+@click.option("--traffic-log", "traffic_log", default=None, metavar="FILE",
+              help="With --status-address: the default templates have nginx log each request there (buffered) and "
+                   "the renderer counts them: /metrics, the status page (default /var/lib/renderer/traffic.log; "
+                   "\"\": off).")
 @click.option("--grace", default=None, metavar="DURATION",
               help="How long a catalog that looks like Consul lost its state (index went backwards, or most "
                    "instances gone at once) is held back while the last good config stays (default 30s; 0: off).")

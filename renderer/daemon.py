@@ -120,7 +120,7 @@ class Daemon:
                 wiring.recover_destinations(self.settings)
                 self.client = self.connect(self.settings, timeout=30)
                 if self.settings.status_address:
-                    self.status.serve(*self.settings.status_address)
+                    self.status.serve(*self.settings.status_address, traffic_log=self.settings.traffic_log)
                     if self.settings.register:
                         host, _ = self.settings.status_address
                         self.registration = Registration(host, self.status.endpoint.server.port, self.status.version,

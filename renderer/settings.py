@@ -22,6 +22,7 @@ from the same sources. TOML keys are the flags' names with underscores:
     log_format = "text"                              # or "json"
     status_address = "127.0.0.1:9465"                # /metrics, /health, /ready, the status page (renderer run)
     register = true                                  # with status_address: this renderer in Consul's catalog
+    traffic_log = "/var/lib/renderer/traffic.log"    # with status_address: nginx's traffic counted ("": off)
     dynamic_peers = true                             # instance changes without a reload (nginx's Lua module)
     peers_dir = "/var/lib/renderer"                  # where the peer table and its Lua module are written
     kv_prefix = "consul-nginx-sync"                  # the operator's route settings in KV ("": none)
@@ -67,13 +68,14 @@ DEFAULTS = {
     "log_format": "text",
     "grace": "30s",
     "peers_dir": "/var/lib/renderer",
+    "traffic_log": "/var/lib/renderer/traffic.log",
     "kv_prefix": "consul-nginx-sync",
 }
 STRING_KEYS = ("consul_addr", "consul_token", "consul_token_file", "consul_cacert", "consul_capath",
                "consul_client_cert", "consul_client_key", "consul_tls_server_name", "consistency",
                "check_command", "reload_command", "nginx_pid_file", "nginx_error_log", "reload_timeout",
                "render_timeout", "render_max_output", "wait", "log_level", "log_format", "grace", "status_address",
-               "peers_dir", "kv_prefix")
+               "peers_dir", "kv_prefix", "traffic_log")
 PATH_KEYS = ("consul_token_file", "consul_cacert", "consul_capath", "consul_client_cert", "consul_client_key",
              "nginx_pid_file", "nginx_error_log", "peers_dir")
 FILE_KEYS = {*STRING_KEYS, "consul_tls_skip_verify", "template", "template_dir", "var", "dynamic_peers", "register"}
@@ -113,6 +115,7 @@ class Settings:
     log_format: str = "text"
     status_address: tuple[str, int] | None = None  # renderer run's status endpoint
     register: bool = True  # with a status address: this renderer registers itself in Consul (observe.registration)
+    traffic_log: Path | None = None  # with a status address: where nginx logs its traffic for counting
     dynamic_peers: bool = False  # instance changes reach nginx's Lua balancer, not a reload (renderer.peers)
     peers_dir: Path | None = None
     peers_socket: Path | None = None
@@ -172,6 +175,10 @@ def build(flags: Mapping, environ: Mapping[str, str] = os.environ) -> Settings:
     if kv_prefix and not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", kv_prefix):
         raise ConfigError(f"--kv-prefix {kv_prefix!r}: expected a KV path like consul-nginx-sync")
     variables["kv_prefix"] = kv_prefix  # where routes() reads the operator's route settings (routes.overrides)
+    status_address = _status_address(pick("status_address"))
+    traffic_log = _traffic_log(pick("traffic_log")) if status_address is not None else None
+    if traffic_log is not None:
+        variables["traffic_log"] = str(traffic_log)  # the default templates log each request there (observe.traffic)
     RouteOptions.from_variables(variables)  # stream_ports, http_port, https_port, ...: say now if they are wrong
     consistency = (pick("consistency") or DEFAULTS["consistency"]).lower()
     if consistency not in CONSISTENCY_MODES:
@@ -194,9 +201,19 @@ def build(flags: Mapping, environ: Mapping[str, str] = os.environ) -> Settings:
         grace=parse_duration(pick("grace") or DEFAULTS["grace"]),
         log_level=(pick("log_level") or DEFAULTS["log_level"]).lower(),
         log_format=_log_format(pick("log_format")),
-        status_address=_status_address(pick("status_address")), register=bool(register),
+        status_address=status_address, register=bool(register), traffic_log=traffic_log,
         dynamic_peers=dynamic, peers_dir=peers_dir, peers_socket=peers_socket,
         config_file=config_file)
+
+
+def _traffic_log(value) -> Path | None:
+    text = DEFAULTS["traffic_log"] if value is None else str(value).strip()
+    if not text:
+        return None
+    if not re.fullmatch(r"/[A-Za-z0-9_./-]+", text):
+        raise ConfigError(f"--traffic-log {text!r}: expected an absolute path of letters, digits and ._-/ "
+                          "(nginx's configuration names it)")
+    return Path(text)
 
 
 def _log_format(value) -> str:

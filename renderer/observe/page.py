@@ -87,10 +87,12 @@ def service_rows(catalog: Catalog) -> list[tuple[str, tuple[Instance, ...]]]:
     return [(name, catalog.instances_of(name)) for name, _, _ in catalog.services()]
 
 
-def render(snapshot: StatusSnapshot, hostname: str) -> str:
+def render(snapshot: StatusSnapshot, hostname: str, traffic: dict | None = None) -> str:
+    """The page; ``traffic``: the last window as :func:`renderer.observe.traffic.summary` gives it (None: not
+    counted)."""
     table, catalog = snapshot.table, snapshot.catalog
     return status_page.render(
-        _ENV, "page.html.j2", "renderer", hostname, snapshot,
+        _ENV, "page.html.j2", "renderer", hostname, snapshot, traffic=traffic,
         routes=route_rows(table, catalog) if table is not None else None,
         services=service_rows(catalog) if table is None and catalog is not None else None,
         left_out=list(catalog.refused) if catalog is not None else [],

@@ -11,13 +11,15 @@ refreshing it costs one string copy.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
+from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from agentkit.lifecycle import Lifecycle
-from agentkit.status_server import StatusEndpoint, package_version
+from agentkit.status_server import Response, StatusEndpoint, package_version
 
 from renderer.catalog.model import Catalog, Instance
 from renderer.render.render_pass import PassOutcome
@@ -26,6 +28,9 @@ from renderer.routes.model import RouteTable
 from . import page as status_page
 from .metrics import RendererMetrics
 from .status import LoopState, PassRecord, StatusSnapshot, TemplateStatus, readiness, route_change, route_lines
+from .traffic import Traffic, summary
+from .traffic_log import Follower, TrafficLog
+from .traffic_metrics import TrafficCollector
 
 
 class StatusService:
@@ -34,22 +39,43 @@ class StatusService:
         self.version = package_version()
         self.hostname = socket.gethostname()
         initial = StatusSnapshot(self.version, time.time(), time.time(), False, "not ready: starting", None, 0, None)
-        self.endpoint = StatusEndpoint("renderer", lifecycle, lambda s: status_page.render(s, self.hostname),
-                                       self.metrics.text, CONTENT_TYPE_LATEST, initial)
+        self.endpoint = StatusEndpoint(
+            "renderer", lifecycle, lambda s: status_page.render(s, self.hostname, self._traffic_shown()),
+            self.metrics.text, CONTENT_TYPE_LATEST, initial,
+            page_version=lambda: self.traffic.generation if self.traffic is not None else 0)
         self.running_table: RouteTable | None = None   # what nginx runs (None: no template reads routes())
         self.running_catalog: Catalog | None = None
         self.running_lines: set[str] = set()           # ...as route_lines, for the next change's diff
         self.last_change: tuple[tuple[str, ...], float | None] = ((), None)
+        self.traffic: Traffic | None = None            # nginx's traffic, when counted (a traffic log)
+        self.follower: Follower | None = None
 
     @property
     def snapshot(self) -> StatusSnapshot:
         return self.endpoint.snapshot
 
-    def serve(self, host: str, port: int) -> None:
-        self.endpoint.serve(host, port)
+    def serve(self, host: str, port: int, traffic_log: Path | None = None) -> None:
+        """The status endpoint; with ``traffic_log``, nginx's traffic counted from it (/metrics, /traffic)."""
+        extra = {}
+        if traffic_log is not None:
+            self.traffic = Traffic()
+            self.traffic.follow(self.running_table)
+            self.metrics.registry.register(TrafficCollector(self.traffic))
+            self.follower = Follower(TrafficLog(traffic_log), self.traffic).start()
+            extra["/traffic"] = self.traffic_summary
+        self.endpoint.serve(host, port, extra)
+
+    def _traffic_shown(self) -> dict | None:
+        return summary(*self.traffic.view()) if self.traffic is not None else None
+
+    def traffic_summary(self) -> Response:
+        """The last minute of traffic per route and instance, as JSON: what the status page shows."""
+        return Response(200, json.dumps(self._traffic_shown()).encode(), "application/json")
 
     def stop(self) -> None:
         self.endpoint.stop()
+        if self.follower is not None:
+            self.follower.stop()
 
     def pass_done(self, outcome: PassOutcome | None, record: PassRecord, change_seen: float | None,
                   now: float) -> None:
@@ -82,6 +108,8 @@ class StatusService:
         if table is self.running_table:
             self.running_catalog = catalog
             return
+        if self.traffic is not None:
+            self.traffic.follow(table)  # what nginx runs is what may be counted and named
         lines = route_lines(table)
         change = route_change(self.running_lines, lines)
         if change:

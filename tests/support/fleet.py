@@ -61,7 +61,9 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/logs/error.log warn;
 events {{ worker_connections 512; }}
 http {{
-    access_log off;
+    # An operator's own access log, buffered. Not "access_log off": at the http level it would silence
+    # every log of that level, the renderer's traffic log too (nginx's rule; docs/observability.md).
+    access_log {prefix}/logs/access.log combined buffer=64k flush=5s;
     server_names_hash_max_size 4096;
     server_names_hash_bucket_size 128;
     variables_hash_max_size 4096;
@@ -328,6 +330,7 @@ class Fleet:
                    "--nginx-pid-file", str(node.prefix / "nginx.pid"),
                    "--nginx-error-log", str(node.prefix / "logs" / "error.log"),
                    "--status-address", f"0.0.0.0:{RENDERER_STATUS}", "--log-level", "debug",
+                   "--traffic-log", str(node.prefix / "traffic.log"),
                    env={"PYTHONUNBUFFERED": "1"})
 
     # What happens to a node ------------------------------------------------------------------

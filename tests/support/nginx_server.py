@@ -34,7 +34,9 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/logs/error.log warn;
 events {{ worker_connections 256; }}
 http {{
-    access_log off;
+    # An operator's own access log, buffered. Not "access_log off": at the http level it would silence
+    # every log of that level, the renderer's traffic log too (nginx's rule; docs/observability.md).
+    access_log {prefix}/logs/access.log combined buffer=64k flush=5s;
     # As examples/nginx.conf: one virtual host per service outgrows the defaults,
     # and nginx then searches hash sizes on every check and reload (the benches' 5,000).
     server_names_hash_max_size 16384;

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tempfile
+from pathlib import Path
 
 from .daemon_process import BIN, DaemonProcess
 from .waiting import wait_until
@@ -20,6 +22,10 @@ _PASS = re.compile(r"pass \d+ done at catalog index (\d+)")
 
 class RendererDaemon(DaemonProcess):
     def __init__(self, *args: str, env: dict | None = None):
+        if "--status-address" in args and "--traffic-log" not in args:
+            # Counting is on with a status address; a test's traffic goes to a file of its own, not /var/lib.
+            self.traffic_log = Path(tempfile.mkdtemp(prefix="renderer-traffic-")) / "traffic.log"
+            args = (*args, "--traffic-log", str(self.traffic_log))
         super().__init__([RENDERER, "run", *args], env=env)
 
     def wait_for_pass_at(self, index: int, timeout: float = 10.0) -> None:

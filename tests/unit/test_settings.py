@@ -113,3 +113,13 @@ def test_the_kv_prefix_is_a_kv_path_or_nothing():
     assert build(flags(kv_prefix=""), environ={}).variables["kv_prefix"] == ""
     with pytest.raises(ConfigError, match=r"--kv-prefix 'a b'"):
         build(flags(kv_prefix="a b"), environ={})
+
+
+def test_traffic_is_counted_with_a_status_address_unless_turned_off():
+    assert build(flags(), environ={}).traffic_log is None, "no status address: nothing to show it on"
+    on = build(flags(status_address="127.0.0.1:9465"), environ={})
+    assert str(on.traffic_log) == on.variables["traffic_log"] == "/var/lib/renderer/traffic.log"
+    off = build(flags(status_address="127.0.0.1:9465", traffic_log=""), environ={})
+    assert off.traffic_log is None and "traffic_log" not in off.variables
+    with pytest.raises(ConfigError, match="--traffic-log 'logs/t.log'"):
+        build(flags(status_address="127.0.0.1:9465", traffic_log="logs/t.log"), environ={})
