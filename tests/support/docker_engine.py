@@ -106,12 +106,15 @@ class PrivateDockerEngine:
         dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
         # Short paths: the exec root holds unix sockets, whose paths are limited to 108 bytes.
         self.exec_root = Path(tempfile.mkdtemp(prefix="dx-", dir="/run"))
+        # containerd takes letters and digits joined by single . _ -: not every temporary name (a trailing or
+        # doubled "_" made a container's start fail now and then, after a restart too).
+        self.namespace = uuid.uuid4().hex[:12]
         log = open(self.dir / "dockerd.log", "ab")
         self.process = subprocess.Popen(
             [dockerd, "-H", self.url, "--data-root", str(self.dir / "data"), "--exec-root", str(self.exec_root),
              "--pidfile", str(self.dir / "docker.pid"), "--bridge", self.bridge, "--iptables=false",
-             "--ip-masq=false", "--shutdown-timeout", "1", "--containerd-namespace", f"test-{self.exec_root.name}",
-             "--containerd-plugins-namespace", f"test-plugins-{self.exec_root.name}"],
+             "--ip-masq=false", "--shutdown-timeout", "1", "--containerd-namespace", f"test-{self.namespace}",
+             "--containerd-plugins-namespace", f"test-plugins-{self.namespace}"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while True:
