@@ -413,7 +413,11 @@ class Fleet:
                    what=f"both nginx nodes serving {host} from {sorted(wanted)}")
 
     def rendered(self, node: Node) -> dict[str, bytes]:
-        return {str(path.relative_to(node.prefix)): path.read_bytes()
+        """The node's rendered files, its own directory written ``{node}``: the nodes share this machine's file
+        system, so each renderer is given its own traffic log there (on real nodes every one has the same
+        path, /var/lib/renderer/traffic.log, and the same bytes)."""
+        own = str(node.prefix).encode()
+        return {str(path.relative_to(node.prefix)): path.read_bytes().replace(own, b"{node}")
                 for path in sorted([*node.prefix.glob("conf.d/*.conf"), *node.prefix.glob("stream.d/*.conf")])}
 
     # Down --------------------------------------------------------------------------------------
