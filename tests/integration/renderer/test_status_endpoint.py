@@ -7,22 +7,11 @@ import socket
 import threading
 
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.metrics import scrape, value
 from tests.support.ports import free_port
 from tests.support.renderer_process import run_once
 from tests.support.waiting import wait_until
-
-
-def scrape(port: int) -> dict[tuple[str, tuple], float]:
-    """``{(sample name, sorted labels): value}`` from /metrics, read with Prometheus' own text parser."""
-    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
-
-
-def value(samples: dict, name: str, **labels) -> float | None:
-    return samples.get((name, tuple(sorted(labels.items()))))
 
 
 def start(scene, *extra: str):

@@ -6,21 +6,11 @@ from __future__ import annotations
 import socket
 
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.metrics import scrape, value
 from tests.support.ports import free_port
 from tests.support.route_backends import EchoBackend
 from tests.support.waiting import wait_until
-
-
-def samples(port: int) -> dict[tuple[str, tuple], float]:
-    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
-
-
-def value(found: dict, name: str, **labels) -> float | None:
-    return found.get((name, tuple(sorted(labels.items()))))
 
 
 def test_a_known_mix_of_requests_is_counted_exactly_per_route_class_and_instance(scene, browser):
@@ -58,7 +48,7 @@ def test_a_known_mix_of_requests_is_counted_exactly_per_route_class_and_instance
         assert connection.recv(64) == b"twelve bytes"
 
     def counted(name: str, **labels) -> float:
-        return value(samples(status), name, **labels) or 0
+        return value(scrape(status), name, **labels) or 0
 
     route = {"path": "/", "pool": "stable"}
     wait_until(lambda: counted("renderer_stream_connections_total", service="echo", status="2xx") == 1, 15,
