@@ -33,7 +33,10 @@ import hashlib
 
 from renderer.routes.model import RouteTable, ip_port
 
-FORMAT = "renderer-peers 2"  # 2: with split lines
+# 2: with split lines. A table without splits is still written as 1: an nginx whose workers run the Lua
+# module of an earlier version (upgraded renderer, no reload yet) takes it; a split comes with a template
+# change, whose reload loads the module that reads 2.
+FORMAT, FORMAT_WITH_SPLITS = "renderer-peers 1", "renderer-peers 2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +93,7 @@ class PeerTable:
         return hashlib.sha256(self.body.encode()).hexdigest()[:16]
 
     def text(self, version: int) -> str:
-        return f"{FORMAT} {version} {self.digest}\n{self.body}"
+        return f"{FORMAT_WITH_SPLITS if self.splits else FORMAT} {version} {self.digest}\n{self.body}"
 
     @property
     def servers(self) -> int:

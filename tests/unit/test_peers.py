@@ -24,6 +24,7 @@ def test_a_canary_pool_is_a_pool_of_its_own_and_its_split_is_in_the_table():
     assert [name for name, _ in peers.pools] == ["_canary_shop", "shop"]
     assert peers.splits == ((short_id("shop"), "shop", "_canary_shop", 10),)
     assert peers.body.endswith(f"split {short_id('shop')} shop _canary_shop 10\n")
+    assert peers.text(3).startswith("renderer-peers 2 3 ")
     moved = PeerTable.of(table(instance("shop", 1), instance("shop", 2, {"canary": "true", "canary_percent": "50"})))
     assert moved.pools == peers.pools and moved.digest != peers.digest, "a share change is a push"
 
@@ -49,7 +50,7 @@ def test_the_digest_covers_the_peers_not_the_version():
     moved = PeerTable.of(table(instance("web", 8081)))
     assert one.digest == same.digest != moved.digest
     assert one.text(1).split("\n", 1)[1] == one.text(2).split("\n", 1)[1] == one.body
-    assert one.text(7).startswith(f"renderer-peers 2 7 {one.digest}\n")
+    assert one.text(7).startswith(f"renderer-peers 1 7 {one.digest}\n"), "no split: what an earlier module reads"
 
 
 def test_keeping_adds_only_the_pools_the_new_table_dropped_with_their_running_peers():

@@ -10,7 +10,7 @@
 -- canary's share needs no reload either.
 --
 -- The table, as text (what the renderer sends and writes):
---   renderer-peers 2 <version> <digest>
+--   renderer-peers 2 <version> <digest>      (1 when it has no split line)
 --   pool <name>
 --   peer <ip> <port> <weight>
 --   ...
@@ -48,7 +48,7 @@ local function parse(text)
     for line in text:gmatch("[^\n]+") do
         lines[#lines + 1] = line
     end
-    local version, digest = (lines[1] or ""):match("^renderer%-peers 2 (%d+) (%x+)$")
+    local version, digest = (lines[1] or ""):match("^renderer%-peers [12] (%d+) (%x+)$")
     if not version then
         return nil, "not a renderer peer table (first line: " .. (lines[1] or "") .. ")"
     end
