@@ -165,6 +165,12 @@ def test_a_fleet_wide_rate_is_shared_by_the_nginx_nodes_and_a_kv_setting_reaches
                        for text in texts)
         wait_until(rendered, 30, what="both rate-limited services rendered on both nginx nodes")
 
+        # Every request through a limited route takes from its burst, a 502 while the instance starts too:
+        # both answer on their own first (asked directly, not through nginx).
+        for instance in (port, port + 1):
+            url = f"http://{node3.address}:{instance}/"
+            wait_until(lambda url=url: requests.get(url, timeout=2).ok, 30, what=f"{url} answering")
+
         def admitted(node, host: str) -> int:
             # The first request admitted says nginx runs the config with it (before, the default server's 404).
             wait_until(lambda: node.get(f"{host}.{DOMAIN}").status_code == 200, 30, what=f"{host} on {node.name}")
