@@ -42,7 +42,7 @@ import requests
 
 from .daemon_process import BIN
 from .docker_engine import BUSYBOX_IMAGE, busybox_rootfs
-from .nginx_server import STREAM_MODULE
+from .nginx_server import STREAM_MODULE, accepting_workers
 from .waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,6 +143,14 @@ class Node:
         """A request through this node's nginx, on a new connection."""
         return requests.get(f"http://{self.address}{path}", headers={"Host": host, "Connection": "close"},
                             timeout=timeout)
+
+    def settled(self, host: str, status: int = 200, timeout: float = 30) -> None:
+        """Wait until this node's nginx answers ``host`` with ``status``, then until its previous generation of
+        workers, which may still accept for a moment after a reload, has stopped: what answers next runs the
+        configuration that answered. One request answered ``status`` (a rate-limited route counts one)."""
+        wait_until(lambda: self.get(host).status_code == status, timeout, what=f"{host} on {self.name}")
+        master = int((self.prefix / "nginx.pid").read_text())
+        wait_until(lambda: accepting_workers(master) == 1, timeout, what=f"{self.name}'s old nginx workers gone")
 
     def nginx_command(self, *args: str) -> str:
         return f"{shutil.which('nginx') or '/usr/sbin/nginx'} -p {self.prefix} -c {self.prefix}/nginx.conf" + (

@@ -66,6 +66,14 @@ def lua_available() -> bool:
     return all(module.exists() for module in LUA_MODULES)
 
 
+
+def accepting_workers(master: int) -> int:
+    """How many of the master's workers accept connections. For about 100 ms after a reload both
+    generations do (nginx's master starts the new one, waits, then tells the old one to quit), and a
+    request may meet the previous configuration."""
+    return sum(1 for pid in children(master)
+               if "worker process" in process_title(pid) and "shutting down" not in process_title(pid))
+
 class Nginx:
     def __init__(self, binary: str, prefix: Path | None = None, lua: bool | None = None):
         self.binary = binary
@@ -123,9 +131,7 @@ class Nginx:
 
         (One may linger for minutes holding a UDP session or a websocket, answering only that.)
         """
-        master = self.pid()
-        return sum(1 for pid in children(master)
-                   if "worker process" in process_title(pid) and "shutting down" not in process_title(pid))
+        return accepting_workers(self.pid())
 
     @staticmethod
     def remove_rendered(path: Path) -> bool:
