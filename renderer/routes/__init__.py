@@ -14,7 +14,8 @@ One concept per module, after fabio's ``route/`` package:
 * :mod:`.overrides` -- the operator's route settings in Consul KV
   (overrides and defaults on top of the labels);
 * :mod:`.service` -- one HTTP service's own part, from its instances and
-  those settings;
+  those settings; :mod:`.gateway` -- how its gateway keys (CORS, methods,
+  headers, retries) combine;
 * :mod:`.hosts` -- hosts assembled from every service's claims, conflicts
   settled by one rule;
 * :mod:`.listen_ports` + :mod:`.stream` -- tcp/udp listeners, on the ports

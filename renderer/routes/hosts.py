@@ -137,7 +137,9 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
         http, https = [], []
         for path, name in sorted(routes):
             spec = specs[name]
-            location = dataclasses.replace(spec.location, path=path, id=short_id(f"{host} {path}"))
+            # Nothing to strip from "/": its location takes the path as it comes.
+            location = dataclasses.replace(spec.location, path=path, id=short_id(f"{host} {path}"),
+                                           strip_path=spec.location.strip_path and path != "/")
             if spec.tls == "terminate":
                 https.append(location)
                 http.append(dataclasses.replace(location, action="redirect") if spec.https_redirect else location)

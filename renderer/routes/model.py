@@ -19,7 +19,20 @@ from renderer.errors import ConfigError
 
 from .listen_ports import ListenPolicy
 
-DEFAULT_RATE_BURST = 0
+# A rate limit's burst when the service sets none: five times the rate's count (10r/s lets 50 through at
+# once, then 10 a second). ingress-nginx's default multiplier: a browser opening a page sends a handful of
+# requests at once, and nginx's own default (no burst) answers the second of two requests 50 ms apart with 429.
+BURST_PER_RATE = 5
+# How many other instances a request may be tried on when the service sets no ``retries``: nginx's own
+# default is every instance of the pool, so a request timing out is tried on all fifty of them in turn.
+DEFAULT_RETRIES = 2
+DEFAULT_RETRY_ON = ("error", "timeout")  # nginx's own default: no connection, no answer in time
+# What a preflight allows when the service names no methods or headers (ingress-nginx's defaults), and how
+# long a browser keeps the answer (Chromium keeps none longer than 2 hours).
+CORS_METHODS = ("DELETE", "GET", "OPTIONS", "PATCH", "POST", "PUT")
+CORS_HEADERS = ("Authorization", "Cache-Control", "Content-Type", "DNT", "If-Modified-Since", "Keep-Alive",
+                "Range", "User-Agent", "X-Requested-With")
+CORS_MAX_AGE = 7200
 # What each renderer registers itself as (renderer.observe.registration): the live ones share fleet-wide rates.
 RENDERER_SERVICE = "consul-nginx-sync-renderer"
 
@@ -53,6 +66,18 @@ class Auth:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Cors:
+    """Cross-origin requests answered at the edge: preflights by nginx, the headers on real answers only for an
+    allowed origin."""
+
+    origins: tuple[str, ...]          # ("*",): any origin
+    methods: tuple[str, ...] = CORS_METHODS
+    headers: tuple[str, ...] = CORS_HEADERS
+    credentials: bool = False
+    max_age: int = CORS_MAX_AGE
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Location:
     path: str                    # "/" or a prefix without its trailing slash
     service: str
@@ -64,12 +89,19 @@ class Location:
     strip_path: bool = False
     auth: Auth | None = None
     rate_limit: str | None = None      # what this nginx node enforces (its share of a fleet-wide rate)
-    rate_burst: int = DEFAULT_RATE_BURST
+    rate_burst: int = 0
     rate_declared: str | None = None   # the fleet-wide rate declared, when shared among rate_nodes nodes
     rate_nodes: int = 1
     allow: tuple[str, ...] = ()
     max_body: str | None = None
     timeout: str | None = None
+    connect_timeout: str | None = None
+    retries: int = DEFAULT_RETRIES
+    retry_on: tuple[str, ...] = DEFAULT_RETRY_ON
+    cors: Cors | None = None
+    methods: tuple[str, ...] = ()                              # () any
+    request_headers: tuple[tuple[str, str], ...] = ()          # (name, value); "" removes it
+    response_headers: tuple[tuple[str, str], ...] = ()
     id: str = ""                 # stable, short: names what belongs to this location (its auth subrequest)
     service_id: str = ""         # stable, short: names what belongs to the service (its rate zone, canary split)
 
@@ -78,7 +110,30 @@ class Location:
         """Proxies over HTTP with no option: what most locations are, rendered in three lines."""
         return (self.action == "proxy" and self.backend == "http" and self.canary is None and self.auth is None
                 and not self.strip_path and not self.rate_limit and not self.allow and not self.max_body
-                and not self.timeout)
+                and not self.timeout and self.gateway == ())
+
+    @property
+    def retry_policy(self) -> bool:
+        """Its retries differ from the server-wide default: the location says its own."""
+        return self.retries != DEFAULT_RETRIES or self.retry_on != DEFAULT_RETRY_ON
+
+    @property
+    def gateway(self) -> tuple[str, ...]:
+        """The gateway keys it sets (CORS, methods, headers, retries, connect timeout), as shown to people."""
+        shown = []
+        if self.cors is not None:
+            cors = self.cors
+            shown.append(f"cors={','.join(cors.origins)}" + (" with credentials" if cors.credentials else ""))
+        if self.methods:
+            shown.append(f"methods={','.join(self.methods)}")
+        for key, pairs in (("request_headers", self.request_headers), ("response_headers", self.response_headers)):
+            if pairs:
+                shown.append(f"{key}=" + ",".join(f"{name}:{value}" for name, value in pairs))
+        if self.retry_policy:
+            shown.append(f"retries={self.retries}" + (f" on {','.join(self.retry_on)}" if self.retries else ""))
+        if self.connect_timeout:
+            shown.append(f"connect_timeout={self.connect_timeout}")
+        return tuple(shown)
 
     @property
     def peer_split(self) -> bool:
@@ -109,7 +164,7 @@ class Location:
             shown.append(f"max_body={self.max_body}")
         if self.timeout:
             shown.append(f"timeout={self.timeout}")
-        return tuple(shown)
+        return (*shown, *self.gateway)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -237,6 +292,11 @@ class RouteTable:
                     yield scheme, host, location
 
     @property
+    def default_tries(self) -> int:
+        """How many instances a request may be tried on where its service sets no ``retries`` (every server)."""
+        return DEFAULT_RETRIES + 1
+
+    @property
     def has_https(self) -> bool:
         return any(host.https for host in self.hosts)
 
@@ -252,6 +312,11 @@ class RouteTable:
     def canaries(self) -> tuple[Location, ...]:
         """Of ``services``, those that split clients to canary instances (not while in maintenance)."""
         return tuple(location for location in self.services if location.canary and location.action == "proxy")
+
+    @functools.cached_property
+    def cross_origin(self) -> tuple[Location, ...]:
+        """Of ``services``, those answering cross-origin requests (CORS)."""
+        return tuple(location for location in self.services if location.cors and location.action == "proxy")
 
     @functools.cached_property
     def rate_limited(self) -> tuple[Location, ...]:

@@ -24,7 +24,7 @@ def _pool(pool: Pool | None) -> str:
 def not_proxied(location: Location) -> str | None:
     """What a location answers instead of proxying (a redirect, a 503 and why); None when it proxies."""
     if location.action == "redirect":
-        return "301 to HTTPS"
+        return "308 to HTTPS"
     if location.action == "unavailable":
         return "503: no passing instance"
     if location.action == "maintenance":
@@ -126,9 +126,9 @@ def explain(table: RouteTable, url: str) -> str:
            + f", longest matching prefix {location.path}"
            + (f" among {', '.join(loc.path for loc in candidates)}" if len(candidates) > 1 else ""))
     if location.action == "redirect":
-        return f"{url}: {why}: 301 to https://{name}{path} (tls=terminate, https_redirect)\n"
+        return f"{url}: {why}: 308 to https://{name}{path} (tls=terminate, https_redirect)\n"
     if location.strip_path and path == location.path:
-        return f"{url}: {why}: 301 to {path}/ (strip_path)\n"
+        return f"{url}: {why}: 308 to {path}/ (strip_path)\n"
     seen = path
     if location.strip_path and location.path != "/":
         seen = path[len(location.path):] or "/"

@@ -7,7 +7,9 @@ turns ``SERVICE_<KEY>`` labels into meta ``<key>``):
   instances disagree): ``hosts``, ``path``, ``strip_path``, ``tls``,
   ``backend``, ``https_redirect``, ``canary_percent``, ``auth``,
   ``auth_headers``, ``rate_limit``, ``rate_burst``, ``rate_limit_scope``,
-  ``allow``, ``max_body``, ``timeout``, ``maintenance``;
+  ``allow``, ``max_body``, ``timeout``, ``maintenance``, and the gateway
+  keys of :mod:`.gateway` (``cors_*``, ``methods``, ``request_headers``,
+  ``response_headers``, ``retries``, ``retry_on``, ``connect_timeout``);
 * instance keys: ``weight`` (1-100, default 1) and ``canary`` (true/false);
   a bad one refuses that instance only.
 
@@ -47,7 +49,8 @@ from types import MappingProxyType
 from renderer.catalog.model import Instance
 
 from . import values
-from .model import DEFAULT_RATE_BURST, Auth, Location, Pool, RouteRefusal, Server, short_id
+from .gateway import gateway_options
+from .model import BURST_PER_RATE, Auth, Location, Pool, RouteRefusal, Server, short_id
 from .voting import ROUTE_KEY_SET, ROUTE_KEYS, vote, vote_key
 
 NONE: Mapping = MappingProxyType({})
@@ -125,7 +128,8 @@ def service_routes(name: str, instances: tuple[Instance, ...], passing: tuple[In
     if pool is None and canary_pool is not None:  # only canaries pass: they take everyone
         pool, canary_pool = canary_pool, None
     auth = keys.get("auth")
-    declared, burst = keys.get("rate_limit"), keys.get("rate_burst", DEFAULT_RATE_BURST)
+    declared = keys.get("rate_limit")
+    burst = keys.get("rate_burst", BURST_PER_RATE * int(declared.split("r/")[0]) if declared else 0)
     nodes = fleet_size if declared and keys.get("rate_limit_scope", "fleet") == "fleet" else 1
     action = "maintenance" if keys.get("maintenance") else "proxy" if pool else "unavailable"
     location = Location(
@@ -135,7 +139,8 @@ def service_routes(name: str, instances: tuple[Instance, ...], passing: tuple[In
         auth=Auth(auth[0], auth[1], keys.get("auth_headers", ()), None) if auth else None,
         rate_limit=node_share(declared, nodes) if declared else None,
         rate_burst=-(-burst // nodes), rate_declared=declared if nodes > 1 else None, rate_nodes=nodes,
-        allow=keys.get("allow", ()), max_body=keys.get("max_body"), timeout=keys.get("timeout"))
+        allow=keys.get("allow", ()), max_body=keys.get("max_body"), timeout=keys.get("timeout"),
+        **gateway_options(name, keys, refused, notes))
     return ServiceRoutes(keys.get("hosts"), keys.get("path", ("/",)), tls,
                          keys.get("https_redirect", tls == "terminate"), location, percent,
                          tuple(refused), tuple(notes), created, tuple(sorted(sources.items())))

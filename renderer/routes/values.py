@@ -17,7 +17,9 @@ import re
 from agentkit.nginx_safe import name_problem
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_HOST = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})+$")
+# One label is a host name too (``intranet``, reached through a search domain or /etc/hosts); a wildcard
+# stands for one label in front of at least one.
+_HOST = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*$")
 # Path characters nginx takes literally in a prefix location; no regex character but '.', which is escaped
 # where a regex is built (strip_path's rewrite).
 _PATH = re.compile(r"^/(?:[A-Za-z0-9._~@:,=%-]+/?)*$")
@@ -96,6 +98,8 @@ def integer(low: int, high: int):
 
 
 weight = integer(1, 100)
+retries = integer(0, 10)
+max_age = integer(0, 86400)
 percent = integer(0, 100)
 burst = integer(0, 100000)
 port = integer(1, 65535)
@@ -122,6 +126,80 @@ def header_names(value: str) -> tuple[str, ...]:
         if not _HEADER.match(name):
             raise ValueError(f"{name!r} is not a header name (letters, digits and -)")
     return names
+
+
+# A header value that may travel in meta: visible ASCII, and none of what agentkit.nginx_safe already keeps out
+# (quotes, $, ;, braces, #, backslash) nor ',' (it separates the pairs).
+_HEADER_VALUE = re.compile(r"^[A-Za-z0-9!%&'()*+./:<=>?@\[\]^_`|~-]{0,256}$")
+# Headers the renderer sets itself on the way to the instance (docs/routes.md): a second value would be sent
+# beside its own.
+RENDERER_HEADERS = frozenset({"host", "x-real-ip", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-prefix",
+                              "upgrade", "connection"})
+_METHOD = re.compile(r"^[A-Z]{1,20}$")
+_ORIGIN = re.compile(r"^https?://(?:\[[0-9a-f:.]+\]|[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?)(?::[0-9]{1,5})?$")
+
+
+@functools.lru_cache(maxsize=1024)
+def header_pairs(value: str) -> tuple[tuple[str, str], ...]:
+    """``Name:value,Name2:value2`` -> ((Name, value), ...); an empty value (``Name:``) removes the header."""
+    pairs: dict[str, tuple[str, str]] = {}
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        name, colon, text = part.strip().partition(":")
+        if not colon:
+            raise ValueError(f"{part.strip()!r} is not Name:value (Name: removes the header)")
+        if not _HEADER.match(name):
+            raise ValueError(f"{name!r} is not a header name (letters, digits and -)")
+        if not _HEADER_VALUE.match(text):
+            raise ValueError(f"the value of {name} has characters a header value may not here")
+        pairs[name.lower()] = (name, text)
+    if not pairs:
+        raise ValueError("names no header")
+    return tuple(pairs[key] for key in sorted(pairs))
+
+
+def request_headers(value: str) -> tuple[tuple[str, str], ...]:
+    pairs = header_pairs(value)
+    for name, _ in pairs:
+        if name.lower() in RENDERER_HEADERS:
+            raise ValueError(f"{name} is set by the renderer itself (docs/routes.md)")
+    return pairs
+
+
+@functools.lru_cache(maxsize=1024)
+def methods(value: str) -> tuple[str, ...]:
+    """``GET,POST`` -> the methods, upper case; GET brings HEAD (a GET without the body, as nginx's
+    ``limit_except`` has it)."""
+    found = []
+    for part in value.split(","):
+        method = part.strip().upper()
+        if not method:
+            continue
+        if not _METHOD.match(method):
+            raise ValueError(f"{part.strip()!r} is not an HTTP method")
+        found.append(method)
+        if method == "GET":
+            found.append("HEAD")
+    if not found:
+        raise ValueError("names no method")
+    return tuple(sorted(set(found)))
+
+
+@functools.lru_cache(maxsize=1024)
+def origins(value: str) -> tuple[str, ...]:
+    """``https://app.example.org,http://localhost:3000`` or ``*``: the origins a browser may call from."""
+    found = tuple(dict.fromkeys(part.strip().lower().rstrip("/") for part in value.split(",") if part.strip()))
+    if found == ("*",):
+        return found
+    for origin in found:
+        if origin == "*":
+            raise ValueError("'*' stands alone: every origin, or a list of them")
+        if not _ORIGIN.match(origin):
+            raise ValueError(f"{origin!r} is not an origin (scheme://host or scheme://host:port)")
+    if not found:
+        raise ValueError("names no origin")
+    return found
 
 
 def rate(value: str) -> str:
@@ -156,6 +234,22 @@ def size(value: str) -> str:
     if not _SIZE.match(text):
         raise ValueError("is not a size like 512k, 10m or 1g")
     return text.lower()
+
+
+RETRY_CONDITIONS = ("error", "timeout", "502", "503", "504", "429")
+
+
+@functools.lru_cache(maxsize=256)
+def retry_on(value: str) -> tuple[str, ...]:
+    """When the next instance is tried: ``error`` (no connection, or none answered), ``timeout``, or the
+    instance's answer ``502``, ``503``, ``504``, ``429``."""
+    found = tuple(dict.fromkeys(part.strip().lower() for part in value.split(",") if part.strip()))
+    for condition in found:
+        if condition not in RETRY_CONDITIONS:
+            raise ValueError(f"{condition!r} is not one of {', '.join(RETRY_CONDITIONS)}")
+    if not found:
+        raise ValueError("names no condition")
+    return tuple(c for c in RETRY_CONDITIONS if c in found)
 
 
 def duration(value: str) -> str:

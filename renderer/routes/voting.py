@@ -32,6 +32,11 @@ ROUTE_KEYS = {
     "auth": values.auth, "auth_headers": values.header_names, "rate_limit": values.rate,
     "rate_burst": values.burst, "rate_limit_scope": values.rate_scope, "allow": values.networks,
     "max_body": values.size, "timeout": values.duration, "maintenance": values.boolean,
+    # the gateway keys (routes.gateway)
+    "cors_origins": values.origins, "cors_methods": values.methods, "cors_headers": values.header_names,
+    "cors_credentials": values.boolean, "cors_max_age": values.max_age, "methods": values.methods,
+    "request_headers": values.request_headers, "response_headers": values.header_pairs,
+    "retries": values.retries, "retry_on": values.retry_on, "connect_timeout": values.duration,
 }
 ROUTE_KEY_SET = frozenset(ROUTE_KEYS)
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import http.server
 import json
 import socket
@@ -30,15 +31,19 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 class EchoBackend:
-    def __init__(self, name: str, tls: tuple | None = None):
+    """Answers every request with what it received, as JSON: ``status`` and ``headers`` are its own answer's
+    (a failing instance answers 502); ``methods`` counts the requests by method."""
+
+    def __init__(self, name: str, tls: tuple | None = None, status: int = 200, headers: dict | None = None):
         owner = self
-        self.name, self.requests = name, 0
+        self.name, self.requests, self.methods = name, 0, collections.Counter()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def _answer(self):
                 owner.requests += 1
+                owner.methods[self.command] += 1
                 url = urlparse(self.path)
                 if url.path.endswith("/slow"):
                     time.sleep(float(parse_qs(url.query).get("s", ["1"])[0]))
@@ -47,13 +52,16 @@ class EchoBackend:
                 payload = json.dumps({"name": owner.name, "path": self.path, "method": self.command,
                                       "headers": {k.lower(): v for k, v in self.headers.items()},
                                       "body_bytes": len(body)}).encode()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
+                for header, value in (headers or {}).items():
+                    self.send_header(header, value)
                 self.end_headers()
-                self.wfile.write(payload)
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
 
-            do_GET = do_POST = do_PUT = _answer
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _answer
 
             def log_message(self, *_):
                 pass

@@ -59,3 +59,10 @@ def test_every_option_is_in_the_reference_table(program, page, commands):
     for name in commands:
         for option in options_of(PROGRAMS[program].commands[name]) - {"--help"}:
             assert f"`{option}" in text, f"docs/{page} does not document {program} {name} {option}"
+
+
+def test_every_route_key_has_its_label_in_the_routes_reference():
+    from renderer.routes.service import INSTANCE_KEYS
+    from renderer.routes.voting import ROUTE_KEYS
+    documented = set(re.findall(r"^\| `SERVICE_([A-Z_]+)` \|", (ROOT / "docs" / "routes.md").read_text(), re.M))
+    assert {key.upper() for key in (*ROUTE_KEYS, *INSTANCE_KEYS)} <= documented

@@ -51,6 +51,20 @@ def test_hosts_paths_and_strip_path():
                                                                                           ("/v2", True)]
 
 
+def test_strip_path_on_the_root_strips_nothing_and_single_label_hosts_route():
+    routes = table(instance("wiki", 80, {"hosts": "intranet,wiki.example.org", "path": "/,/docs", "strip_path": "true"}))
+    assert not routes.refused
+    assert [(loc.path, loc.strip_path) for loc in host(routes, "intranet").http] == [("/", False), ("/docs", True)]
+
+
+def test_a_rate_limit_without_a_burst_takes_five_times_its_rate():
+    def burst(meta):
+        return host(table(instance("api", 9, meta)), "api.example.org").http[0].rate_burst
+    assert burst({"rate_limit": "10r/s"}) == 50 and burst({"rate_limit": "1r/m"}) == 5
+    assert burst({"rate_limit": "10r/s", "rate_burst": "0"}) == 0, "0 declared is strict"
+    assert burst({}) == 0
+
+
 def test_three_services_share_a_host_by_path():
     routes = table(*(instance(name, port, {"hosts": "shop.example.org", "path": path})
                      for name, port, path in (("front", 1, "/"), ("cart", 2, "/cart"), ("api", 3, "/api/v1"))))
@@ -258,8 +272,8 @@ def test_explain_says_which_route_answers_and_why():
         "longest matching prefix /api among /, /api -> service api: 10.0.0.1:2 w1 [strip_path]; the backend sees "
         "/users\n")
     assert "longest matching prefix / -> service front" in said["http://shop.example.org/apiary"]
-    assert said["http://shop.example.org/api"].endswith("301 to /api/ (strip_path)\n")
-    assert "301 to https://api.example.org/x" in said["http://api.example.org/x"]
+    assert said["http://shop.example.org/api"].endswith("308 to /api/ (strip_path)\n")
+    assert "308 to https://api.example.org/x" in said["http://api.example.org/x"]
     assert "service sec: 10.0.0.1:3 w1" in said["https://api.example.org/x"]
     assert "passed through by server name to service nine" in said["https://nine.example.org/"]
     assert "default server answers 404" in said["http://nobody.example.org/"]

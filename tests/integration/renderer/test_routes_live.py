@@ -47,9 +47,9 @@ def test_strip_path_and_its_prefix_header_and_redirect(routing):
     routing.once()
     seen = answer(scene.nginx.get(host, "/v1/users?id=3"))
     assert seen["path"] == "/users?id=3" and seen["headers"]["x-forwarded-prefix"] == "/v1"
-    bare = requests.get(f"http://127.0.0.1:{scene.nginx.http_port}/v1?x=1", headers={"Host": host},
-                        allow_redirects=False, timeout=2)
-    assert bare.status_code == 301 and bare.headers["Location"].endswith("/v1/?x=1")
+    bare = requests.post(f"http://127.0.0.1:{scene.nginx.http_port}/v1?x=1", headers={"Host": host}, data=b"{}",
+                         allow_redirects=False, timeout=2)
+    assert bare.status_code == 308 and bare.headers["Location"].endswith("/v1/?x=1"), "308: a POST stays a POST"
 
 
 def test_svc7_svc8_and_svc9_side_by_side_on_one_https_port(routing):
@@ -74,9 +74,9 @@ def test_svc7_svc8_and_svc9_side_by_side_on_one_https_port(routing):
     assert answer(routing.https(svc8))["name"] == "svc8"
     client = ca.issue("client-one", directory=ca.directory, client=True)
     assert tls_hello(routing, svc9, client) == "svc9 for client-one", "TLS untouched, client cert checked"
-    redirect = requests.get(f"http://127.0.0.1:{scene.nginx.http_port}/", headers={"Host": svc7},
-                            allow_redirects=False, timeout=2)
-    assert redirect.status_code == 301 and redirect.headers["Location"] == f"https://{svc7}:{routing.https_port}/"
+    redirect = requests.post(f"http://127.0.0.1:{scene.nginx.http_port}/", headers={"Host": svc7}, data=b"{}",
+                             allow_redirects=False, timeout=2)
+    assert redirect.status_code == 308 and redirect.headers["Location"] == f"https://{svc7}:{routing.https_port}/"
     with pytest.raises(ssl.SSLError):
         served_certificate(routing, routing.host("unknown"))
 
@@ -159,6 +159,14 @@ def test_rate_limit_answers_429(routing):
     routing.once()
     codes = collections.Counter(scene.nginx.get(host).status_code for _ in range(10))
     assert codes[429] >= 6 and codes[200] >= 1, codes
+
+
+def test_a_rate_limit_without_a_burst_lets_five_times_its_rate_through_at_once(routing):
+    scene, host = routing.scene, routing.host("burst")
+    scene.register("burst", backend(routing, "burst").port, tags=["http"], meta={"hosts": host, "rate_limit": "1r/m"})
+    routing.once()
+    codes = [scene.nginx.get(host).status_code for _ in range(10)]
+    assert codes == [200] * 6 + [429] * 4, "the first request and a burst of 5 (1r/m refills none meanwhile)"
 
 
 def test_allow_list(routing):

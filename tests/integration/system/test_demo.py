@@ -35,7 +35,7 @@ def run_twice():
         assert "got back 'hello through nginx'" in out
         assert "from nginx's config and reloaded" in out
         assert "/      -> 'shop' (TLS at nginx" in out and "/api/  -> 'api' (another service" in out
-        assert "-> 301 to https://shop.demo.test:" in out
+        assert "-> 308 to https://shop.demo.test:" in out
         canary = int(out.split("cart-v2 (canary, 20 %) x")[1].split(";")[0])
         assert 20 <= canary <= 60, out  # 20 % of 200 clients
         assert "httpfront-2 x" not in out.split("Stopping httpfront-2")[1]

@@ -1,0 +1,120 @@
+"""The gateway keys through the real nginx with real clients: CORS, methods, headers, retries, redirects.
+
+As in test_routes_live: each test registers the meta a container's
+``SERVICE_<KEY>`` labels become, renders the default templates with
+``renderer once`` and asks nginx as a client (or a browser's preflight) would.
+"""
+
+from __future__ import annotations
+
+import requests
+
+from tests.support.route_backends import EchoBackend
+
+APP, OTHER = "https://app.example.test", "https://evil.example.test"
+
+
+def backend(routing, name, **options) -> EchoBackend:
+    server = EchoBackend(name, **options)
+    routing.scene.closers.append(server.close)
+    return server
+
+
+def ask(routing, host, method="GET", path="/", **headers) -> requests.Response:
+    return requests.request(method, f"http://127.0.0.1:{routing.scene.nginx.http_port}{path}",
+                            headers={"Host": host, **headers}, allow_redirects=False, timeout=5)
+
+
+def preflight(routing, host, origin) -> requests.Response:
+    """What a browser sends before a cross-origin PUT with a JSON body."""
+    return ask(routing, host, "OPTIONS", "/items", Origin=origin, **{
+        "Access-Control-Request-Method": "PUT", "Access-Control-Request-Headers": "content-type"})
+
+
+def cors_headers(response) -> dict:
+    return {k.lower(): v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
+
+
+def test_cors_preflight_and_answers_only_for_the_allowed_origins(routing):
+    scene, host = routing.scene, routing.host("corsapi")
+    # The instance's own CORS header is the edge's to decide: it never reaches the client.
+    server = backend(routing, "corsapi", headers={"Access-Control-Allow-Origin": "*"})
+    scene.register("corsapi", server.port, tags=["http"],
+                   meta={"hosts": host, "cors_origins": f"{APP},http://localhost:3000", "cors_credentials": "true",
+                         "cors_methods": "GET,PUT", "cors_max_age": "600"})
+    routing.once()
+
+    allowed = preflight(routing, host, APP)
+    assert allowed.status_code == 204 and server.methods["OPTIONS"] == 0, "answered by nginx"
+    assert cors_headers(allowed) == {
+        "access-control-allow-origin": APP, "access-control-allow-methods": "GET, HEAD, OPTIONS, PUT",
+        "access-control-allow-credentials": "true", "access-control-max-age": "600",
+        "access-control-allow-headers": "Authorization, Cache-Control, Content-Type, DNT, If-Modified-Since, "
+                                        "Keep-Alive, Range, User-Agent, X-Requested-With"}
+    assert allowed.headers["Vary"] == "Origin"
+    refused = preflight(routing, host, OTHER)
+    assert cors_headers(refused) == {}, "another origin's preflight gets no CORS header"
+
+    real = ask(routing, host, "PUT", "/items", Origin=APP)
+    assert real.status_code == 200 and cors_headers(real) == {
+        "access-control-allow-origin": APP, "access-control-allow-credentials": "true"}
+    assert "Origin" in real.headers["Vary"]
+    assert cors_headers(ask(routing, host, Origin=OTHER)) == {}
+    assert cors_headers(ask(routing, host)) == {}, "no Origin, no CORS header (a same-origin request)"
+
+
+def test_cors_for_any_origin_and_star_with_credentials_refused(routing):
+    scene, anyone, both = routing.scene, routing.host("corsany"), routing.host("corsboth")
+    scene.register("corsany", backend(routing, "corsany").port, tags=["http"],
+                   meta={"hosts": anyone, "cors_origins": "*"})
+    scene.register("corsboth", backend(routing, "corsboth").port, tags=["http"],
+                   meta={"hosts": both, "cors_origins": "*", "cors_credentials": "true"})
+    result = routing.once()
+    assert ask(routing, anyone, Origin=OTHER).headers["Access-Control-Allow-Origin"] == "*"
+    assert preflight(routing, anyone, OTHER).status_code == 204
+    assert "service corsboth cors_origins='*': browsers never send credentials to any origin" in result.stderr
+    served = ask(routing, both, Origin=APP)
+    assert served.status_code == 200 and cors_headers(served) == {}, "still served, no cross-origin answer"
+
+
+def test_methods_outside_the_list_get_405_with_allow(routing):
+    scene, host = routing.scene, routing.host("readonly")
+    server = backend(routing, "readonly")
+    scene.register("readonly", server.port, tags=["http"], meta={"hosts": host, "methods": "GET"})
+    routing.once()
+    assert ask(routing, host).status_code == 200 and ask(routing, host, "HEAD").status_code == 200
+    posted = ask(routing, host, "POST")
+    assert posted.status_code == 405 and posted.headers["Allow"] == "GET, HEAD"
+    assert server.methods["POST"] == 0
+
+
+def test_request_and_response_headers_set_and_removed(routing):
+    scene, host = routing.scene, routing.host("headers")
+    server = backend(routing, "headers", headers={"X-Powered-By": "php/5", "X-Kept": "yes"})
+    scene.register("headers", server.port, tags=["http"],
+                   meta={"hosts": host, "request_headers": "X-Env:prod,Cookie:",
+                         "response_headers": "X-Frame-Options:DENY,X-Powered-By:"})
+    routing.once()
+    response = ask(routing, host, Cookie="session=1", **{"X-Env": "dev"})
+    seen = response.json()["headers"]
+    assert seen["x-env"] == "prod" and "cookie" not in seen, "set over the client's, and removed"
+    assert seen["x-forwarded-for"] == "127.0.0.1" and seen["host"] == host, "the renderer's own still sent"
+    assert response.headers["X-Frame-Options"] == "DENY" and "X-Powered-By" not in response.headers
+    assert response.headers["X-Kept"] == "yes"
+
+
+def test_retries_take_a_502_to_the_next_instance_but_never_replay_a_post(routing):
+    scene, host = routing.scene, routing.host("retried")
+    failing, working = backend(routing, "failing", status=502), backend(routing, "working")
+    for server in (failing, working):
+        scene.register("retried", server.port, tags=["http"],
+                       meta={"hosts": host, "retry_on": "error,timeout,502", "retries": "1"})
+    routing.once()
+
+    # Round robin puts two of four POSTs on the failing instance: they reached it, so nginx does not send
+    # them again (a POST is not idempotent) and the client gets the 502.
+    posted = [ask(routing, host, "POST").status_code for _ in range(4)]
+    assert failing.methods["POST"] >= 1 and posted.count(502) == failing.methods["POST"]
+    assert posted.count(200) == working.methods["POST"] and failing.methods["POST"] + working.methods["POST"] == 4
+    # A GET is taken on to the working instance.
+    assert [ask(routing, host).status_code for _ in range(4)] == [200] * 4 and failing.methods["GET"] >= 1

@@ -1,0 +1,77 @@
+"""The gateway keys from plain catalogs: what each may hold, how they combine, what people are shown."""
+
+from __future__ import annotations
+
+import pytest
+
+from renderer.routes import values
+from renderer.routes.model import DEFAULT_RETRIES, Cors
+from tests.unit.test_routes import host, instance, refusals, table
+
+
+def location(meta):
+    return host(table(instance("api", 1, meta)), "api.example.org").http[0]
+
+
+def test_hostile_or_malformed_gateway_values_refuse_the_route_naming_the_value():
+    for meta in ({"cors_origins": "javascript:alert(1)"}, {"cors_origins": "*,https://a.example.org"},
+                 {"cors_max_age": "-1"}, {"methods": "GET,P0ST"}, {"request_headers": "X-A"},
+                 {"request_headers": "Host:evil.example.org"}, {"request_headers": "X_A:1"},
+                 {"response_headers": "X-A:a,b"}, {"retries": "11"}, {"retry_on": "500"},
+                 {"connect_timeout": "0s"}):
+        routes = table(instance("api", 1, meta))
+        (key, value), = meta.items()
+        assert not routes.hosts and any(f"{key}={value!r}" in line for line in refusals(routes)), meta
+
+
+def test_parsers_normalise_what_they_accept():
+    assert values.origins("https://App.example.org/, http://localhost:3000") == (
+        "https://app.example.org", "http://localhost:3000")
+    assert values.methods("post,get") == ("GET", "HEAD", "POST"), "GET brings HEAD"
+    assert values.header_pairs("X-B:2,x-a:1,X-C:") == (("x-a", "1"), ("X-B", "2"), ("X-C", ""))
+    assert values.retry_on("502,error") == ("error", "502")
+    with pytest.raises(ValueError, match="set by the renderer"):
+        values.request_headers("X-Forwarded-For:1.2.3.4")
+
+
+def test_cors_takes_its_defaults_and_always_allows_the_preflight_method():
+    cors = location({"cors_origins": "https://app.example.org", "cors_methods": "PUT"}).cors
+    assert cors == Cors(("https://app.example.org",), ("OPTIONS", "PUT"), cors.headers, False, 7200)
+    assert "Content-Type" in cors.headers
+
+
+def test_any_origin_with_credentials_keeps_the_route_without_cors():
+    routes = table(instance("api", 1, {"cors_origins": "*", "cors_credentials": "true"}))
+    (api,) = routes.hosts
+    assert api.http[0].cors is None and api.http[0].action == "proxy"
+    assert refusals(routes) == ["service api cors_origins='*': browsers never send credentials to any origin "
+                                "('*'): name the origins; no cross-origin request is answered until then"]
+
+
+def test_cors_details_without_origins_are_noted_not_applied():
+    routes = table(instance("api", 1, {"cors_methods": "GET", "cors_credentials": "true"}))
+    assert routes.hosts[0].http[0].cors is None
+    assert routes.notes == ("service api: cors_methods, cors_credentials without cors_origins answers no "
+                            "cross-origin request",)
+
+
+def test_retries_default_to_a_bound_and_a_location_says_only_its_own():
+    assert location({}).retries == DEFAULT_RETRIES and location({}).plain
+    assert not location({}).retry_policy
+    off = location({"retries": "0"})
+    assert off.retry_policy and not off.plain and "retries=0" in off.options
+    on = location({"retry_on": "502", "connect_timeout": "2"})
+    assert on.retry_on == ("502",) and on.connect_timeout == "2s"
+    assert on.options == (f"retries={DEFAULT_RETRIES} on 502", "connect_timeout=2s")
+
+
+def test_gateway_keys_are_shown_for_renderer_routes():
+    shown = location({"cors_origins": "https://a.example.org", "cors_credentials": "true", "methods": "GET",
+                      "request_headers": "X-Env:prod", "response_headers": "Server:"}).options
+    assert shown == ("cors=https://a.example.org with credentials", "methods=GET,HEAD",
+                     "request_headers=X-Env:prod", "response_headers=Server:")
+
+
+def test_passthrough_cannot_honour_gateway_keys():
+    routes = table(instance("api", 1, {"tls": "passthrough", "cors_origins": "*"}))
+    assert not routes.passthrough and any("cors_origins cannot be applied" in line for line in refusals(routes))
