@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from renderer.catalog.certificates import Certificate
 from renderer.errors import ConfigError
 
+from . import values
 from .listen_ports import ListenPolicy
 
 # A rate limit's burst when the service sets none: five times the rate's count (10r/s lets 50 through at
@@ -229,6 +230,7 @@ class RouteOptions:
     listen: ListenPolicy = ListenPolicy.from_variables({})
     names_bucket: int = 64  # nginx's server_names_hash_bucket_size, as its http {} block sets it
     kv_prefix: str | None = None  # where the operator's route settings are in KV (routes.overrides); None: none
+    trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For names the client (--var trusted_proxies)
 
     @classmethod
     def from_variables(cls, variables: Mapping[str, str]) -> "RouteOptions":
@@ -238,8 +240,14 @@ class RouteOptions:
             raise ConfigError(f"--var server_names_hash_bucket_size={bucket!r}: expected nginx's setting, "
                               "a number like 64 or 128")
         prefix = str(variables.get("kv_prefix") or "").strip().strip("/") or None
+        trusted = str(variables.get("trusted_proxies") or "").strip()
+        try:
+            proxies = values.networks(trusted) if trusted else ()
+        except ValueError as error:
+            raise ConfigError(f"--var trusted_proxies={trusted!r}: {error}; expected a comma list of the load "
+                              "balancers' addresses or CIDR ranges") from None
         return cls(str(variables.get("domain", "")).strip().lower(), int(variables.get("http_port", 80)),
-                   int(variables.get("https_port", 443)), policy, int(bucket), prefix)
+                   int(variables.get("https_port", 443)), policy, int(bucket), prefix, proxies)
 
     @property
     def longest_host(self) -> int:
@@ -262,6 +270,7 @@ class RouteTable:
     sources: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     kv_refused: tuple = ()  # the route settings in KV refused (routes.overrides.KvRefusal)
     settings_in_force: tuple[tuple[str, str], ...] = ()  # (KV path, value) of every route setting applied
+    trusted_proxies: tuple[str, ...] = ()  # RouteOptions.trusted_proxies, for the templates
 
     @functools.cached_property
     def pools(self) -> tuple[Pool, ...]:

@@ -75,3 +75,13 @@ def test_gateway_keys_are_shown_for_renderer_routes():
 def test_passthrough_cannot_honour_gateway_keys():
     routes = table(instance("api", 1, {"tls": "passthrough", "cors_origins": "*"}))
     assert not routes.passthrough and any("cors_origins cannot be applied" in line for line in refusals(routes))
+
+
+def test_trusted_proxies_are_networks_or_one_line_naming_the_variable():
+    from renderer.errors import ConfigError
+    from renderer.routes.model import RouteOptions
+    options = RouteOptions.from_variables({"trusted_proxies": "10.0.0.0/24, 10.0.1.5"})
+    assert options.trusted_proxies == ("10.0.0.0/24", "10.0.1.5/32")
+    assert table(instance("api", 1), options=options).trusted_proxies == options.trusted_proxies
+    with pytest.raises(ConfigError, match=r"--var trusted_proxies='10.0.0.0/33': '10.0.0.0/33' is not an IP"):
+        RouteOptions.from_variables({"trusted_proxies": "10.0.0.0/33"})

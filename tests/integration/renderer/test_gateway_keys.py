@@ -118,3 +118,19 @@ def test_retries_take_a_502_to_the_next_instance_but_never_replay_a_post(routing
     assert posted.count(200) == working.methods["POST"] and failing.methods["POST"] + working.methods["POST"] == 4
     # A GET is taken on to the working instance.
     assert [ask(routing, host).status_code for _ in range(4)] == [200] * 4 and failing.methods["GET"] >= 1
+
+
+def test_behind_a_trusted_proxy_the_allow_list_sees_the_client_and_behind_another_the_proxy(routing):
+    scene, host = routing.scene, routing.host("guarded")
+    scene.register("guarded", backend(routing, "guarded").port, tags=["http"],
+                   meta={"hosts": host, "allow": "203.0.113.7"})
+    client = {"X-Forwarded-For": "203.0.113.7"}
+    routing.once("--var", "trusted_proxies=127.0.0.0/8")  # this test's requests come from 127.0.0.1
+    allowed = ask(routing, host, **client)
+    assert allowed.status_code == 200 and allowed.json()["headers"]["x-real-ip"] == "203.0.113.7"
+    assert ask(routing, host, **{"X-Forwarded-For": "198.51.100.1"}).status_code == 403
+    assert ask(routing, host, **{"X-Forwarded-For": "203.0.113.7, 198.51.100.1"}).status_code == 403, \
+        "the last address not trusted is the client's: one a client writes first cannot get it in"
+
+    routing.once("--var", "trusted_proxies=192.0.2.1")  # the peer is not that proxy: its header is ignored
+    assert ask(routing, host, **client).status_code == 403
