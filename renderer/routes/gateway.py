@@ -10,6 +10,9 @@ what is decided here is how they combine:
   refuses it too and answers no cross-origin request for the service,
   rather than echo every origin with credentials, which would let any site
   act as the user; its routes keep serving.
+* ``mirror`` sends a copy of ``mirror_percent`` of the requests (all by
+  default) to another service, whose answers nginx throws away; a service
+  mirroring to itself would double its own load, and is not mirrored.
 * ``retries`` bounds how many other instances a request is tried on
   (nginx's ``proxy_next_upstream_tries`` less the first); ``retry_on`` says
   when. A request whose method is not idempotent (POST, PATCH, LOCK) is
@@ -19,7 +22,8 @@ what is decided here is how they combine:
 
 from __future__ import annotations
 
-from .model import CORS_HEADERS, CORS_MAX_AGE, CORS_METHODS, DEFAULT_RETRIES, DEFAULT_RETRY_ON, Cors, RouteRefusal
+from .model import (CORS_HEADERS, CORS_MAX_AGE, CORS_METHODS, DEFAULT_RETRIES, DEFAULT_RETRY_ON, Cors, Mirror,
+                    RouteRefusal)
 
 CORS_DETAILS = ("cors_methods", "cors_headers", "cors_credentials", "cors_max_age")
 
@@ -30,7 +34,7 @@ def gateway_options(name: str, keys: dict, refused: list[RouteRefusal], notes: l
             "request_headers": keys.get("request_headers", ()),
             "response_headers": keys.get("response_headers", ()),
             "retries": keys.get("retries", DEFAULT_RETRIES), "retry_on": keys.get("retry_on", DEFAULT_RETRY_ON),
-            "connect_timeout": keys.get("connect_timeout")}
+            "connect_timeout": keys.get("connect_timeout"), "mirror": mirror(name, keys, notes)}
 
 
 def cors(name: str, keys: dict, refused: list[RouteRefusal], notes: list[str]) -> Cors | None:
@@ -50,3 +54,16 @@ def cors(name: str, keys: dict, refused: list[RouteRefusal], notes: list[str]) -
     methods = keys.get("cors_methods", CORS_METHODS)
     return Cors(origins, tuple(sorted({*methods, "OPTIONS"})), keys.get("cors_headers", CORS_HEADERS), credentials,
                 keys.get("cors_max_age", CORS_MAX_AGE))
+
+
+def mirror(name: str, keys: dict, notes: list[str]) -> Mirror | None:
+    """Its pool is the target's passing instances, found once the whole table is known (routes.hosts)."""
+    target = keys.get("mirror")
+    if target is None:
+        if "mirror_percent" in keys:
+            notes.append(f"service {name}: mirror_percent without mirror mirrors nothing")
+        return None
+    if target == name:
+        notes.append(f"service {name}: mirror=service:{name} would copy every request to itself: not mirrored")
+        return None
+    return Mirror(target, keys.get("mirror_percent", 100), None)

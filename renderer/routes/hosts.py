@@ -147,12 +147,12 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
                 http.append(location)
         built = Host.of(host, tuple(http), tuple(https), certificate)
         hosts.append(built)
-        # Auth pools are other services': a host with auth is not kept either.
-        if not refusing and not any(location.auth for location in (*http, *https)):
+        # Auth and mirror pools are other services': a host with either is not kept either.
+        if not refusing and not any(location.auth or location.mirror for location in (*http, *https)):
             known[host] = (parts, built)
     for name in set(known) - set(by_host):
         del known[name]
-    hosts = _resolve_auth(hosts, catalog)
+    hosts = _resolve_others(hosts, catalog)
 
     passthrough = []
     for host in sorted(sni):
@@ -167,23 +167,27 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
     return hosts, passthrough, exact
 
 
-def _resolve_auth(hosts: list[Host], catalog: Catalog) -> list[Host]:
-    """Give each auth=service:NAME its pool (NAME's passing instances), resolved across services."""
-    pools: dict[str, Pool | None] = {}
+def _resolve_others(hosts: list[Host], catalog: Catalog) -> list[Host]:
+    """Give each auth=service:NAME and mirror=service:NAME its pool (NAME's passing instances), resolved
+    across services."""
+    pools: dict[tuple[str, str], Pool | None] = {}
 
-    def pool_of(name: str) -> Pool | None:
-        if name not in pools:
+    def pool_of(kind: str, name: str) -> Pool | None:
+        if (kind, name) not in pools:
             servers = tuple(Server(i.host_port, 1, i.id, i.node) for i in catalog.instances_of(name, passing=True))
-            pools[name] = Pool(f"_auth_{name}", name, servers) if servers else None
-        return pools[name]
+            pools[kind, name] = Pool(f"_{kind}_{name}", name, servers) if servers else None
+        return pools[kind, name]
 
     def resolved(location: Location) -> Location:
-        if location.auth is None:
-            return location
-        return dataclasses.replace(location, auth=dataclasses.replace(location.auth,
-                                                                      pool=pool_of(location.auth.service)))
+        if location.auth is not None:
+            location = dataclasses.replace(location, auth=dataclasses.replace(
+                location.auth, pool=pool_of("auth", location.auth.service)))
+        if location.mirror is not None:
+            location = dataclasses.replace(location, mirror=dataclasses.replace(
+                location.mirror, pool=pool_of("mirror", location.mirror.service)))
+        return location
 
-    if not any(location.auth for host in hosts for location in (*host.http, *host.https)):
+    if not any(location.auth or location.mirror for host in hosts for location in (*host.http, *host.https)):
         return hosts
     return [Host.of(host.name, tuple(map(resolved, host.http)), tuple(map(resolved, host.https)), host.certificate)
             for host in hosts]

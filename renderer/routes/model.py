@@ -67,6 +67,15 @@ class Auth:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Mirror:
+    """A copy of each request (``percent`` of them) sent to another service, its answers thrown away."""
+
+    service: str
+    percent: int
+    pool: Pool | None  # None: no passing instance: nothing is mirrored
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Cors:
     """Cross-origin requests answered at the edge: preflights by nginx, the headers on real answers only for an
     allowed origin."""
@@ -103,6 +112,7 @@ class Location:
     methods: tuple[str, ...] = ()                              # () any
     request_headers: tuple[tuple[str, str], ...] = ()          # (name, value); "" removes it
     response_headers: tuple[tuple[str, str], ...] = ()
+    mirror: Mirror | None = None
     id: str = ""                 # stable, short: names what belongs to this location (its auth subrequest)
     service_id: str = ""         # stable, short: names what belongs to the service (its rate zone, canary split)
 
@@ -134,6 +144,9 @@ class Location:
             shown.append(f"retries={self.retries}" + (f" on {','.join(self.retry_on)}" if self.retries else ""))
         if self.connect_timeout:
             shown.append(f"connect_timeout={self.connect_timeout}")
+        if self.mirror is not None:
+            shown.append(f"mirror={self.mirror.percent}% to service:{self.mirror.service}" + (
+                "" if self.mirror.pool else " (no passing instance: nothing mirrored)"))
         return tuple(shown)
 
     @property
@@ -278,7 +291,8 @@ class RouteTable:
         found: dict[str, Pool] = {}
         for host in self.hosts:
             for location in (*host.http, *host.https):
-                for pool in (location.pool, location.canary, location.auth.pool if location.auth else None):
+                for pool in (location.pool, location.canary, location.auth.pool if location.auth else None,
+                             location.mirror.pool if location.mirror else None):
                     if pool is not None and location.action not in ("redirect", "maintenance"):
                         found.setdefault(pool.name, pool)
         return tuple(found[name] for name in sorted(found))
@@ -326,6 +340,12 @@ class RouteTable:
     def cross_origin(self) -> tuple[Location, ...]:
         """Of ``services``, those answering cross-origin requests (CORS)."""
         return tuple(location for location in self.services if location.cors and location.action == "proxy")
+
+    @functools.cached_property
+    def mirrored(self) -> tuple[Location, ...]:
+        """Of ``services``, those copying a share of their requests to another service."""
+        return tuple(location for location in self.services if location.mirror and location.mirror.pool
+                     and location.mirror.percent and location.action == "proxy")
 
     @functools.cached_property
     def rate_limited(self) -> tuple[Location, ...]:

@@ -9,7 +9,8 @@ turns ``SERVICE_<KEY>`` labels into meta ``<key>``):
   ``auth_headers``, ``rate_limit``, ``rate_burst``, ``rate_limit_scope``,
   ``allow``, ``max_body``, ``timeout``, ``maintenance``, and the gateway
   keys of :mod:`.gateway` (``cors_*``, ``methods``, ``request_headers``,
-  ``response_headers``, ``retries``, ``retry_on``, ``connect_timeout``);
+  ``response_headers``, ``retries``, ``retry_on``, ``connect_timeout``,
+  ``mirror``, ``mirror_percent``);
 * instance keys: ``weight`` (1-100, default 1) and ``canary`` (true/false);
   a bad one refuses that instance only.
 

@@ -119,6 +119,16 @@ def auth(value: str) -> tuple[str, str]:
     return name, path
 
 
+def mirror(value: str) -> str:
+    """``service:NAME`` -> NAME: the service a copy of each request goes to."""
+    kind, _, name = value.partition(":")
+    if kind != "service" or not name:
+        raise ValueError("is not service:NAME")
+    if name_problem(name):
+        raise ValueError(f"{name!r} is not a service name")
+    return name
+
+
 @functools.lru_cache(maxsize=1024)
 def header_names(value: str) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))

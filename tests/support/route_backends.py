@@ -32,26 +32,31 @@ class _Server(http.server.ThreadingHTTPServer):
 
 class EchoBackend:
     """Answers every request with what it received, as JSON: ``status`` and ``headers`` are its own answer's
-    (a failing instance answers 502); ``methods`` counts the requests by method."""
+    (a failing instance answers 502); ``methods`` counts the requests by method, ``seen`` lists them; with ``hold``, each request
+    waits for that event before it is answered."""
 
-    def __init__(self, name: str, tls: tuple | None = None, status: int = 200, headers: dict | None = None):
+    def __init__(self, name: str, tls: tuple | None = None, status: int = 200, headers: dict | None = None,
+                 hold: threading.Event | None = None):
         owner = self
-        self.name, self.requests, self.methods = name, 0, collections.Counter()
+        self.name, self.requests, self.methods, self.seen = name, 0, collections.Counter(), []
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                seen = {"name": owner.name, "path": self.path, "method": self.command,
+                        "headers": {k.lower(): v for k, v in self.headers.items()}, "body_bytes": len(body)}
+                owner.seen.append(seen)
                 owner.requests += 1
                 owner.methods[self.command] += 1
+                if hold is not None:  # answer only once the test lets it
+                    hold.wait(30)
                 url = urlparse(self.path)
                 if url.path.endswith("/slow"):
                     time.sleep(float(parse_qs(url.query).get("s", ["1"])[0]))
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                payload = json.dumps({"name": owner.name, "path": self.path, "method": self.command,
-                                      "headers": {k.lower(): v for k, v in self.headers.items()},
-                                      "body_bytes": len(body)}).encode()
+                payload = json.dumps(seen).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))

@@ -85,3 +85,24 @@ def test_trusted_proxies_are_networks_or_one_line_naming_the_variable():
     assert table(instance("api", 1), options=options).trusted_proxies == options.trusted_proxies
     with pytest.raises(ConfigError, match=r"--var trusted_proxies='10.0.0.0/33': '10.0.0.0/33' is not an IP"):
         RouteOptions.from_variables({"trusted_proxies": "10.0.0.0/33"})
+
+
+def test_a_mirror_takes_its_targets_passing_instances_as_a_pool_of_its_own():
+    shop = instance("shop", 1, {"mirror": "service:shadow", "mirror_percent": "10"})
+    shadow = instance("shadow", 2, tags=())
+    routes = table(shop, shadow)
+    mirror = host(routes, "shop.example.org").http[0].mirror
+    assert (mirror.service, mirror.percent, mirror.pool.name) == ("shadow", 10, "_mirror_shadow")
+    assert [p.name for p in routes.pools] == ["_mirror_shadow", "shop"] and routes.mirrored
+    alone = table(shop)
+    assert not alone.mirrored and "mirror=10% to service:shadow (no passing instance: nothing mirrored)" in \
+        host(alone, "shop.example.org").http[0].options
+    assert not table(instance("shop", 1, {"mirror": "service:shadow", "mirror_percent": "0"}), shadow).mirrored
+
+
+def test_a_mirror_to_itself_or_a_share_without_a_mirror_is_noted():
+    assert table(instance("shop", 1, {"mirror": "service:shop"})).notes == (
+        "service shop: mirror=service:shop would copy every request to itself: not mirrored",)
+    assert table(instance("shop", 1, {"mirror_percent": "5"})).notes == (
+        "service shop: mirror_percent without mirror mirrors nothing",)
+    assert "mirror='http://x'" in refusals(table(instance("shop", 1, {"mirror": "http://x"})))[0]

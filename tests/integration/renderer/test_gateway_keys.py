@@ -7,9 +7,12 @@ As in test_routes_live: each test registers the meta a container's
 
 from __future__ import annotations
 
+import threading
+
 import requests
 
 from tests.support.route_backends import EchoBackend
+from tests.support.waiting import wait_until
 
 APP, OTHER = "https://app.example.test", "https://evil.example.test"
 
@@ -20,8 +23,8 @@ def backend(routing, name, **options) -> EchoBackend:
     return server
 
 
-def ask(routing, host, method="GET", path="/", **headers) -> requests.Response:
-    return requests.request(method, f"http://127.0.0.1:{routing.scene.nginx.http_port}{path}",
+def ask(routing, host, method="GET", path="/", body: bytes | None = None, **headers) -> requests.Response:
+    return requests.request(method, f"http://127.0.0.1:{routing.scene.nginx.http_port}{path}", data=body,
                             headers={"Host": host, **headers}, allow_redirects=False, timeout=5)
 
 
@@ -134,3 +137,21 @@ def test_behind_a_trusted_proxy_the_allow_list_sees_the_client_and_behind_anothe
 
     routing.once("--var", "trusted_proxies=192.0.2.1")  # the peer is not that proxy: its header is ignored
     assert ask(routing, host, **client).status_code == 403
+
+
+def test_a_mirrored_service_gets_a_copy_and_the_client_does_not_wait_for_it(routing):
+    scene, host = routing.scene, routing.host("primary")
+    held = threading.Event()
+    routing.scene.closers.append(held.set)
+    shadow = backend(routing, "shadow", hold=held)
+    scene.register("shadow", shadow.port)  # not routed itself: a copy is all it gets
+    scene.register("primary", backend(routing, "primary").port, tags=["http"],
+                   meta={"hosts": host, "mirror": "service:shadow"})
+    routing.once()
+    answered = ask(routing, host, "POST", "/orders?id=7", b'{"n": 1}')
+    assert answered.status_code == 200 and answered.json()["name"] == "primary"
+    wait_until(lambda: shadow.methods["POST"] == 1, 10, what="the copy reaching the shadow")
+    assert not held.is_set(), "the client had its answer while the copy was still held"
+    held.set()
+    (copy,) = shadow.seen
+    assert (copy["path"], copy["body_bytes"], copy["headers"]["host"]) == ("/orders?id=7", 8, host)
