@@ -21,6 +21,10 @@
   answers ``/v1`` and ``/v1/...``, never ``/v12``; the longest wins.
 * **TLS**: ``terminate`` needs the host's certificate; without it the
   host's terminated routes are refused, naming the files looked for.
+* **Plaintext gRPC** (``backend=grpc`` without ``tls``) is served on the
+  HTTP/2-only listener ``--var h2c_port``: nginx 1.22 cannot tell an HTTP/1
+  client from an HTTP/2 one on a plaintext port (prior knowledge only), so
+  it is never on ``http_port``; without ``h2c_port`` it is refused.
 * **Auth**: ``auth=service:NAME[/path]`` gets NAME's passing instances as
   its pool, resolved across services; with none the route answers 503:
   never open.
@@ -37,6 +41,7 @@ from .model import Host, Location, Passthrough, Pool, RouteRefusal, RouteOptions
 from .service import ServiceRoutes
 
 INFINITY = float("inf")  # an age not known sorts after every known one
+GRPC = ("grpc", "grpcs")
 
 
 def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificates: CertificateSet, catalog: Catalog,
@@ -58,6 +63,12 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
     for name in sorted(specs):
         spec = specs[name]
         if spec.location is None:
+            continue
+        if spec.location.backend in GRPC and spec.tls != "terminate" and options.listen.h2c_port is None:
+            refused.append(RouteRefusal(name, f"backend={spec.location.backend} without tls=terminate is plaintext "
+                                              "gRPC, served on a listener of its own (--var h2c_port=PORT: nginx "
+                                              "1.22 speaks plaintext HTTP/2 only where every client does); not "
+                                              "routed", key="backend", value=spec.location.backend))
             continue
         hosts = spec.hosts
         if hosts is None:
@@ -134,7 +145,7 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
                 routes = [r for r in routes if specs[r[1]].tls != "terminate"]
                 if not routes:
                     continue
-        http, https = [], []
+        http, https, h2c = [], [], []
         for path, name in sorted(routes):
             spec = specs[name]
             # Nothing to strip from "/": its location takes the path as it comes.
@@ -143,12 +154,14 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
             if spec.tls == "terminate":
                 https.append(location)
                 http.append(dataclasses.replace(location, action="redirect") if spec.https_redirect else location)
+            elif location.backend in GRPC:
+                h2c.append(location)
             else:
                 http.append(location)
-        built = Host.of(host, tuple(http), tuple(https), certificate)
+        built = Host.of(host, tuple(http), tuple(https), certificate, tuple(h2c))
         hosts.append(built)
         # Auth and mirror pools are other services': a host with either is not kept either.
-        if not refusing and not any(location.auth or location.mirror for location in (*http, *https)):
+        if not refusing and not any(location.auth or location.mirror for location in (*http, *https, *h2c)):
             known[host] = (parts, built)
     for name in set(known) - set(by_host):
         del known[name]
@@ -187,7 +200,8 @@ def _resolve_others(hosts: list[Host], catalog: Catalog) -> list[Host]:
                 location.mirror, pool=pool_of("mirror", location.mirror.service)))
         return location
 
-    if not any(location.auth or location.mirror for host in hosts for location in (*host.http, *host.https)):
+    if not any(location.auth or location.mirror for host in hosts
+               for location in (*host.http, *host.https, *host.h2c)):
         return hosts
-    return [Host.of(host.name, tuple(map(resolved, host.http)), tuple(map(resolved, host.https)), host.certificate)
-            for host in hosts]
+    return [Host.of(host.name, tuple(map(resolved, host.http)), tuple(map(resolved, host.https)), host.certificate,
+                    tuple(map(resolved, host.h2c))) for host in hosts]

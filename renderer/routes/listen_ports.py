@@ -11,8 +11,9 @@ variables (``--var`` or ``[var]``):
 
 * ``stream_ports``: comma-separated ports and ranges, default ``1024-65535``;
   a privileged port (below 1024) is only ever used when listed here;
-* ``http_port`` (80) and ``https_port`` (443): nginx's own listeners, never
-  given to a stream listener even when inside ``stream_ports``.
+* ``http_port`` (80), ``https_port`` (443) and ``h2c_port`` (unset: plaintext
+  gRPC): nginx's own listeners, never given to a stream listener even when
+  inside ``stream_ports``.
 
 Templates ask ``listen_port_problem(port)``: an empty string when the port
 may be used, else the reason, which the default stream template warns with
@@ -38,12 +39,21 @@ class ListenPolicy:
     def from_variables(cls, variables: Mapping[str, str]) -> "ListenPolicy":
         allowed = parse_ranges(variables.get("stream_ports", DEFAULT_STREAM_PORTS), "stream_ports")
         reserved = {}
-        for name, default in (("http_port", 80), ("https_port", 443)):
-            text = str(variables.get(name, default)).strip()
+        for name, default in (("http_port", 80), ("https_port", 443), ("h2c_port", "")):
+            text = str(variables.get(name, default) or "").strip()
+            if not text and not default:
+                continue  # h2c_port is off unless set
             if not text.isdigit() or not 0 < int(text) < 65536:
                 raise ConfigError(f"--var {name}={text!r}: expected a port number 1-65535")
+            if int(text) in reserved:
+                raise ConfigError(f"--var {name}={text}: that port is already {reserved[int(text)]}")
             reserved[int(text)] = f"nginx's own {name}"
         return cls(allowed, tuple(sorted(reserved.items())))
+
+    @property
+    def h2c_port(self) -> int | None:
+        """The plaintext HTTP/2 (gRPC) listener's port, when the operator set one."""
+        return next((port for port, what in self.reserved if what.endswith("h2c_port")), None)
 
     def problem(self, port: object) -> str:
         """Why ``port`` must not get a stream listener; empty when it may."""

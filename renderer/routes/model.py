@@ -191,17 +191,19 @@ class Host:
     # What the templates ask of each listener's locations, computed once: (http, https).
     proxies: tuple[bool, bool] = (False, False)   # any location proxies (rather than redirects)
     grpc: tuple[bool, bool] = (False, False)      # any location speaks gRPC
+    h2c: tuple[Location, ...] = ()  # plaintext gRPC, on the HTTP/2-only listener (h2c_port); empty: none
 
     @classmethod
     def of(cls, name: str, http: tuple[Location, ...], https: tuple[Location, ...],
-           certificate: Certificate | None) -> "Host":
+           certificate: Certificate | None, h2c: tuple[Location, ...] = ()) -> "Host":
         def proxying(locations):
             return any(location.action != "redirect" for location in locations)
 
         def grpc(locations):
             return any(location.backend in ("grpc", "grpcs") for location in locations)
 
-        return cls(name, http, https, certificate, (proxying(http), proxying(https)), (grpc(http), grpc(https)))
+        return cls(name, http, https, certificate, (proxying(http), proxying(https)), (grpc(http), grpc(https)),
+                   h2c)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -290,7 +292,7 @@ class RouteTable:
         """Every pool an HTTP location proxies to (stable, canary, auth), each once, by name."""
         found: dict[str, Pool] = {}
         for host in self.hosts:
-            for location in (*host.http, *host.https):
+            for location in (*host.http, *host.https, *host.h2c):
                 for pool in (location.pool, location.canary, location.auth.pool if location.auth else None,
                              location.mirror.pool if location.mirror else None):
                     if pool is not None and location.action not in ("redirect", "maintenance"):
@@ -302,7 +304,7 @@ class RouteTable:
         """Every distinct location (a route served on both listeners counts once)."""
         found: dict[str, Location] = {}
         for host in self.hosts:
-            for location in (*host.https, *host.http):
+            for location in (*host.https, *host.http, *host.h2c):
                 if location.action != "redirect":
                     found.setdefault(location.id, location)
         return tuple(found[key] for key in sorted(found))
@@ -310,7 +312,7 @@ class RouteTable:
     def routes(self):
         """(scheme, host, location) for every HTTP route, in the table's order: what people are shown."""
         for host in self.hosts:
-            for scheme, locations in (("http", host.http), ("https", host.https)):
+            for scheme, locations in (("http", host.http), ("https", host.https), ("h2c", host.h2c)):
                 for location in locations:
                     yield scheme, host, location
 
@@ -322,6 +324,10 @@ class RouteTable:
     @property
     def has_https(self) -> bool:
         return any(host.https for host in self.hosts)
+
+    @property
+    def has_h2c(self) -> bool:
+        return any(host.h2c for host in self.hosts)
 
     @functools.cached_property
     def services(self) -> tuple[Location, ...]:

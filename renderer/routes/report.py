@@ -113,7 +113,7 @@ def explain(table: RouteTable, url: str) -> str:
     if host is None:
         return (f"{url}: no route for host {name}: " + ("the TLS handshake is refused (unknown server name)\n"
                 if scheme == "https" else "nginx's default server answers 404\n"))
-    locations = host.https if scheme == "https" else host.http
+    locations = {"https": host.https, "h2c": host.h2c}.get(scheme, host.http)
     if not locations:
         return f"{url}: host {host.name} has no HTTPS route: the TLS handshake is refused\n"
     candidates = [loc for loc in locations

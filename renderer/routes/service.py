@@ -17,9 +17,7 @@ turns ``SERVICE_<KEY>`` labels into meta ``<key>``):
 What a service's part cannot hold is refused here, before hosts are
 assembled: ``tls=passthrough`` is layer 4, so keys it cannot honour
 (anything but ``hosts`` and ``tls``) refuse the route rather than be
-silently ignored (an allow-list nobody enforces); gRPC needs HTTP/2, which
-nginx 1.22 speaks only on its TLS listener, so ``backend=grpc`` needs
-``tls=terminate``.
+silently ignored (an allow-list nobody enforces).
 
 **Canary**: instances with ``canary=true`` form their own pool; the
 service's ``canary_percent`` of clients go to it (sticky per client). The
@@ -115,9 +113,6 @@ def service_routes(name: str, instances: tuple[Instance, ...], passing: tuple[In
             return refuse(f"tls=passthrough forwards TLS untouched (layer 4): {', '.join(extra)} cannot be "
                           "applied; its routes are not served")
     backend = keys.get("backend", "http")
-    if backend in ("grpc", "grpcs") and tls != "terminate":
-        return refuse(f"backend={backend} needs tls=terminate (nginx 1.22 speaks HTTP/2 only on its TLS "
-                      "listener); its routes are not served")
     stable, canary = servers(name, passing, refused)
     percent = keys.get("canary_percent", 0)
     pool = Pool(name, name, tuple(stable)) if stable else None

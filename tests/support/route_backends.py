@@ -138,6 +138,15 @@ class GrpcBackend:
         self.server.stop(0)
 
 
+def grpc_health(port: int, authority: str, service: str = "", timeout: float = 5.0) -> int:
+    """grpc.health.v1 Check over plaintext HTTP/2 (prior knowledge): the status (1 SERVING)."""
+    import grpc
+    request = b"\x0a" + bytes([len(service)]) + service.encode() if service else b""
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.default_authority", authority)]) as channel:
+        answer = channel.unary_unary("/grpc.health.v1.Health/Check")(request, timeout=timeout)
+    return answer[1] if answer[:1] == b"\x08" else 0
+
+
 def grpc_say(port: int, authority: str, ca: bytes, message: bytes, timeout: float = 5.0) -> bytes:
     """One unary call over TLS (HTTP/2) to nginx, verifying its certificate for ``authority``."""
     import grpc

@@ -167,9 +167,14 @@ def test_passthrough_and_termination_of_one_host_do_not_mix():
     assert "service a holds its TLS (tls=passthrough" in refusals(routes)[0]
 
 
-def test_grpc_needs_termination():
+def test_plaintext_grpc_is_served_on_the_h2c_listener_only_when_there_is_one():
     routes = table(instance("rpc", 1, {"backend": "grpc"}))
-    assert not routes.hosts and "needs tls=terminate" in refusals(routes)[0]
+    assert not routes.hosts and "plaintext gRPC, served on a listener of its own (--var h2c_port" in \
+        refusals(routes)[0]
+    options = RouteOptions.from_variables({"domain": "example.org", "h2c_port": "50051"})
+    (rpc,) = table(instance("rpc", 1, {"backend": "grpc"}), options=options).hosts
+    assert not rpc.http and not rpc.https and [loc.backend for loc in rpc.h2c] == ["grpc"]
+    assert options.listen.problem(50051) == "port 50051 is nginx's own h2c_port"
 
 
 def test_canary_pools():

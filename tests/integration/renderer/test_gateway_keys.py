@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import requests
 
-from tests.support.route_backends import EchoBackend
+from tests.support.ports import free_port
+from tests.support.route_backends import EchoBackend, GrpcBackend, grpc_health
 from tests.support.waiting import wait_until
 
 APP, OTHER = "https://app.example.test", "https://evil.example.test"
@@ -155,3 +157,18 @@ def test_a_mirrored_service_gets_a_copy_and_the_client_does_not_wait_for_it(rout
     held.set()
     (copy,) = shadow.seen
     assert (copy["path"], copy["body_bytes"], copy["headers"]["host"]) == ("/orders?id=7", 8, host)
+
+
+def test_plaintext_grpc_answers_its_health_check_on_the_h2c_listener(routing):
+    import grpc
+    scene, host = routing.scene, routing.host("plainrpc")
+    server = GrpcBackend("plainrpc")
+    scene.closers.append(server.close)
+    scene.register("plainrpc", server.port, tags=["http"], meta={"hosts": host, "backend": "grpc"})
+    h2c = free_port()
+    routing.once("--var", f"h2c_port={h2c}")
+    assert grpc_health(h2c, host) == 1 and grpc_health(h2c, host, "plainrpc") == 1, "SERVING, through nginx"
+    with pytest.raises(grpc.RpcError) as unknown:
+        grpc_health(h2c, routing.host("nobody"))
+    assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED, "an unknown name: nginx's 404, no service"
+    assert ask(routing, host).status_code == 404, "never on the HTTP/1 port"
