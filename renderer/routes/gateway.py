@@ -34,7 +34,8 @@ def gateway_options(name: str, keys: dict, refused: list[RouteRefusal], notes: l
             "request_headers": keys.get("request_headers", ()),
             "response_headers": keys.get("response_headers", ()),
             "retries": keys.get("retries", DEFAULT_RETRIES), "retry_on": keys.get("retry_on", DEFAULT_RETRY_ON),
-            "connect_timeout": keys.get("connect_timeout"), "mirror": mirror(name, keys, notes)}
+            "connect_timeout": keys.get("connect_timeout"), "mirror": mirror(name, keys, notes),
+            "match": keys.get("match_header")}
 
 
 def cors(name: str, keys: dict, refused: list[RouteRefusal], notes: list[str]) -> Cors | None:

@@ -19,6 +19,12 @@
   file, so its routes are refused alone.
 * **Paths** are plain prefixes matched on segment boundaries: ``/v1``
   answers ``/v1`` and ``/v1/...``, never ``/v12``; the longest wins.
+* **Header routes** (``match_header=X-Version:2``) share a host and path
+  with its default route: a request carrying the header with that value
+  goes to them, any other to the default route, or 404 without one. A claim
+  is (host, path, header and value), settled by the rule above; where one
+  request carries the headers of two header routes, the first registered
+  takes it.
 * **TLS**: ``terminate`` needs the host's certificate; without it the
   host's terminated routes are refused, naming the files looked for.
 * **Plaintext gRPC** (``backend=grpc`` without ``tls``) is served on the
@@ -58,7 +64,7 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
     reserved = {f"{name}.{options.domain}".lower(): name for name, spec in specs.items()
                 if spec.hosts is None and options.domain}
     # (host, path) -> claimants; host -> SNI claimants (terminate and passthrough)
-    claims: dict[tuple[str, str], list[str]] = {}
+    claims: dict[tuple[str, str, str], list[str]] = {}  # (host, path, header match or "") -> claimants
     sni: dict[str, list[str]] = {}
     for name in sorted(specs):
         spec = specs[name]
@@ -93,7 +99,7 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
                 sni.setdefault(host, []).append(name)
             if spec.tls != "passthrough":
                 for path in spec.paths:
-                    claims.setdefault((host, path), []).append(name)
+                    claims.setdefault((host, path, _match_key(spec.location)), []).append(name)
 
     def winner(host: str, names: list[str]) -> str:
         owner = reserved.get(host)
@@ -109,8 +115,8 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
                     name, f"host {host}: service {first} holds its TLS (tls={specs[first].tls}; the host's owner, "
                           "or the first registered); not routed", key="tls", value=specs[name].tls))
 
-    by_host: dict[str, list[tuple[str, str]]] = {}
-    for (host, path), names in sorted(claims.items()):
+    by_host: dict[str, list[tuple[str, str, str]]] = {}
+    for (host, path, match), names in sorted(claims.items()):
         chosen = winner(host, names)
         spec = specs[chosen]
         if spec.tls == "terminate" and specs[sni_winner[host]].tls == "passthrough":
@@ -118,14 +124,17 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
         for name in names:
             if name != chosen:
                 refused.append(RouteRefusal(
-                    name, f"host {host} path {path} is routed to service {chosen} (the host's owner, or the first "
-                          "registered); not routed there", key="path", value=path))
-        by_host.setdefault(host, []).append((path, chosen))
+                    name, f"host {host} path {path}{f' with {match}' if match else ''} is routed to service "
+                          f"{chosen} (the host's owner, or the first registered); not routed there",
+                    key="path", value=path))
+        by_host.setdefault(host, []).append((path, match, chosen))
 
     hosts = []
     for host in sorted(by_host):
-        routes = by_host[host]
-        parts = tuple((path, name, specs[name]) for path, name in routes)
+        # Per path: its default route first, then the header routes in the order they are tried (the first
+        # registered first, as conflicts are settled).
+        routes = sorted(by_host[host], key=lambda r: (r[0], r[1] != "", specs[r[2]].created or INFINITY, r[2]))
+        parts = tuple((path, name, specs[name]) for path, _, name in routes)
         previous = known.get(host)
         if previous is not None and len(previous[0]) == len(parts) and all(
                 a[0] == b[0] and a[1] == b[1] and a[2] is b[2] for a, b in zip(previous[0], parts)):
@@ -133,23 +142,24 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
             continue
         certificate = None
         refusing = False  # a host built with a refusal is built again each time, so the refusal is always said
-        if any(specs[name].tls == "terminate" for _, name in routes):
+        if any(specs[name].tls == "terminate" for _, _, name in routes):
             found = certificates.find(host)
             if isinstance(found, Certificate):
                 certificate = found
             else:
                 refusing = True
-                for path, name in [r for r in routes if specs[r[1]].tls == "terminate"]:
+                for path, _, name in [r for r in routes if specs[r[2]].tls == "terminate"]:
                     refused.append(RouteRefusal(name, f"host {host} path {path}: no certificate ({found}); not routed",
                                                 key="tls", value="terminate"))
-                routes = [r for r in routes if specs[r[1]].tls != "terminate"]
+                routes = [r for r in routes if specs[r[2]].tls != "terminate"]
                 if not routes:
                     continue
         http, https, h2c = [], [], []
-        for path, name in sorted(routes):
+        for path, match, name in routes:
             spec = specs[name]
             # Nothing to strip from "/": its location takes the path as it comes.
-            location = dataclasses.replace(spec.location, path=path, id=short_id(f"{host} {path}"),
+            location = dataclasses.replace(spec.location, path=path,
+                                           id=short_id(f"{host} {path}" + (f" {match}" if match else "")),
                                            strip_path=spec.location.strip_path and path != "/")
             if spec.tls == "terminate":
                 https.append(location)
@@ -178,6 +188,11 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
     exact = tuple(host.name for host in hosts if host.https and not host.name.startswith("*.")
                   and any(host.name.endswith(suffix) for suffix in wildcards))
     return hosts, passthrough, exact
+
+
+def _match_key(location: Location) -> str:
+    """A header route's part of its claim: ``x-version: 2`` (header names compare without case); "" for none."""
+    return f"{location.match[0].lower()}: {location.match[1]}" if location.match else ""
 
 
 def _resolve_others(hosts: list[Host], catalog: Catalog) -> list[Host]:

@@ -113,6 +113,7 @@ class Location:
     request_headers: tuple[tuple[str, str], ...] = ()          # (name, value); "" removes it
     response_headers: tuple[tuple[str, str], ...] = ()
     mirror: Mirror | None = None
+    match: tuple[str, str] | None = None  # (header, value): only requests carrying it; None: the path's default
     id: str = ""                 # stable, short: names what belongs to this location (its auth subrequest)
     service_id: str = ""         # stable, short: names what belongs to the service (its rate zone, canary split)
 
@@ -132,6 +133,8 @@ class Location:
     def gateway(self) -> tuple[str, ...]:
         """The gateway keys it sets (CORS, methods, headers, retries, connect timeout), as shown to people."""
         shown = []
+        if self.match is not None:
+            shown.append(f"only {self.match[0]}: {self.match[1]}")
         if self.cors is not None:
             cors = self.cors
             shown.append(f"cors={','.join(cors.origins)}" + (" with credentials" if cors.credentials else ""))

@@ -118,6 +118,15 @@ def explain(table: RouteTable, url: str) -> str:
         return f"{url}: host {host.name} has no HTTPS route: the TLS handshake is refused\n"
     candidates = [loc for loc in locations
                   if loc.path == "/" or path == loc.path or path.startswith(loc.path + "/")]
+    by_header = ""
+    if candidates:
+        longest = max(len(loc.path) for loc in candidates)
+        headers = [loc for loc in candidates if loc.match and len(loc.path) == longest]
+        by_header = "".join(f"; with {loc.match[0]}: {loc.match[1]} -> service {loc.service}" for loc in headers)
+        candidates = [loc for loc in candidates if not loc.match]
+        if not candidates or max(len(loc.path) for loc in candidates) < longest:
+            return f"{url}: host {host.name}: only requests with a header have a route for {path}{by_header}; " \
+                   "others 404\n"
     if not candidates:
         return (f"{url}: host {host.name} has no route for {path} (its paths: "
                 f"{', '.join(loc.path for loc in locations)}): 404\n")
@@ -137,4 +146,4 @@ def explain(table: RouteTable, url: str) -> str:
         detail += f" [{' '.join(location.options)}]"
     if seen != path:
         detail += f"; the backend sees {seen}"
-    return f"{url}: {why} -> {detail}\n"
+    return f"{url}: {why} -> {detail}{by_header}\n"

@@ -169,6 +169,14 @@ def header_pairs(value: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs[key] for key in sorted(pairs))
 
 
+def match_header(value: str) -> tuple[str, str]:
+    """``X-Version:2`` -> (X-Version, 2): the route takes only requests whose header has exactly that value."""
+    pairs = header_pairs(value)
+    if len(pairs) != 1 or not pairs[0][1]:
+        raise ValueError("is not one Name:value with a value")
+    return pairs[0]
+
+
 def request_headers(value: str) -> tuple[tuple[str, str], ...]:
     pairs = header_pairs(value)
     for name, _ in pairs:

@@ -37,7 +37,7 @@ ROUTE_KEYS = {
     "cors_credentials": values.boolean, "cors_max_age": values.max_age, "methods": values.methods,
     "request_headers": values.request_headers, "response_headers": values.header_pairs,
     "retries": values.retries, "retry_on": values.retry_on, "connect_timeout": values.duration,
-    "mirror": values.mirror, "mirror_percent": values.percent,
+    "mirror": values.mirror, "mirror_percent": values.percent, "match_header": values.match_header,
 }
 ROUTE_KEY_SET = frozenset(ROUTE_KEYS)
 

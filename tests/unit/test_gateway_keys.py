@@ -18,7 +18,8 @@ def test_hostile_or_malformed_gateway_values_refuse_the_route_naming_the_value()
                  {"cors_max_age": "-1"}, {"methods": "GET,P0ST"}, {"request_headers": "X-A"},
                  {"request_headers": "Host:evil.example.org"}, {"request_headers": "X_A:1"},
                  {"response_headers": "X-A:a,b"}, {"retries": "11"}, {"retry_on": "500"},
-                 {"connect_timeout": "0s"}):
+                 {"connect_timeout": "0s"}, {"match_header": "X-A"}, {"match_header": "X-A:1,X-B:2"},
+                 {"mirror": "shadow"}):
         routes = table(instance("api", 1, meta))
         (key, value), = meta.items()
         assert not routes.hosts and any(f"{key}={value!r}" in line for line in refusals(routes)), meta
@@ -106,3 +107,28 @@ def test_a_mirror_to_itself_or_a_share_without_a_mirror_is_noted():
     assert table(instance("shop", 1, {"mirror_percent": "5"})).notes == (
         "service shop: mirror_percent without mirror mirrors nothing",)
     assert "mirror='http://x'" in refusals(table(instance("shop", 1, {"mirror": "http://x"})))[0]
+
+
+def test_header_routes_share_a_host_and_path_and_conflict_only_on_the_same_header_value():
+    routes = table(instance("v1", 1, {"hosts": "api.example.org"}),
+                   instance("v2", 2, {"hosts": "api.example.org", "match_header": "X-Version:2"}),
+                   instance("v2b", 3, {"hosts": "api.example.org", "match_header": "x-version:2"}),
+                   instance("v3", 4, {"hosts": "api.example.org", "match_header": "X-Version:3"}))
+    api = host(routes, "api.example.org")
+    assert [(loc.service, loc.match) for loc in api.http] == [
+        ("v1", None), ("v2", ("X-Version", "2")), ("v3", ("X-Version", "3"))]
+    assert len({loc.id for loc in api.http}) == 3
+    assert refusals(routes) == ["service v2b path='/': host api.example.org path / with x-version: 2 is routed to "
+                                "service v2 (the host's owner, or the first registered); not routed there"]
+
+
+def test_renderer_routes_url_names_the_header_routes():
+    from renderer.routes.report import explain
+    routes = table(instance("v1", 1, {"hosts": "api.example.org"}),
+                   instance("v2", 2, {"hosts": "api.example.org", "match_header": "X-Version:2"}),
+                   instance("beta", 3, {"hosts": "api.example.org", "path": "/beta", "match_header": "X-Beta:1"}))
+    assert explain(routes, "http://api.example.org/x").endswith(
+        "-> service v1: 10.0.0.1:1 w1; with X-Version: 2 -> service v2\n")
+    assert explain(routes, "http://api.example.org/beta/x") == (
+        "http://api.example.org/beta/x: host api.example.org: only requests with a header have a route for /beta/x;"
+        " with X-Beta: 1 -> service beta; others 404\n")

@@ -172,3 +172,18 @@ def test_plaintext_grpc_answers_its_health_check_on_the_h2c_listener(routing):
         grpc_health(h2c, routing.host("nobody"))
     assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED, "an unknown name: nginx's 404, no service"
     assert ask(routing, host).status_code == 404, "never on the HTTP/1 port"
+
+
+def test_two_versions_on_one_host_and_path_are_split_by_a_header(routing):
+    scene, host = routing.scene, routing.host("versioned")
+    for name, meta in (("apiv1", {}), ("apiv2", {"match_header": "X-Version:2"}),
+                       ("apibeta", {"path": "/beta", "match_header": "X-Beta:yes"})):
+        scene.register(name, backend(routing, name).port, tags=["http"], meta={"hosts": host, **meta})
+    routing.once()
+    assert ask(routing, host, path="/items").json()["name"] == "apiv1"
+    assert ask(routing, host, path="/items", **{"X-Version": "3"}).json()["name"] == "apiv1"
+    second = ask(routing, host, "POST", "/items?x=1", b"{}", **{"X-Version": "2"}).json()
+    assert (second["name"], second["method"], second["path"], second["body_bytes"]) == ("apiv2", "POST",
+                                                                                        "/items?x=1", 2)
+    assert ask(routing, host, path="/beta/x", **{"X-Beta": "yes"}).json()["name"] == "apibeta"
+    assert ask(routing, host, path="/beta/x").status_code == 404, "the header route's path has no default"
