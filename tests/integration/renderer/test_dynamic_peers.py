@@ -9,7 +9,7 @@ import pytest
 
 from renderer.apply.nginx_master import children
 from tests.support import require
-from tests.support.route_backends import WebsocketBackend
+from tests.support.route_backends import EchoBackend, WebsocketBackend
 from tests.support.waiting import wait_until
 
 
@@ -181,6 +181,25 @@ def test_a_failing_peer_is_skipped_and_its_requests_retried(scene, dynamic):
     closed.close()  # nothing listens there: connections are refused
     d.changed(lambda: scene.register("flaky", dead_port, service_id=f"{scene.unique}-dead", tags=["http"]))
     assert d.bodies("flaky", 30) == {"good": 30}, "every request answered: the dead peer's tries go to the good one"
+
+
+def test_retries_through_the_lua_balancer_take_a_502_on_and_never_replay_a_post(scene, dynamic):
+    import requests
+    failing, working = EchoBackend("failing", status=502), EchoBackend("working")
+    meta = {"retry_on": "error,timeout,502", "retries": "1"}
+    for server in (failing, working):
+        scene.closers.append(server.close)
+        scene.register("retried", server.port, service_id=f"{scene.unique}-{server.name}", tags=["http"], meta=meta)
+    dynamic()
+    scene.nginx.settled()  # no request yet: three failures take a peer out (MAX_FAILS), and these are counted
+
+    def ask(method: str) -> int:
+        return requests.request(method, f"http://127.0.0.1:{scene.nginx.http_port}/", data=b"{}", timeout=5,
+                                headers={"Host": f"retried.{scene.domain}"}).status_code
+    posted = [ask("POST") for _ in range(4)]  # round robin: two reach the failing instance
+    assert failing.methods["POST"] >= 1 and posted.count(502) == failing.methods["POST"], "reached it: not replayed"
+    assert failing.methods["POST"] + working.methods["POST"] == 4
+    assert [ask("GET") for _ in range(4)] == [200] * 4 and failing.methods["GET"] >= 1, "a GET is taken on"
 
 
 def test_once_pushes_the_peer_table_and_a_second_once_moves_instances_without_a_reload(scene, tmp_path):
