@@ -66,3 +66,29 @@ def test_every_route_key_has_its_label_in_the_routes_reference():
     from renderer.routes.voting import ROUTE_KEYS
     documented = set(re.findall(r"^\| `SERVICE_([A-Z_]+)` \|", (ROOT / "docs" / "routes.md").read_text(), re.M))
     assert {key.upper() for key in (*ROUTE_KEYS, *INSTANCE_KEYS)} <= documented
+
+
+def test_every_docker_run_line_of_the_routes_reference_routes_without_a_refused_value():
+    """The labels of each ``docker run`` example, through the registrar's mapping and the route table: every
+    value the page shows parses (a certificate or another example's service may still be missing)."""
+    from types import MappingProxyType
+
+    from registrar.labels import services_for
+    from renderer.catalog.model import Catalog, Instance
+    from renderer.routes.builder import build
+    from renderer.routes.model import RouteOptions
+    from tests.unit.test_registrar_labels import HOST, inspect
+
+    text = (ROOT / "docs" / "routes.md").read_text()
+    runs = [line for block in re.findall(r"```sh\n(.*?)```", text, re.S)
+            for line in block.replace("\\\n", " ").splitlines() if line.startswith("docker run")]
+    assert len(runs) >= 15
+    options = RouteOptions.from_variables({"domain": "example.org", "h2c_port": "50051"})
+    for number, run in enumerate(runs):
+        words = shlex.split(run.split("#", 1)[0])
+        labels = dict(words[i + 1].split("=", 1) for i, word in enumerate(words) if word == "-l")
+        (service,) = services_for(inspect(name=f"example{number}", labels=labels), HOST).services
+        instance = Instance(service.id, service.name, service.address, service.port, service.tags,
+                            MappingProxyType(dict(service.meta)), "node1", "passing")
+        refused = [str(r) for r in build(Catalog([], [instance]), options).refused if r.instance]
+        assert not refused, run
