@@ -83,7 +83,7 @@ PEERS_SOCKET = "nginx-renderer-peers.sock"
 # The template variables the renderer itself reads (the route table's options, the certificate directory, the
 # peer socket); any other variable is the templates' own.
 RENDERER_VARIABLES = frozenset({"domain", "http_port", "https_port", "stream_ports", "cert_dir", "socket_dir",
-                                "peers_socket", "server_names_hash_bucket_size", "trusted_proxies", "h2c_port"})
+                                "peers_socket", "server_names_hash_bucket_size", "trusted_proxies", "proxy_protocol", "h2c_port"})
 CONSISTENCY_MODES = ("default", "stale")
 _TLS_FILE_KEYS = {"consul_cacert": "CONSUL_CACERT", "consul_capath": "CONSUL_CAPATH",
                   "consul_client_cert": "CONSUL_CLIENT_CERT", "consul_client_key": "CONSUL_CLIENT_KEY",

@@ -76,7 +76,7 @@ class RouteBuilder:
         sources = tuple((name, spec.sources) for name, spec in sorted(specs.items()) if spec.sources)
         in_force = tuple(sorted((path, setting.raw) for path, setting in settings.by_path.items()))
         return RouteTable(tuple(hosts), tuple(passthrough), tuple(stream), tuple(refused), tuple(notes), exact,
-                          sources, settings.refused, in_force, options.trusted_proxies)
+                          sources, settings.refused, in_force, options.trusted_proxies, options.proxy_protocol)
 
     def _service(self, name: str, instances: tuple[Instance, ...], passing: tuple[Instance, ...],
                  settings: tuple, fleet: int) -> ServiceRoutes:

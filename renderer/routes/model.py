@@ -249,6 +249,7 @@ class RouteOptions:
     names_bucket: int = 64  # nginx's server_names_hash_bucket_size, as its http {} block sets it
     kv_prefix: str | None = None  # where the operator's route settings are in KV (routes.overrides); None: none
     trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For names the client (--var trusted_proxies)
+    proxy_protocol: bool = False  # they name it with the PROXY protocol instead, on every public listener
 
     @classmethod
     def from_variables(cls, variables: Mapping[str, str]) -> "RouteOptions":
@@ -264,8 +265,15 @@ class RouteOptions:
         except ValueError as error:
             raise ConfigError(f"--var trusted_proxies={trusted!r}: {error}; expected a comma list of the load "
                               "balancers' addresses or CIDR ranges") from None
+        try:
+            proxy_protocol = values.boolean(str(variables.get("proxy_protocol") or "false"))
+        except ValueError:
+            raise ConfigError(f"--var proxy_protocol={variables.get('proxy_protocol')!r}: expected true or false")
+        if proxy_protocol and not proxies:
+            raise ConfigError("--var proxy_protocol=true needs --var trusted_proxies: the balancers whose PROXY "
+                              "header names the client")
         return cls(str(variables.get("domain", "")).strip().lower(), int(variables.get("http_port", 80)),
-                   int(variables.get("https_port", 443)), policy, int(bucket), prefix, proxies)
+                   int(variables.get("https_port", 443)), policy, int(bucket), prefix, proxies, proxy_protocol)
 
     @property
     def longest_host(self) -> int:
@@ -288,7 +296,8 @@ class RouteTable:
     sources: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     kv_refused: tuple = ()  # the route settings in KV refused (routes.overrides.KvRefusal)
     settings_in_force: tuple[tuple[str, str], ...] = ()  # (KV path, value) of every route setting applied
-    trusted_proxies: tuple[str, ...] = ()  # RouteOptions.trusted_proxies, for the templates
+    trusted_proxies: tuple[str, ...] = ()  # RouteOptions.trusted_proxies and proxy_protocol, for the templates
+    proxy_protocol: bool = False
 
     @functools.cached_property
     def pools(self) -> tuple[Pool, ...]:

@@ -132,3 +132,13 @@ def test_renderer_routes_url_names_the_header_routes():
     assert explain(routes, "http://api.example.org/beta/x") == (
         "http://api.example.org/beta/x: host api.example.org: only requests with a header have a route for /beta/x;"
         " with X-Beta: 1 -> service beta; others 404\n")
+
+
+def test_the_proxy_protocol_needs_trusted_proxies():
+    from renderer.errors import ConfigError
+    from renderer.routes.model import RouteOptions
+    with pytest.raises(ConfigError, match="proxy_protocol=true needs --var trusted_proxies"):
+        RouteOptions.from_variables({"proxy_protocol": "true"})
+    with pytest.raises(ConfigError, match="--var proxy_protocol='maybe': expected true or false"):
+        RouteOptions.from_variables({"proxy_protocol": "maybe", "trusted_proxies": "10.0.0.1"})
+    assert RouteOptions.from_variables({"proxy_protocol": "on", "trusted_proxies": "10.0.0.1"}).proxy_protocol

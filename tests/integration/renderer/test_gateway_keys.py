@@ -7,6 +7,8 @@ As in test_routes_live: each test registers the meta a container's
 
 from __future__ import annotations
 
+import socket
+import ssl
 import threading
 
 import pytest
@@ -187,3 +189,36 @@ def test_two_versions_on_one_host_and_path_are_split_by_a_header(routing):
                                                                                         "/items?x=1", 2)
     assert ask(routing, host, path="/beta/x", **{"X-Beta": "yes"}).json()["name"] == "apibeta"
     assert ask(routing, host, path="/beta/x").status_code == 404, "the header route's path has no default"
+
+
+def test_behind_a_balancer_speaking_the_proxy_protocol_its_header_names_the_client_on_http_and_https(routing):
+    scene, ca = routing.scene, routing.ca
+    plain, secure = routing.host("ppplain"), routing.host("ppsecure")
+    ca.issue(secure)
+    guard = {"allow": "203.0.113.7"}
+    scene.register("ppplain", backend(routing, "ppplain").port, tags=["http"], meta={"hosts": plain, **guard})
+    scene.register("ppsecure", backend(routing, "ppsecure").port, tags=["http"],
+                   meta={"hosts": secure, "tls": "terminate", **guard})
+    # A passed-through name puts the SNI switch on the HTTPS port: the header must cross it too.
+    scene.register("ppsni", free_port(), tags=["http"], meta={"hosts": routing.host("ppsni"), "tls": "passthrough"})
+    routing.once("--var", "trusted_proxies=127.0.0.0/8", "--var", "proxy_protocol=true")
+
+    def through_balancer(client: str, port: int, host: str, tls: bool = False) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            if client:
+                raw.sendall(f"PROXY TCP4 {client} 127.0.0.1 40000 {port}\r\n".encode())
+            conn = ssl.create_default_context(cafile=str(ca.ca)).wrap_socket(raw, server_hostname=host) \
+                if tls else raw
+            conn.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+            return answer
+
+    http, https = scene.nginx.http_port, routing.https_port
+    assert through_balancer("203.0.113.7", http, plain).startswith(b"HTTP/1.1 200")
+    assert b'"x-real-ip": "203.0.113.7"' in through_balancer("203.0.113.7", http, plain)
+    assert through_balancer("198.51.100.1", http, plain).startswith(b"HTTP/1.1 403")
+    assert through_balancer("203.0.113.7", https, secure, tls=True).startswith(b"HTTP/1.1 200")
+    assert through_balancer("198.51.100.1", https, secure, tls=True).startswith(b"HTTP/1.1 403")
+    assert through_balancer("", http, plain) == b"", "no PROXY header: nginx closes the connection"
