@@ -17,13 +17,15 @@ from pathlib import Path
 NEW_FILE_MODE = 0o644
 
 
-def write_atomically(path: Path, content: bytes) -> None:
-    """Replace ``path`` with ``content``; its mode is kept. Its directory must exist."""
+def write_atomically(path: Path, content: bytes, mode: int | None = None) -> None:
+    """Replace ``path`` with ``content``; its mode is kept, unless ``mode`` is given (a private key's 0600,
+    whatever the file had). Its directory must exist."""
     path = Path(path)
-    try:
-        mode = path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = NEW_FILE_MODE
+    if mode is None:
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = NEW_FILE_MODE
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as handle:

@@ -14,13 +14,18 @@ docstring says what it owns and what it may import:
   to nginx's Lua balancer: instance changes without a reload;
 * :mod:`renderer.apply` -- stage, check, reload once, confirm nginx took it,
   put back what it refused;
-* :mod:`renderer.observe` -- status, page and metrics at ``--status-address``.
+* :mod:`renderer.observe` -- status, page and metrics at ``--status-address``;
+
+and beside the path, :mod:`renderer.certs`: the fleet's certificates, kept in
+Consul KV (ordered by the renderer elected issuer) and written into every
+node's ``cert_dir``, where the catalog's certificate scan finds them.
 
 At the top: :mod:`renderer.daemon` (the one loop, with
 :mod:`renderer.quiescence`), :mod:`renderer.wiring` (what settings become:
 the parts the daemon and the one-shot commands share),
 :mod:`renderer.settings`, :mod:`renderer.cli`, :mod:`renderer.route_commands`
-(``renderer routes``, ``set``, ``unset``) and :mod:`renderer.command_line`
+(``renderer routes``, ``set``, ``unset``), :mod:`renderer.cert_commands`
+(``renderer certs``) and :mod:`renderer.command_line`
 (what they share): the operator's edge;
 :mod:`renderer.errors` (every package may import it). Only the top imports
 the packages' downstream neighbours: a package imports what comes before it

@@ -22,7 +22,7 @@ from agentkit.lifecycle import Lifecycle, Stopping
 from agentkit.options import consul_options, log_level_option, status_address_option, version_option
 
 from . import settings as settings_module
-from . import route_commands, wiring
+from . import cert_commands, route_commands, wiring
 from .catalog import fetch, snapshot
 from .catalog.fetch import Fetched
 from .catalog.kv import KvSnapshot
@@ -75,6 +75,9 @@ def template_options(command):
         click.option("--consistency", type=click.Choice(settings_module.CONSISTENCY_MODES), default=None,
                      help="Consul read consistency: stale lets any server answer (default: default)."),
         kv_prefix_option,
+        click.option("--cert-encryption-key", default=None, metavar="FILE",
+                     help="Private keys of the certificates in KV are sealed with this fleet key (32 random bytes, "
+                          "base64; AES-256-GCM)."),
     ]):
         command = decorator(command)
     return consul_options(log_level_option(command))
@@ -99,6 +102,13 @@ def main():
               help="With --status-address: the default templates have nginx log each request there (buffered) and "
                    "the renderer counts them: /metrics, the status page (default /var/lib/renderer/traffic.log; "
                    "\"\": off).")
+@click.option("--acme-directory", default=None, metavar="URL",
+              help="The ACME server that issues the fleet's certificates for hosts with tls_acme (off by default; "
+                   "Let's Encrypt: https://acme-v02.api.letsencrypt.org/directory). One renderer of the fleet "
+                   "orders, elected with a Consul lock; docs/routes.md.")
+@click.option("--acme-email", default=None, metavar="ADDRESS", help="The ACME account's contact address.")
+@click.option("--acme-ca-bundle", default=None, metavar="FILE",
+              help="The CA that signed a private ACME server's HTTPS certificate.")
 @click.option("--grace", default=None, metavar="DURATION",
               help="How long a catalog that looks like Consul lost its state (index went backwards, or most "
                    "instances gone at once) is held back while the last good config stays (default 30s; 0: off).")
@@ -132,6 +142,7 @@ def once(**flags):
             if peers is not None:  # the table a reload makes nginx load is written before files are applied
                 render_pass.before_apply = lambda data: _write_peers(peers, data, render_pass)
             client = wiring.connect(settings, timeout=10)
+            wiring.certificates_once(settings, client)
             retrying = tenacity.Retrying(
                 stop=tenacity.stop_after_attempt(ONCE_ATTEMPTS),
                 wait=tenacity.wait_exponential(multiplier=0.2, max=2),
@@ -231,3 +242,4 @@ def snapshot_command(kv_prefixes, **flags):
 
 
 main.add_command(route_commands.routes)
+main.add_command(cert_commands.certs)

@@ -58,6 +58,7 @@ from .render.api import TemplateData
 from .render.fill import complete_pass
 from .render.render_pass import PassOutcome, RenderPass
 from .render.template_files import TemplateFiles
+from .certs.fleet import FleetCertificates
 from .routes.model import RouteTable
 from .settings import Settings
 
@@ -103,6 +104,7 @@ class Daemon:
         self.change_seen: float | None = None  # when the catalog change not yet in nginx arrived
         self.peers: PeerCoordinator | None = None  # dynamic peers, when on
         self.registration: Registration | None = None  # this renderer in the catalog, with a status address
+        self.certs: FleetCertificates | None = None  # KV's certificates into cert_dir; with ACME, the issuer
 
     # Signal handlers call these: a flag and a reentrant queue put, nothing that can deadlock.
     def stop(self) -> None:
@@ -126,6 +128,9 @@ class Daemon:
                         self.registration = Registration(host, self.status.endpoint.server.port, self.status.version,
                                                          self.clock)
                 self.files = self.files_factory(lambda: self.events.put(FILES_CHANGED)).start()
+                self.certs = wiring.start_certificates(self.settings, self.connect, lambda: self.data.catalog,
+                                                       lambda: self.status.running_table)
+                cleanup.callback(lambda: self.certs and self.certs.stop())
                 self._configure(self.settings)
                 self._publish()
                 while self.step():
@@ -232,6 +237,7 @@ class Daemon:
         else:
             self.pass_error = None
             self._consul_answered()
+            self._scan_certificates()  # what KV holds now, fetched by the pass
             if outcome.follow_up:  # services were left out: the other templates leave them out too, now
                 self.quiescence.changed(self.clock())
             if self.fetched.catalog is not None:
@@ -354,7 +360,9 @@ class Daemon:
         self.peers.attach(self.render_pass)
 
     def _scan_certificates(self) -> None:
-        """The certificate directory (``--var cert_dir``) is data, like the catalog: changed, it renders."""
+        """``cert_dir``, KV's certificates written there first (renderer.certs), is data: changed, it renders."""
+        if self.certs is not None and self.data.kv is not None:
+            self.certs.kv_changed(self.data.kv)
         found = certificates.scan(self.settings.variables.get("cert_dir"))
         if found != self.data.certificates:
             self.data = self.data.with_certificates(found)
@@ -428,6 +436,7 @@ class Daemon:
         elif update.source == "kv" and update.data is not None:
             self.data = self.data.with_kv(update.data)
             self.quiescence.changed(self.clock())
+            self._scan_certificates()
 
     def _use_catalog(self, catalog) -> None:
         self.data = self.data.with_catalog(catalog)

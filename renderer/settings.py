@@ -26,6 +26,10 @@ from the same sources. TOML keys are the flags' names with underscores:
     dynamic_peers = true                             # instance changes without a reload (nginx's Lua module)
     peers_dir = "/var/lib/renderer"                  # where the peer table and its Lua module are written
     kv_prefix = "consul-nginx-sync"                  # the operator's route settings in KV ("": none)
+    acme_directory = "https://acme-v02.api.letsencrypt.org/directory"   # the fleet's certificates (off by default)
+    acme_email = "ops@example.com"
+    acme_ca_bundle = "/etc/renderer/acme-ca.pem"     # a private ACME server's CA
+    cert_encryption_key = "/etc/renderer/cert.key"   # private keys sealed in KV (AES-256-GCM)
     [var]
     domain = "example.com"
 
@@ -70,14 +74,16 @@ DEFAULTS = {
     "peers_dir": "/var/lib/renderer",
     "traffic_log": "/var/lib/renderer/traffic.log",
     "kv_prefix": "consul-nginx-sync",
+    "cert_encryption_key": "",
 }
 STRING_KEYS = ("consul_addr", "consul_token", "consul_token_file", "consul_cacert", "consul_capath",
                "consul_client_cert", "consul_client_key", "consul_tls_server_name", "consistency",
                "check_command", "reload_command", "nginx_pid_file", "nginx_error_log", "reload_timeout",
                "render_timeout", "render_max_output", "wait", "log_level", "log_format", "grace", "status_address",
-               "peers_dir", "kv_prefix", "traffic_log")
+               "peers_dir", "kv_prefix", "traffic_log", "acme_directory", "acme_email", "acme_ca_bundle",
+               "cert_encryption_key")
 PATH_KEYS = ("consul_token_file", "consul_cacert", "consul_capath", "consul_client_cert", "consul_client_key",
-             "nginx_pid_file", "nginx_error_log", "peers_dir")
+             "nginx_pid_file", "nginx_error_log", "peers_dir", "acme_ca_bundle", "cert_encryption_key")
 FILE_KEYS = {*STRING_KEYS, "consul_tls_skip_verify", "template", "template_dir", "var", "dynamic_peers", "register"}
 PEERS_SOCKET = "nginx-renderer-peers.sock"
 # The template variables the renderer itself reads (the route table's options, the certificate directory, the
@@ -91,6 +97,13 @@ _TLS_FILE_KEYS = {"consul_cacert": "CONSUL_CACERT", "consul_capath": "CONSUL_CAP
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 _SIZE = re.compile(r"^(\d+)([kmg]?)b?$", re.IGNORECASE)
+
+
+@dataclasses.dataclass(frozen=True)
+class AcmeSettings:
+    directory: str
+    email: str | None
+    ca_bundle: Path | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +132,8 @@ class Settings:
     dynamic_peers: bool = False  # instance changes reach nginx's Lua balancer, not a reload (renderer.peers)
     peers_dir: Path | None = None
     peers_socket: Path | None = None
+    acme: AcmeSettings | None = None  # the fleet's certificates, ordered by the renderer holding the lock
+    cert_encryption_key: Path | None = None  # private keys in KV are sealed with it (renderer.certs)
 
     def template_specs(self) -> list[TemplateSpec]:
         """Explicit templates, then every *.j2 of the template directories, as of now.
@@ -203,7 +218,23 @@ def build(flags: Mapping, environ: Mapping[str, str] = os.environ) -> Settings:
         log_format=_log_format(pick("log_format")),
         status_address=status_address, register=bool(register), traffic_log=traffic_log,
         dynamic_peers=dynamic, peers_dir=peers_dir, peers_socket=peers_socket,
+        acme=_acme(pick, kv_prefix, variables), cert_encryption_key=_optional_path(pick, "cert_encryption_key"),
         config_file=config_file)
+
+
+def _acme(pick, kv_prefix: str, variables: Mapping[str, str]) -> AcmeSettings | None:
+    directory = str(pick("acme_directory") or "").strip()
+    if not directory:
+        return None
+    if not re.fullmatch(r"https?://\S+", directory):
+        raise ConfigError(f"--acme-directory {directory!r}: expected the ACME server's directory URL, like "
+                          "https://acme-v02.api.letsencrypt.org/directory")
+    if not kv_prefix:
+        raise ConfigError("--acme-directory needs a --kv-prefix: the fleet keeps its certificates in KV")
+    if not variables.get("cert_dir"):
+        raise ConfigError("--acme-directory needs --var cert_dir=DIR: where each node's nginx reads certificates")
+    bundle = pick("acme_ca_bundle")
+    return AcmeSettings(directory, str(pick("acme_email") or "").strip() or None, Path(bundle) if bundle else None)
 
 
 def _traffic_log(value) -> Path | None:

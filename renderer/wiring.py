@@ -10,6 +10,7 @@ import contextlib
 import gc
 import logging
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 
@@ -24,9 +25,13 @@ from .apply.journal import recover
 from .apply.nginx_master import NginxMaster
 from .catalog import certificates
 from .catalog.fetch import DEFAULT_WAIT
+from .catalog.kv_certificates import Sealer
+from .certs import store
+from .certs.fleet import FleetCertificates
 from .render.api import TemplateData
 from .render.loader import TemplateLoader
 from .render.render_pass import RenderPass
+from .routes.model import RENDERER_SERVICE
 from .settings import Settings
 
 log = logging.getLogger("renderer")
@@ -90,3 +95,40 @@ def recover_destinations(settings: Settings) -> None:
 def certificate_data(settings: Settings) -> TemplateData:
     """Template data holding only the certificate directory, as a process starts with."""
     return TemplateData(certificates=certificates.scan(settings.variables.get("cert_dir")))
+
+
+def fleet_certificates(settings: Settings) -> FleetCertificates | None:
+    """KV's certificates into ``cert_dir`` (None without a KV prefix: route settings and certificates off)."""
+    prefix = settings.variables.get("kv_prefix")
+    if not prefix:
+        return None
+    return FleetCertificates(prefix, settings.variables.get("cert_dir"), Sealer.from_file(
+        str(settings.cert_encryption_key) if settings.cert_encryption_key else None))
+
+
+def certificates_once(settings: Settings, client: Consul) -> None:
+    """``renderer once``: KV's certificates written into ``cert_dir`` before the pass that reads it."""
+    fleet = fleet_certificates(settings)
+    if fleet is not None and fleet.files is not None:
+        stored, problems = store.read_certificates(client, fleet.prefix, fleet.sealer)
+        for problem in problems.values():
+            log.warning("%s; its files here, if any, are kept", problem)
+        fleet.files.apply(stored, frozenset(problems))
+
+
+def start_certificates(settings: Settings, connect, catalog, running) -> FleetCertificates | None:
+    """``renderer run``'s part in the fleet's certificates; with ``--acme-directory``, a candidate issuer.
+    ``catalog()`` is the catalog the daemon holds now (the live renderers are in it), ``running()`` the route
+    table nginx runs: the hosts it serves waiting for a certificate are ordered for."""
+    fleet = fleet_certificates(settings)
+    acme = settings.acme
+    if fleet is None or acme is None:
+        return fleet
+
+    def renderers() -> list[str]:  # the live renderers' status pages: does their nginx answer a challenge?
+        now = catalog()
+        return [] if now is None else [f"http://{i.host_port}" for i in now.instances_of(RENDERER_SERVICE, passing=True)]
+    fleet.start_issuer(connect(settings, timeout=30), acme.directory, acme.email,
+                       str(acme.ca_bundle) if acme.ca_bundle else None, socket.gethostname(), renderers,
+                       lambda: getattr(running(), "acme_wanted", ()))
+    return fleet

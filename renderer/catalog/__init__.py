@@ -7,7 +7,9 @@ prefix) -> :mod:`.watch` (the blocking-query loop, one thread per query) and
 :mod:`.model` and :mod:`.kv` (plain data, every value checked by
 :mod:`agentkit.nginx_safe`) -> :mod:`.guard` (a catalog that looks like
 Consul lost its state is held back). :mod:`.certificates` scans the
-certificate directory into the same kind of value; :mod:`.snapshot` is the
+certificate directory into the same kind of value, and
+:mod:`.kv_certificates` reads the certificates and ACME challenges the
+fleet keeps in KV; :mod:`.snapshot` is the
 file format of ``renderer snapshot`` and ``--catalog``.
 
 May import: :mod:`agentkit`, :mod:`renderer.errors`. Nothing downstream

@@ -56,7 +56,7 @@ class StatusService:
 
     def serve(self, host: str, port: int, traffic_log: Path | None = None) -> None:
         """The status endpoint; with ``traffic_log``, nginx's traffic counted from it (/metrics, /traffic)."""
-        extra = {}
+        extra = {"/acme-challenges": self.acme_challenges}
         if traffic_log is not None:
             self.traffic = Traffic()
             self.traffic.follow(self.running_table)
@@ -64,6 +64,12 @@ class StatusService:
             self.follower = Follower(TrafficLog(traffic_log), self.traffic).start()
             extra["/traffic"] = self.traffic_summary
         self.endpoint.serve(host, port, extra)
+
+    def acme_challenges(self) -> Response:
+        """The ACME challenge tokens the configuration nginx runs answers: the fleet's issuer lets the CA
+        validate once every renderer's nginx does (renderer.certs.issuer)."""
+        tokens = [token for token, _ in self.running_table.challenges] if self.running_table is not None else []
+        return Response(200, json.dumps(tokens).encode(), "application/json")
 
     def _traffic_shown(self) -> dict | None:
         return summary(*self.traffic.view()) if self.traffic is not None else None

@@ -19,6 +19,7 @@ data holds one builder). :func:`build` uses a fresh one.
 
 from __future__ import annotations
 
+from renderer.catalog import kv_certificates
 from renderer.catalog.certificates import CertificateSet
 from renderer.catalog.kv import KvSnapshot
 from renderer.catalog.model import Catalog, Instance
@@ -71,12 +72,14 @@ class RouteBuilder:
         if self._hosts_for != (options, certificates):  # hosts depend on both: start over when either changed
             self._hosts.clear()
             self._hosts_for = (options, certificates)
-        hosts, passthrough, exact = assemble(specs, options, certificates, catalog, refused, notes, self._hosts)
+        hosts, passthrough, exact, waiting = assemble(specs, options, certificates, catalog, refused, notes,
+                                                      self._hosts)
         stream = listeners(tcp, options, refused, notes)
         sources = tuple((name, spec.sources) for name, spec in sorted(specs.items()) if spec.sources)
         in_force = tuple(sorted((path, setting.raw) for path, setting in settings.by_path.items()))
         return RouteTable(tuple(hosts), tuple(passthrough), tuple(stream), tuple(refused), tuple(notes), exact,
-                          sources, settings.refused, in_force, options.trusted_proxies, options.proxy_protocol)
+                          sources, settings.refused, in_force, options.trusted_proxies, options.proxy_protocol,
+                          waiting, kv_certificates.challenges(kv, options.kv_prefix) if options.kv_prefix else ())
 
     def _service(self, name: str, instances: tuple[Instance, ...], passing: tuple[Instance, ...],
                  settings: tuple, fleet: int) -> ServiceRoutes:

@@ -26,7 +26,9 @@
   request carries the headers of two header routes, the first registered
   takes it.
 * **TLS**: ``terminate`` needs the host's certificate; without it the
-  host's terminated routes are refused, naming the files looked for.
+  host's terminated routes are refused, naming the files looked for, unless
+  a service of the host asks the fleet's ACME issuer for it (``tls_acme``):
+  the host is then served over plain HTTP until the certificate arrives.
 * **Plaintext gRPC** (``backend=grpc`` without ``tls``) is served on the
   HTTP/2-only listener ``--var h2c_port``: nginx 1.22 cannot tell an HTTP/1
   client from an HTTP/2 one on a plaintext port (prior knowledge only), so
@@ -52,9 +54,10 @@ GRPC = ("grpc", "grpcs")
 
 def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificates: CertificateSet, catalog: Catalog,
              refused: list[RouteRefusal], notes: list[str],
-             known: dict[str, tuple]) -> tuple[list[Host], list[Passthrough], tuple[str, ...]]:
-    """Claims of every service -> hosts, passthroughs, and the host names nginx terminates that a
-    passthrough wildcard covers (the SNI switch must name them: an exact name beats a wildcard).
+             known: dict[str, tuple]) -> tuple[list[Host], list[Passthrough], tuple[str, ...], tuple[str, ...]]:
+    """Claims of every service -> hosts, passthroughs, the host names nginx terminates that a
+    passthrough wildcard covers (the SNI switch must name them: an exact name beats a wildcard), and the
+    hosts waiting for a certificate from the fleet's ACME issuer.
 
     ``known`` is the builder's memory of the hosts it built last, for these
     options and certificates: host name -> (its (path, service, part) parts,
@@ -129,7 +132,7 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
                     key="path", value=path))
         by_host.setdefault(host, []).append((path, match, chosen))
 
-    hosts = []
+    hosts, waiting = [], []
     for host in sorted(by_host):
         # Per path: its default route first, then the header routes in the order they are tried (the first
         # registered first, as conflicts are settled).
@@ -146,6 +149,12 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
             found = certificates.find(host)
             if isinstance(found, Certificate):
                 certificate = found
+            elif any(specs[name].acme for _, _, name in routes) and not host.startswith("*."):
+                # Its certificate is the fleet issuer's to order: plain HTTP meanwhile, never another's.
+                refusing = True
+                waiting.append(host)
+                notes.append(f"host {host} waits for its certificate from the fleet's ACME issuer (tls_acme): "
+                             "served over plain HTTP until then")
             else:
                 refusing = True
                 for path, _, name in [r for r in routes if specs[r[2]].tls == "terminate"]:
@@ -161,7 +170,9 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
             location = dataclasses.replace(spec.location, path=path,
                                            id=short_id(f"{host} {path}" + (f" {match}" if match else "")),
                                            strip_path=spec.location.strip_path and path != "/")
-            if spec.tls == "terminate":
+            if spec.tls == "terminate" and certificate is None:
+                http.append(location)  # waiting for its certificate (above)
+            elif spec.tls == "terminate":
                 https.append(location)
                 http.append(dataclasses.replace(location, action="redirect") if spec.https_redirect else location)
             elif location.backend in GRPC:
@@ -187,7 +198,7 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
     wildcards = [route.host[1:] for route in passthrough if route.host.startswith("*.")]
     exact = tuple(host.name for host in hosts if host.https and not host.name.startswith("*.")
                   and any(host.name.endswith(suffix) for suffix in wildcards))
-    return hosts, passthrough, exact
+    return hosts, passthrough, exact, tuple(waiting)
 
 
 def _match_key(location: Location) -> str:

@@ -298,6 +298,8 @@ class RouteTable:
     settings_in_force: tuple[tuple[str, str], ...] = ()  # (KV path, value) of every route setting applied
     trusted_proxies: tuple[str, ...] = ()  # RouteOptions.trusted_proxies and proxy_protocol, for the templates
     proxy_protocol: bool = False
+    acme_wanted: tuple[str, ...] = ()  # hosts waiting for a certificate from the fleet's ACME issuer
+    challenges: tuple[tuple[str, str], ...] = ()  # (token, key authorization): every nginx answers them
 
     @functools.cached_property
     def pools(self) -> tuple[Pool, ...]:

@@ -70,6 +70,7 @@ class ServiceRoutes:
     notes: tuple[str, ...]
     created: int = 0                   # the service's first registration (Consul's CreateIndex): who came first
     sources: tuple[tuple[str, str], ...] = ()  # (key, where its value came from) for every key not built in
+    acme: bool = False                 # tls_acme: its hosts' certificates come from the fleet's ACME issuer
 
 
 def service_routes(name: str, instances: tuple[Instance, ...], passing: tuple[Instance, ...],
@@ -139,7 +140,8 @@ def service_routes(name: str, instances: tuple[Instance, ...], passing: tuple[In
         **gateway_options(name, keys, refused, notes))
     return ServiceRoutes(keys.get("hosts"), keys.get("path", ("/",)), tls,
                          keys.get("https_redirect", tls == "terminate"), location, percent,
-                         tuple(refused), tuple(notes), created, tuple(sorted(sources.items())))
+                         tuple(refused), tuple(notes), created, tuple(sorted(sources.items())),
+                         bool(keys.get("tls_acme")) and tls == "terminate")
 
 
 def age(instances: tuple[Instance, ...]) -> int:

@@ -38,6 +38,7 @@ ROUTE_KEYS = {
     "request_headers": values.request_headers, "response_headers": values.header_pairs,
     "retries": values.retries, "retry_on": values.retry_on, "connect_timeout": values.duration,
     "mirror": values.mirror, "mirror_percent": values.percent, "match_header": values.match_header,
+    "tls_acme": values.boolean,  # its hosts' certificates from the fleet's ACME issuer (renderer.certs)
 }
 ROUTE_KEY_SET = frozenset(ROUTE_KEYS)
 

@@ -171,6 +171,7 @@ class Fleet:
                            Path(f"/run/{self.tag}/n{i}"), i <= nginx_nodes) for i in range(1, count + 1)]
         self.image = f"{registrar_image.IMAGE}:latest"
         self._ports = itertools.count(20000)
+        self.renderer_extra: dict[str, list[str]] = {}  # node name -> more `renderer run` arguments (a test's)
 
     def port(self) -> int:
         """A port no workload of this fleet uses yet (the same number is free on every node)."""
@@ -338,8 +339,25 @@ class Fleet:
                    "--nginx-pid-file", str(node.prefix / "nginx.pid"),
                    "--nginx-error-log", str(node.prefix / "logs" / "error.log"),
                    "--status-address", f"0.0.0.0:{RENDERER_STATUS}", "--log-level", "debug",
-                   "--traffic-log", str(node.prefix / "traffic.log"),
-                   env={"PYTHONUNBUFFERED": "1"})
+                   "--traffic-log", str(node.prefix / "traffic.log"), "--var", f"cert_dir={node.prefix / 'certs'}",
+                   *self.renderer_extra.get(node.name, ()), env={"PYTHONUNBUFFERED": "1"})
+
+    def restart_renderer(self, node: Node, *extra: str) -> None:
+        """The node's renderer stopped (SIGTERM) and started again with ``extra`` arguments; back when ready."""
+        pid = node.pid_of("renderer")
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: node.pid_of("renderer") is None, 30, what=f"{node.name}'s renderer stopped")
+        self.renderer_extra[node.name] = list(extra)
+        self.start_renderer(node)
+        wait_until(lambda: requests.get(f"http://{node.address}:{RENDERER_STATUS}/ready", timeout=2).ok, 60,
+                   what=f"the renderer on {node.name} ready")
+
+    def kill_renderer(self, node: Node) -> None:
+        pid = node.pid_of("renderer")
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: node.pid_of("renderer") is None, 10, what=f"{node.name}'s renderer killed")
 
     # What happens to a node ------------------------------------------------------------------
     def kill_consul(self, node: Node) -> None:

@@ -18,6 +18,7 @@ MAY_IMPORT = {
     "apply": {"agentkit", "renderer.errors"},
     "render": {"agentkit", "renderer.errors", "renderer.catalog", "renderer.routes", "renderer.apply"},
     "peers": {"agentkit", "renderer.errors", "renderer.routes"},
+    "certs": {"agentkit", "renderer.errors", "renderer.catalog"},
     "observe": {"agentkit", "renderer.errors", "renderer.catalog", "renderer.routes", "renderer.render"},
 }
 LONGEST = 450  # lines: a room past ~400 is usually two ideas
