@@ -175,6 +175,15 @@ def challenges(kv: KvSnapshot | None, prefix: str) -> tuple[tuple[str, str], ...
                  and value.strip().startswith(path[len(base):] + "."))
 
 
+def sources(kv: KvSnapshot | None, prefix: str) -> tuple[tuple[str, str], ...]:
+    """(host, acme | import) of every certificate KV holds, read without opening it: what the status shows."""
+    if kv is None:
+        return ()
+    base = certs_path(prefix)
+    return tuple((path[len(base):].split("/", 1)[0], value.strip()) for path, value in kv.tree(base)
+                 if path.endswith("/source") and value.strip() in SOURCES)
+
+
 def renewal_due(certificate: StoredCertificate, now: float) -> bool:
     left = certificate.not_after - now
     return left <= min(certificate.lifetime / 3, RENEW_AT_LATEST)

@@ -9,6 +9,7 @@ are nginx-safe, not HTML-safe: ``<`` may be in a meta value).
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 from agentkit import status_page
@@ -16,6 +17,7 @@ from renderer.catalog.model import PASSING, Catalog, Instance
 from renderer.routes.model import Location, Pool, RouteTable
 from renderer.routes.report import not_proxied
 
+from .certificates import days_left
 from .status import StatusSnapshot
 
 _ENV = status_page.environment(Path(__file__).parent)
@@ -87,9 +89,10 @@ def service_rows(catalog: Catalog) -> list[tuple[str, tuple[Instance, ...]]]:
     return [(name, catalog.instances_of(name)) for name, _, _ in catalog.services()]
 
 
-def render(snapshot: StatusSnapshot, hostname: str, traffic: dict | None = None) -> str:
+def render(snapshot: StatusSnapshot, hostname: str, traffic: dict | None = None,
+           certificates: list | None = None) -> str:
     """The page; ``traffic``: the last window as :func:`renderer.observe.traffic.summary` gives it (None: not
-    counted)."""
+    counted); ``certificates``: (host, source, not after) of those nginx serves."""
     table, catalog = snapshot.table, snapshot.catalog
     return status_page.render(
         _ENV, "page.html.j2", "renderer", hostname, snapshot, traffic=traffic,
@@ -99,4 +102,6 @@ def render(snapshot: StatusSnapshot, hostname: str, traffic: dict | None = None)
         refused=list(table.refused) if table is not None else [],
         settings=list(table.settings_in_force) if table is not None else [],
         settings_refused=list(table.kv_refused) if table is not None else [],
-        notes=list(table.notes) if table is not None else [])
+        notes=list(table.notes) if table is not None else [],
+        certificates=[(host, source, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(not_after)),
+                       days_left(not_after)) for host, source, not_after in certificates or ()])

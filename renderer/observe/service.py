@@ -28,6 +28,7 @@ from renderer.routes.model import RouteTable
 from . import page as status_page
 from .metrics import RendererMetrics
 from .status import LoopState, PassRecord, StatusSnapshot, TemplateStatus, readiness, route_change, route_lines
+from .certificates import CertificateCollector, ServedCertificates
 from .traffic import Traffic, summary
 from .traffic_log import Follower, TrafficLog
 from .traffic_metrics import TrafficCollector
@@ -40,7 +41,8 @@ class StatusService:
         self.hostname = socket.gethostname()
         initial = StatusSnapshot(self.version, time.time(), time.time(), False, "not ready: starting", None, 0, None)
         self.endpoint = StatusEndpoint(
-            "renderer", lifecycle, lambda s: status_page.render(s, self.hostname, self._traffic_shown()),
+            "renderer", lifecycle, lambda s: status_page.render(s, self.hostname, self._traffic_shown(),
+                                                                self.certificates.rows(s.table)),
             self.metrics.text, CONTENT_TYPE_LATEST, initial,
             page_version=lambda: self.traffic.generation if self.traffic is not None else 0)
         self.running_table: RouteTable | None = None   # what nginx runs (None: no template reads routes())
@@ -48,6 +50,7 @@ class StatusService:
         self.running_lines: set[str] = set()           # ...as route_lines, for the next change's diff
         self.last_change: tuple[tuple[str, ...], float | None] = ((), None)
         self.traffic: Traffic | None = None            # nginx's traffic, when counted (a traffic log)
+        self.certificates = ServedCertificates()        # what nginx serves, with their expiry
         self.follower: Follower | None = None
 
     @property
@@ -57,6 +60,7 @@ class StatusService:
     def serve(self, host: str, port: int, traffic_log: Path | None = None) -> None:
         """The status endpoint; with ``traffic_log``, nginx's traffic counted from it (/metrics, /traffic)."""
         extra = {"/acme-challenges": self.acme_challenges}
+        self.metrics.registry.register(CertificateCollector(self.certificates, lambda: self.running_table))
         if traffic_log is not None:
             self.traffic = Traffic()
             self.traffic.follow(self.running_table)

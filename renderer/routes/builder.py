@@ -79,7 +79,9 @@ class RouteBuilder:
         in_force = tuple(sorted((path, setting.raw) for path, setting in settings.by_path.items()))
         return RouteTable(tuple(hosts), tuple(passthrough), tuple(stream), tuple(refused), tuple(notes), exact,
                           sources, settings.refused, in_force, options.trusted_proxies, options.proxy_protocol,
-                          waiting, kv_certificates.challenges(kv, options.kv_prefix) if options.kv_prefix else ())
+                          waiting, *((kv_certificates.challenges(kv, options.kv_prefix),
+                                      kv_certificates.sources(kv, options.kv_prefix)) if options.kv_prefix
+                                     else ((), ())))
 
     def _service(self, name: str, instances: tuple[Instance, ...], passing: tuple[Instance, ...],
                  settings: tuple, fleet: int) -> ServiceRoutes:

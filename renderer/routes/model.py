@@ -300,6 +300,7 @@ class RouteTable:
     proxy_protocol: bool = False
     acme_wanted: tuple[str, ...] = ()  # hosts waiting for a certificate from the fleet's ACME issuer
     challenges: tuple[tuple[str, str], ...] = ()  # (token, key authorization): every nginx answers them
+    certificate_sources: tuple[tuple[str, str], ...] = ()  # (host, acme | import) of KV's certificates
 
     @functools.cached_property
     def pools(self) -> tuple[Pool, ...]:

@@ -22,9 +22,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import require
 from tests.support.daemon_process import BIN
+from tests.support.fleet import RENDERER_STATUS
 from tests.support.pebble import Pebble
 from tests.support.waiting import wait_until
 
@@ -91,6 +93,14 @@ def test_a_host_is_ordered_once_served_by_both_nodes_and_renewed_by_the_next_iss
                               timeout=5).text
         assert sealed.startswith("sealed:aes-256-gcm:") and "PRIVATE KEY" not in sealed
         assert oct(os.stat(node2.prefix / "certs" / f"{host}.key").st_mode & 0o777) == "0o600"
+        leaf = x509.load_pem_x509_certificate((node2.prefix / "certs" / f"{host}.crt").read_bytes())
+        metrics = requests.get(f"http://{node2.address}:{RENDERER_STATUS}/metrics", timeout=5).text
+        expiry = [sample.value for family in text_string_to_metric_families(metrics) for sample in family.samples
+                  if sample.name == "renderer_certificate_expiry_timestamp_seconds"
+                  and sample.labels == {"host": host, "source": "acme"}]
+        assert expiry == [leaf.not_valid_after_utc.timestamp()]
+        page = requests.get(f"http://{node2.address}:{RENDERER_STATUS}/", timeout=5).text
+        assert f'<td class="mono">{host}</td><td>acme</td>' in page
 
         # The issuer's renderer dies: node2's takes the lock when its session runs out, and renews in time.
         fleet.kill_renderer(node1)
