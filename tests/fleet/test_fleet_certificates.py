@@ -31,7 +31,7 @@ from tests.support.pebble import Pebble
 from tests.support.waiting import wait_until
 
 DOMAIN = "fleet.test"
-VALIDITY = 75  # seconds: renewed when a third is left, 25 s before it expires
+VALIDITY = 50  # seconds: renewed when a third is left, 17 s before it expires (a takeover takes up to ~30 s)
 PREFIX = "consul-nginx-sync"
 
 
@@ -54,13 +54,15 @@ def serial_or_none(node, host: str, root: str) -> int | None:
         return None
 
 
-@pytest.fixture
-def acme(fleet, tmp_path):
+@pytest.fixture(scope="module")
+def acme(fleet, tmp_path_factory):
+    """pebble, and both renderers restarted as ACME candidates (node1's first: the issuer); put back after."""
     require.binary("pebble")
     require.binary("pebble-challtestsrv")
     node1, node2 = fleet.nginx_nodes
-    pebble = Pebble(tmp_path / "pebble", node2.address, 80, validity=VALIDITY, listen=fleet.gateway).start()
-    key = tmp_path / "fleet.key"
+    directory = tmp_path_factory.mktemp("acme")
+    pebble = Pebble(directory / "pebble", node2.address, 80, validity=VALIDITY, listen=fleet.gateway).start()
+    key = directory / "fleet.key"
     key.write_text(base64.b64encode(os.urandom(32)).decode())
     args = ("--acme-directory", pebble.directory_url, "--acme-ca-bundle", str(pebble.ca_bundle),
             "--cert-encryption-key", str(key))
@@ -94,11 +96,14 @@ def test_a_host_is_ordered_once_served_by_both_nodes_and_renewed_by_the_next_iss
         assert sealed.startswith("sealed:aes-256-gcm:") and "PRIVATE KEY" not in sealed
         assert oct(os.stat(node2.prefix / "certs" / f"{host}.key").st_mode & 0o777) == "0o600"
         leaf = x509.load_pem_x509_certificate((node2.prefix / "certs" / f"{host}.crt").read_bytes())
-        metrics = requests.get(f"http://{node2.address}:{RENDERER_STATUS}/metrics", timeout=5).text
-        expiry = [sample.value for family in text_string_to_metric_families(metrics) for sample in family.samples
-                  if sample.name == "renderer_certificate_expiry_timestamp_seconds"
-                  and sample.labels == {"host": host, "source": "acme"}]
-        assert expiry == [leaf.not_valid_after_utc.timestamp()]
+
+        def expiry() -> list[float]:  # once the renderer has confirmed what nginx already serves
+            metrics = requests.get(f"http://{node2.address}:{RENDERER_STATUS}/metrics", timeout=5).text
+            return [sample.value for family in text_string_to_metric_families(metrics) for sample in family.samples
+                    if sample.name == "renderer_certificate_expiry_timestamp_seconds"
+                    and sample.labels == {"host": host, "source": "acme"}]
+        assert wait_until(expiry, 10, what="the certificate's expiry in node2's metrics") == [
+            leaf.not_valid_after_utc.timestamp()]
         page = requests.get(f"http://{node2.address}:{RENDERER_STATUS}/", timeout=5).text
         assert f'<td class="mono">{host}</td><td>acme</td>' in page
 
