@@ -125,9 +125,15 @@ def start_certificates(settings: Settings, connect, catalog, running) -> FleetCe
     if fleet is None or acme is None:
         return fleet
 
-    def renderers() -> list[str]:  # the live renderers' status pages: does their nginx answer a challenge?
+    def renderers() -> list[str | None]:
+        """The live renderers' status pages (does their nginx answer a challenge?); None for one bound to its
+        own node's loopback (the systemd unit's 127.0.0.1:9465), which only that node reaches."""
         now = catalog()
-        return [] if now is None else [f"http://{i.host_port}" for i in now.instances_of(RENDERER_SERVICE, passing=True)]
+        if now is None:
+            return []
+        here = socket.gethostname()
+        return [None if i.address.startswith("127.") and i.node != here else f"http://{i.host_port}"
+                for i in now.instances_of(RENDERER_SERVICE, passing=True)]
     fleet.start_issuer(connect(settings, timeout=30), acme.directory, acme.email,
                        str(acme.ca_bundle) if acme.ca_bundle else None, socket.gethostname(), renderers,
                        lambda: getattr(running(), "acme_wanted", ()))

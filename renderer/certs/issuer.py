@@ -48,6 +48,7 @@ LOCK_TTL = 10          # seconds: Consul's shortest; the session is renewed ever
 LOCK_RETRY = 5.0       # how often a renderer without the lock tries it
 IDLE = 3.0             # how often the holder looks for what is due when nothing is (one KV read)
 SERVED_WAIT = 30.0     # how long the holder waits for every nginx to answer a challenge
+UNASKED_GRACE = 2.0    # what it gives a renderer whose status page it cannot reach (bound to loopback)
 FIRST_BACKOFF, LAST_BACKOFF = 10.0, 3600.0
 
 
@@ -117,7 +118,7 @@ class FleetLock:
 
 class Issuer:
     def __init__(self, consul: Consul, settings: IssuerSettings, server: AcmeServer,
-                 wanted: Callable[[], tuple[str, ...]], renderers: Callable[[], list[str]],
+                 wanted: Callable[[], tuple[str, ...]], renderers: Callable[[], list[str | None]],
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
         self.consul, self.settings, self.server = consul, settings, server
         self.wanted, self.renderers = wanted, renderers
@@ -184,11 +185,16 @@ class Issuer:
         return key
 
     def _served(self, token: str, _validation: str) -> None:
-        """Return once every live renderer's nginx answers ``token`` (or after SERVED_WAIT, saying who does not)."""
+        """Return once every live renderer's nginx answers ``token`` (or after SERVED_WAIT, saying who does not).
+        A renderer whose status page only its own node reaches (``renderers()`` gives None) cannot be asked:
+        a short grace covers it, as long as its KV watch takes to render."""
         deadline = self.clock() + SERVED_WAIT
         while True:
-            lagging = [url for url in self.renderers() if not _serves(url, token)]
+            renderers = self.renderers()
+            lagging = [url for url in renderers if url is not None and not _serves(url, token)]
             if not lagging:
+                if None in renderers:
+                    time.sleep(UNASKED_GRACE)
                 return
             if self.clock() >= deadline:
                 log.warning("challenge %s not yet answered by the nginx of %s; letting the CA validate anyway",
