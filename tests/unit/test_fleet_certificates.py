@@ -253,3 +253,25 @@ def test_a_certificate_due_for_renewal_is_ordered_again():
     assert acme.orders == ["old.example.org"]
     issuer.wall = lambda: datetime.datetime.now().timestamp()
     assert issuer.due() == [], "the renewed one is good for 90 days"
+
+
+def test_renderer_certs_import_refuses_what_is_not_a_certificate_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from renderer.cli import main
+    junk, chain_path, key_path = tmp_path / "junk.pem", tmp_path / "a.crt", tmp_path / "a.key"
+    junk.write_text("junk")
+    chain, key = pem_pair("a.example.org")
+    chain_path.write_text(chain)
+    key_path.write_text(key)
+    runner = CliRunner()
+    bad_certificate = runner.invoke(main, ["certs", "import", "a.example.org", str(junk), str(key_path)])
+    assert bad_certificate.exit_code == 2
+    assert "renderer: a.example.org: is not a PEM certificate" in bad_certificate.output
+    bad_key = runner.invoke(main, ["certs", "import", "a.example.org", str(chain_path), str(junk)])
+    assert bad_key.exit_code == 2 and f"renderer: a.example.org: {junk} is not a PEM private key" in bad_key.output
+    short_key = tmp_path / "short.key"
+    short_key.write_text(base64.b64encode(os.urandom(8)).decode())
+    sealed = runner.invoke(main, ["certs", "import", "a.example.org", str(chain_path), str(key_path),
+                                  "--cert-encryption-key", str(short_key)])
+    assert sealed.exit_code == 2 and "holds 8 bytes, AES-256 needs 32" in sealed.output
