@@ -11,7 +11,10 @@ For each size: a fresh private one-server Consul and nginx; N services tagged
    which is a live HTTP server of ours answering a unique body), the time from
    the Consul write returning to the file holding the change, and to nginx
    serving it;
-4. the daemon's idle CPU with no changes, and its connections to Consul.
+4. the daemon's idle CPU with no changes, and its connections to Consul;
+   then the same changes with ``--check-before-reload`` (nginx -t before
+   every reload, the previous way), side by side with the default (the
+   reload validates; nginx -t only once a reload is refused).
 
 Prints a table, the targets, and one ``BENCH_JSON {...}`` line.
 
@@ -432,6 +435,28 @@ def bench_size(services: int, instances: int, changes: int, served: int, idle_se
         result["daemon_log_sample"] = [line for line in daemon_text.splitlines()
                                        if " WARNING " in line or " ERROR " in line][:5]
 
+        # 4b. the same changes the previous way: nginx -t before every reload (--check-before-reload), where
+        #     the default lets the reload validate and runs nginx -t only once a reload was refused.
+        checked_log_path = workdir / f"daemon-check-first-{services}.log"
+        checked_log = stack.enter_context(open(checked_log_path, "wb"))
+        daemon = subprocess.Popen(renderer_args("run", agent, nginx, output, "debug") + ["--check-before-reload"],
+                                  stdout=checked_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        stack.callback(terminate, daemon, 10)
+        deadline = time.perf_counter() + 120
+        while "pass 1 done" not in checked_log_path.read_text(errors="replace"):
+            if daemon.poll() is not None or time.perf_counter() > deadline:
+                raise RuntimeError(f"renderer --check-before-reload did not start: "
+                                   f"{checked_log_path.read_text()[-2000:]}")
+            time.sleep(0.01)
+        time.sleep(0.5)  # the catalog watch starts after the first pass
+        _, checked_served, _ = timed_changes(agent, nginx, output, services, instances, changes, changes, stack,
+                                             daemon, file_too=False)
+        result.update(check_first_served_ms=checked_served,
+                      check_first_served_median_ms=statistics.median(checked_served))
+        say(f"[{services}x{instances}] nginx -t before every reload: change->served ms: "
+            f"{', '.join(f'{v:.0f}' for v in checked_served)}")
+        terminate(daemon, 10)
+
         # 5. the same changes with --dynamic-peers, on an nginx with the Lua module: served through its
         #    balancer, no reload.
         if dynamic and lua_available():
@@ -560,10 +585,12 @@ def target_checks(result: dict) -> dict[str, bool]:
 
 def print_table(results: list[dict]) -> None:
     headers = ["services x inst", "once wall", "once peak RSS", "no-op once", "change->file median/p90",
-               "change->served median: reload / dynamic peers", "idle CPU", "consul conns"]
+               "change->served median: reload (nginx -t first) / dynamic peers", "idle CPU", "consul conns"]
     rows = []
     for r in results:
         served = "-" if r.get("change_served_median_ms") is None else f"{r['change_served_median_ms']:.0f} ms"
+        checked = r.get("check_first_served_median_ms")
+        served += "" if checked is None else f" ({checked:.0f} ms)"
         dynamic = r.get("dynamic_change_served_median_ms")
         served += " / " + ("-" if dynamic is None else f"{dynamic:.0f} ms ({r['dynamic_reloads_during_changes']} "
                                                        "reloads)")

@@ -55,6 +55,9 @@ def template_options(command):
                      help="Validates the whole rendered set (default: nginx -t)."),
         click.option("--reload-command", default=None,
                      help="Applies it (default: nginx -s reload)."),
+        click.option("--check-before-reload", "check_before_reload", is_flag=True, default=None,
+                     help="Run the check command before every reload; by default it runs only once nginx refused "
+                          "a reload, to name the file (nginx's reload parses everything itself)."),
         click.option("--nginx-pid-file", default=None, metavar="FILE",
                      help="nginx's pid file, to confirm a reload took (default: /run/nginx.pid; \"\": do not "
                           "confirm)."),

@@ -14,6 +14,7 @@ from the same sources. TOML keys are the flags' names with underscores:
     nginx_pid_file = "/run/nginx.pid"
     nginx_error_log = "/var/log/nginx/error.log"
     reload_timeout = "30s"
+    check_before_reload = false                      # true: nginx -t before every reload (nginx's reload validates)
     render_timeout = "10s"
     render_max_output = "64m"
     wait = "500ms:5s"
@@ -84,7 +85,8 @@ STRING_KEYS = ("consul_addr", "consul_token", "consul_token_file", "consul_cacer
                "cert_encryption_key")
 PATH_KEYS = ("consul_token_file", "consul_cacert", "consul_capath", "consul_client_cert", "consul_client_key",
              "nginx_pid_file", "nginx_error_log", "peers_dir", "acme_ca_bundle", "cert_encryption_key")
-FILE_KEYS = {*STRING_KEYS, "consul_tls_skip_verify", "template", "template_dir", "var", "dynamic_peers", "register"}
+FILE_KEYS = {*STRING_KEYS, "consul_tls_skip_verify", "template", "template_dir", "var", "dynamic_peers", "register",
+             "check_before_reload"}
 PEERS_SOCKET = "nginx-renderer-peers.sock"
 # The template variables the renderer itself reads (the route table's options, the certificate directory, the
 # peer socket); any other variable is the templates' own.
@@ -130,6 +132,7 @@ class Settings:
     register: bool = True  # with a status address: this renderer registers itself in Consul (observe.registration)
     traffic_log: Path | None = None  # with a status address: where nginx logs its traffic for counting
     dynamic_peers: bool = False  # instance changes reach nginx's Lua balancer, not a reload (renderer.peers)
+    check_before_reload: bool = False  # the check command before every reload, not only once one was refused
     peers_dir: Path | None = None
     peers_socket: Path | None = None
     acme: AcmeSettings | None = None  # the fleet's certificates, ordered by the renderer holding the lock
@@ -218,6 +221,7 @@ def build(flags: Mapping, environ: Mapping[str, str] = os.environ) -> Settings:
         log_format=_log_format(pick("log_format")),
         status_address=status_address, register=bool(register), traffic_log=traffic_log,
         dynamic_peers=dynamic, peers_dir=peers_dir, peers_socket=peers_socket,
+        check_before_reload=bool(flags.get("check_before_reload") or file_values.get("check_before_reload")),
         acme=_acme(pick, kv_prefix, variables), cert_encryption_key=_optional_path(pick, "cert_encryption_key"),
         config_file=config_file)
 

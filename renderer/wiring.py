@@ -79,8 +79,10 @@ def make_pass(settings: Settings, lifecycle: Lifecycle | None = None,
         master.confirm(before)
         return True
 
+    # The reload validates where nginx confirms it (renderer.apply.applier); unconfirmed, check first.
     applier = Applier(check=lambda: commands.run("nginx config check", settings.check_command, lifecycle=lifecycle),
-                      reload=reload, clock=lifecycle.clock)
+                      reload=reload, clock=lifecycle.clock,
+                      check_first=settings.check_before_reload or master is None)
     return RenderPass(TemplateLoader(settings.variables, bytecode), applier, settings.template_specs(),
                       settings.limits, lifecycle, retrying)
 

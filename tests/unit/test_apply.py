@@ -227,3 +227,43 @@ def test_recover_touches_only_its_own_destinations(tmp_path):
     assert recover([ours]) == [ours]
     assert ours.read_bytes() == b"running" and theirs.read_bytes() == b"new"
     assert (tmp_path / ".theirs.conf.renderer-previous").exists()
+
+
+class ParsingMaster(Nginx):
+    """An nginx whose reload parses the files as `nginx -t` does: a refused reload names the file."""
+
+    def reload(self):
+        from renderer.errors import ReloadNotTaken
+        for path in self.files:
+            if path.exists() and b"BAD" in path.read_bytes():
+                raise ReloadNotTaken(f'nginx refused the new configuration: unknown directive "BAD" in {path}:1')
+        self.reloads += 1
+        return True
+
+
+def test_reload_first_runs_no_check_when_nginx_takes_the_files(tmp_path):
+    a, b = tmp_path / "a.conf", tmp_path / "b.conf"
+    nginx = ParsingMaster([a, b])
+    result = Applier(nginx.check, nginx.reload, check_first=False).apply(
+        [FileChange(a, b"A", "a.j2"), FileChange(b, b"B", "b.j2")])
+    assert (nginx.checks, nginx.reloads, result.confirmed) == (0, 1, True)
+    assert [c.destination for c in result.applied] == [a, b]
+
+
+def test_reload_first_names_the_refused_file_with_the_check_puts_it_back_and_reloads_the_rest(tmp_path):
+    a, b = tmp_path / "a.conf", tmp_path / "b.conf"
+    a.write_bytes(b"old A")
+    nginx = ParsingMaster([a, b])
+    applier = Applier(nginx.check, nginx.reload, check_first=False)
+    result = applier.apply([FileChange(a, b"BAD", "a.j2"), FileChange(b, b"B", "b.j2")])
+    assert (a.read_bytes(), b.read_bytes()) == (b"old A", b"B")
+    assert [c.destination for c, _ in result.refused_by_check] == [a] and [c.destination for c in result.applied] == [b]
+    assert (nginx.checks, nginx.reloads, result.confirmed) == (2, 1, True) and not applier.reload_pending
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.conf", "b.conf"], "the journal is exact"
+
+
+def test_reload_first_with_every_file_refused_reloads_nothing(tmp_path):
+    a = tmp_path / "a.conf"
+    nginx = ParsingMaster([a])
+    result = Applier(nginx.check, nginx.reload, check_first=False).apply([FileChange(a, b"BAD", "a.j2")])
+    assert not a.exists() and nginx.reloads == 0 and not result.reloaded and not result.applied

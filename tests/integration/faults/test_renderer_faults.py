@@ -66,10 +66,10 @@ def test_bad_templates_are_contained_while_traffic_flows(scene, tmp_path):
 
 
 def test_sigkill_mid_apply_leaves_whole_files_and_restart_converges(scene, tmp_path):
-    """The renderer killed while its check runs (files staged, not validated)."""
+    """The renderer killed while nginx is being told to reload (files staged, not confirmed)."""
     routed(scene, "steady", "steady")
-    started = tmp_path / "check-started"
-    slow_check = f"sh -c {shlex.quote(f'touch {started}; sleep 30; {scene.nginx.check_command}')}"
+    started = tmp_path / "reload-started"
+    slow_reload = f"sh -c {shlex.quote(f'touch {started}; sleep 30; {scene.nginx.reload_command}')}"
     args = [*scene.common_args(), *scene.default_templates()]
     first = scene.daemon(*args)
     scene.settle("steady")
@@ -77,10 +77,10 @@ def test_sigkill_mid_apply_leaves_whole_files_and_restart_converges(scene, tmp_p
 
     with Probe(scene.nginx.http_port, f"steady.{scene.domain}", "steady") as probe:
         first.stop()
-        slow = RendererDaemon(*[a if a != scene.nginx.check_command else slow_check for a in args])
+        slow = RendererDaemon(*[a if a != scene.nginx.reload_command else slow_reload for a in args])
         scene.closers.append(slow.stop)
         routed(scene, "fresh", "fresh")
-        wait_until(started.exists, timeout=10, what="check started")
+        wait_until(started.exists, timeout=10, what="reload started")
         staged = scene.outputs[0].read_bytes()
         os.kill(slow.process.pid, signal.SIGKILL)
         slow.process.wait(5)
