@@ -30,7 +30,6 @@ class FleetCertificates:
     def __init__(self, prefix: str, cert_dir: str | None, sealer: Sealer):
         self.prefix, self.sealer = prefix, sealer
         self.files = CertificateFiles(Path(cert_dir)) if cert_dir else None
-        self.sources: dict[str, str] = {}  # host -> acme | import, of the certificates KV holds
         self._problems: tuple[str, ...] = ()
         self._tree: tuple | None = None  # the KV pairs written last: unchanged, nothing to do
         self.thread: IssuerThread | None = None
@@ -47,7 +46,6 @@ class FleetCertificates:
             for problem in problems.values():
                 log.warning("%s; its files here, if any, are kept", problem)
             self._problems = tuple(problems.values())
-        self.sources = {host: certificate.source for host, certificate in stored.items()}
         return self.files.apply(stored, frozenset(problems)) if self.files is not None else False
 
     def start_issuer(self, consul: Consul, directory: str, email: str | None, ca_bundle: str | None, node: str,

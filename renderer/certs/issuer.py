@@ -170,7 +170,7 @@ class Issuer:
             log.warning("certificate for %s not issued: %s; trying again in %.0f s", host, error, delay)
             return
         self.backoff.pop(host, None)
-        not_before, not_after = layout.validity(chain)
+        not_after = layout.validity(chain)[1]
         log.info("certificate for %s issued, valid until %s, written to KV for every nginx node", host,
                  time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(not_after)))
 

@@ -122,7 +122,9 @@ class Location:
         """Proxies over HTTP with no option: what most locations are, rendered in three lines."""
         return (self.action == "proxy" and self.backend == "http" and self.canary is None and self.auth is None
                 and not self.strip_path and not self.rate_limit and not self.allow and not self.max_body
-                and not self.timeout and self.gateway == ())
+                and not self.timeout and self.cors is None and not self.methods and not self.request_headers
+                and not self.response_headers and not self.retry_policy and not self.connect_timeout
+                and self.mirror is None and self.match is None)
 
     @property
     def retry_policy(self) -> bool:
