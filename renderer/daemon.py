@@ -48,6 +48,7 @@ from .catalog.fetch import DEFAULT_WAIT, Fetched
 from .catalog.guard import CatalogGuard
 from .catalog.watch import Update
 from .catalog.watches import CatalogRemarks, Watches, blocking_watch
+from .certs.fleet import FleetCertificates
 from .observe.registration import Registration
 from .observe.service import StatusService
 from .observe.status import LoopState, PassRecord, TemplateStatus
@@ -58,7 +59,6 @@ from .render.api import TemplateData
 from .render.fill import complete_pass
 from .render.render_pass import PassOutcome, RenderPass
 from .render.template_files import TemplateFiles
-from .certs.fleet import FleetCertificates
 from .routes.model import RouteTable
 from .settings import Settings
 
@@ -237,7 +237,8 @@ class Daemon:
         else:
             self.pass_error = None
             self._consul_answered()
-            self._scan_certificates()  # what KV holds now, fetched by the pass
+            if self.certs is not None and self.certs.kv_changed(self.data.kv):  # KV fetched by the pass
+                self._scan_certificates()
             if outcome.follow_up:  # services were left out: the other templates leave them out too, now
                 self.quiescence.changed(self.clock())
             if self.fetched.catalog is not None:
@@ -360,9 +361,7 @@ class Daemon:
         self.peers.attach(self.render_pass)
 
     def _scan_certificates(self) -> None:
-        """``cert_dir``, KV's certificates written there first (renderer.certs), is data: changed, it renders."""
-        if self.certs is not None and self.data.kv is not None:
-            self.certs.kv_changed(self.data.kv)
+        """The certificate directory (``--var cert_dir``) is data, like the catalog: changed, it renders."""
         found = certificates.scan(self.settings.variables.get("cert_dir"))
         if found != self.data.certificates:
             self.data = self.data.with_certificates(found)
@@ -436,7 +435,8 @@ class Daemon:
         elif update.source == "kv" and update.data is not None:
             self.data = self.data.with_kv(update.data)
             self.quiescence.changed(self.clock())
-            self._scan_certificates()
+            if self.certs is not None and self.certs.kv_changed(self.data.kv):  # written into cert_dir
+                self._scan_certificates()
 
     def _use_catalog(self, catalog) -> None:
         self.data = self.data.with_catalog(catalog)

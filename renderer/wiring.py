@@ -112,10 +112,7 @@ def certificates_once(settings: Settings, client: Consul) -> None:
     """``renderer once``: KV's certificates written into ``cert_dir`` before the pass that reads it."""
     fleet = fleet_certificates(settings)
     if fleet is not None and fleet.files is not None:
-        stored, problems = store.read_certificates(client, fleet.prefix, fleet.sealer)
-        for problem in problems.values():
-            log.warning("%s; its files here, if any, are kept", problem)
-        fleet.files.apply(stored, frozenset(problems))
+        fleet.write(*store.read_certificates(client, fleet.prefix, fleet.sealer))
 
 
 def start_certificates(settings: Settings, connect, catalog, running) -> FleetCertificates | None:

@@ -12,7 +12,6 @@ order is answered only once they all do.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 from collections.abc import Callable
 
@@ -90,10 +89,6 @@ class AcmeServer:
             for token in tokens:
                 withdraw(token)
         return finished.fullchain_pem, key_pem
-
-
-def account_record(directory: str, key_pem: str) -> str:
-    return json.dumps({"directory": directory, "key": key_pem})
 
 
 def _line(error: Exception) -> str:

@@ -34,14 +34,19 @@ class FleetCertificates:
         self._tree: tuple | None = None  # the KV pairs written last: unchanged, nothing to do
         self.thread: IssuerThread | None = None
 
-    def kv_changed(self, kv: KvSnapshot) -> bool:
+    def kv_changed(self, kv: KvSnapshot | None) -> bool:
         """Bring ``cert_dir`` to KV's certificates; True when a file changed."""
         base = kv_certificates.certs_path(self.prefix)
+        if kv is None or not kv.covers(base):
+            return False
         tree = kv.tree(base)
-        if not kv.covers(base) or tree == self._tree:
+        if tree == self._tree:
             return False
         self._tree = tree
-        stored, problems = kv_certificates.stored_certificates(kv, self.prefix, self.sealer)
+        return self.write(*kv_certificates.stored_certificates(kv, self.prefix, self.sealer))
+
+    def write(self, stored: dict, problems: dict[str, str]) -> bool:
+        """``cert_dir`` brought to ``stored``, what cannot be used kept and said; True when a file changed."""
         if tuple(problems.values()) != self._problems:  # said once, not on every KV change
             for problem in problems.values():
                 log.warning("%s; its files here, if any, are kept", problem)
@@ -49,7 +54,7 @@ class FleetCertificates:
         return self.files.apply(stored, frozenset(problems)) if self.files is not None else False
 
     def start_issuer(self, consul: Consul, directory: str, email: str | None, ca_bundle: str | None, node: str,
-                     renderers: Callable[[], list[str]], wanted: Callable[[], tuple[str, ...]]) -> None:
+                     renderers: Callable[[], list[str | None]], wanted: Callable[[], tuple[str, ...]]) -> None:
         """Take part in the election of the fleet's issuer (and issue while elected): ``wanted()`` names the
         hosts nginx serves waiting for a certificate, ``renderers()`` the live renderers' status pages."""
         settings = IssuerSettings(directory, email, ca_bundle, self.prefix, node, self.sealer)

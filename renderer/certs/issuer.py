@@ -129,9 +129,8 @@ class Issuer:
 
     def due(self) -> list[str]:
         """The hosts to order for now, in order: wanted and missing first, then renewals."""
+        # What cannot be used is said once by every renderer writing cert_dir (certs.fleet), not every turn here.
         stored, problems = store.read_certificates(self.consul, self.settings.prefix, self.settings.sealer)
-        for problem in problems.values():
-            log.warning("%s", problem)
         now, wall = self.clock(), self.wall()
         # One in KV that cannot be read here (another fleet key) is not ordered over: the operator is told.
         missing = [h for h in self.wanted() if h not in stored and h not in problems and not h.startswith("*.")]
@@ -219,7 +218,7 @@ def _serves(status_url: str, token: str) -> bool:
 
 
 class IssuerThread:
-    """Runs :meth:`Issuer.step` until stopped; ``wake()`` brings the next turn forward (new hosts wanted)."""
+    """Runs :meth:`Issuer.step` until stopped (a stop cuts its wait short)."""
 
     def __init__(self, issuer: Issuer):
         self.issuer = issuer
@@ -230,9 +229,6 @@ class IssuerThread:
     def start(self) -> "IssuerThread":
         self._thread.start()
         return self
-
-    def wake(self) -> None:
-        self._wake.set()
 
     def stop(self) -> None:
         self._stopping.set()

@@ -27,8 +27,8 @@ from renderer.routes.model import RouteTable
 
 from . import page as status_page
 from .metrics import RendererMetrics
-from .status import LoopState, PassRecord, StatusSnapshot, TemplateStatus, readiness, route_change, route_lines
 from .certificates import CertificateCollector, ServedCertificates
+from .status import LoopState, PassRecord, StatusSnapshot, TemplateStatus, readiness, route_change, route_lines
 from .traffic import Traffic, summary
 from .traffic_log import Follower, TrafficLog
 from .traffic_metrics import TrafficCollector

@@ -77,11 +77,12 @@ class RouteBuilder:
         stream = listeners(tcp, options, refused, notes)
         sources = tuple((name, spec.sources) for name, spec in sorted(specs.items()) if spec.sources)
         in_force = tuple(sorted((path, setting.raw) for path, setting in settings.by_path.items()))
+        prefix = options.kv_prefix
+        challenges = kv_certificates.challenges(kv, prefix) if prefix else ()
+        certificate_sources = kv_certificates.sources(kv, prefix) if prefix else ()
         return RouteTable(tuple(hosts), tuple(passthrough), tuple(stream), tuple(refused), tuple(notes), exact,
                           sources, settings.refused, in_force, options.trusted_proxies, options.proxy_protocol,
-                          waiting, *((kv_certificates.challenges(kv, options.kv_prefix),
-                                      kv_certificates.sources(kv, options.kv_prefix)) if options.kv_prefix
-                                     else ((), ())))
+                          waiting, challenges, certificate_sources)
 
     def _service(self, name: str, instances: tuple[Instance, ...], passing: tuple[Instance, ...],
                  settings: tuple, fleet: int) -> ServiceRoutes:
