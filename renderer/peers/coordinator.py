@@ -5,7 +5,8 @@ Level-triggered like the rest of the loop: the table is the route table's
 
 * pushed early in a pass, once the route table is built and before the
   templates render: an instance move reaches nginx without waiting for the
-  render (:meth:`PeerCoordinator.push_early`);
+  render (:meth:`PeerCoordinator.push_early`), as a patch onto the table
+  nginx confirmed last (the whole table when nginx holds another);
 * written to the file nginx loads at start right before a pass applies
   files, so a reload that adds an upstream finds its peers
   (:meth:`PeerCoordinator.write`);
@@ -80,7 +81,7 @@ class PeerCoordinator:
         if not isinstance(table, RouteTable):
             return None
         if self._table_of[0] is not table:
-            self._table_of = (table, PeerTable.of(table))
+            self._table_of = (table, PeerTable.of(table, self._table_of[1]))
         return self._table_of[1]
 
     def write(self, data) -> None:
@@ -98,12 +99,16 @@ class PeerCoordinator:
         pushed = peers.keeping(self.held)
         started = self.clock()
         try:
-            version = self.sync.write(peers) if pushed is peers else self.sync.new_version()
-            held = self.sync.push(pushed, version)
-        except (PeerPushFailed, OSError) as error:
+            held = self.sync.push(pushed, self.sync.new_version(), base=self.held)
+        except PeerPushFailed as error:
             log.debug("early peer push failed (%s); pushing after the pass", error)
             return
         self._taken(pushed, held, started)
+        try:  # after the push, which it would delay: nothing reloads nginx before the pass writes it again
+            self.sync.write(peers, held.version if pushed is peers else None)
+        except OSError as error:
+            log.debug("writing %s after the early push failed (%s); written again after the pass",
+                      self.sync.table_file, error)
 
     def ensure(self, data, verify: bool = False) -> None:
         """Make nginx hold the current peer table; with ``verify``, ask it first (a restart, a lost push)."""
@@ -116,6 +121,7 @@ class PeerCoordinator:
             pushed = peers.keeping(self.held)
         else:
             pushed = peers
+        base = self.held  # what nginx confirmed holding: the push is a patch onto it
         try:
             self.version = self.sync.write(peers)
             if verify and self.confirmed == pushed.digest:
@@ -123,10 +129,11 @@ class PeerCoordinator:
                     self.retry.succeeded()
                     return
                 log.warning("nginx no longer holds peer table %s (restarted?): pushing it again", pushed.digest)
+                base = None
             elif self.confirmed == pushed.digest:
                 return
             started = self.clock()
-            held = self.sync.push(pushed, self.version if pushed is peers else self.sync.new_version())
+            held = self.sync.push(pushed, self.version if pushed is peers else self.sync.new_version(), base=base)
         except (PeerPushFailed, OSError) as error:
             delay = self.retry.failed(self.clock())
             message = str(error) if isinstance(error, PeerPushFailed) else f"writing {self.sync.table_file}: {error}"
@@ -146,8 +153,9 @@ class PeerCoordinator:
         self.metrics.peer_pushes.labels("confirmed").inc()
         self.metrics.peer_version.set(held.version)
         elapsed = (self.clock() - started) * 1000
-        log.info("nginx took peer table %d: %d peer(s) in %d pool(s), no reload (%.0f ms)", held.version,
-                 peers.servers, len(peers.pools), elapsed, extra={"duration_ms": round(elapsed)})
+        how = "whole" if held.patched is None else f"a patch of {held.patched} pool(s)"
+        log.info("nginx took peer table %d: %d peer(s) in %d pool(s), no reload (%s, %.0f ms)", held.version,
+                 peers.servers, len(peers.pools), how, elapsed, extra={"duration_ms": round(elapsed)})
         self.on_change()
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import logging
 import re
 import socket
 import time
@@ -27,11 +28,12 @@ from pathlib import Path
 from agentkit.errors import AgentError, ConfigError
 from agentkit.files import write_atomically
 
-from .table import PeerTable
+from .table import PATCH, PeerTable
 
 LUA_MODULE = "renderer_peers.lua"
 TABLE_FILE = "peers.txt"
 ENDPOINT = "/renderer/peers"
+log = logging.getLogger("renderer")
 _ANSWER = re.compile(r"^version (\d+) digest (\w+)$")
 
 
@@ -39,10 +41,15 @@ class PeerPushFailed(AgentError):
     """nginx did not take (or confirm) the peer table; the text names the socket and why."""
 
 
+class PatchRefused(PeerPushFailed):
+    """nginx did not apply a patch: it holds another table than the patch's base (or cannot read patches)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Held:
     version: int
     digest: str
+    patched: int | None = None  # after a push: the pools a patch carried; None: the whole table
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -91,15 +98,17 @@ class PeerSync:
             pass
         write_atomically(target, source)
 
-    def write(self, peers: PeerTable) -> int:
-        """The table nginx loads at start; returns its version (unchanged when the peers are)."""
+    def write(self, peers: PeerTable, version: int | None = None) -> int:
+        """The table nginx loads at start; returns its version (unchanged when the peers are; else
+        ``version``, or a new one)."""
         try:
-            first = self.table_file.read_text().split("\n", 1)[0].split()
+            with open(self.table_file, "rb") as handle:  # the first line says which table it holds
+                first = handle.readline().decode("ascii", "replace").split()
             if len(first) == 4 and first[3] == peers.digest:
                 return int(first[2])
         except (FileNotFoundError, ValueError, IndexError):
             pass
-        version = self.new_version()
+        version = version or self.new_version()
         self.directory.mkdir(parents=True, exist_ok=True)
         write_atomically(self.table_file, peers.text(version).encode())
         return version
@@ -109,9 +118,23 @@ class PeerSync:
         self.last_version = max(time.time_ns() // 1_000_000, self.last_version + 1)
         return self.last_version
 
-    def push(self, peers: PeerTable, version: int) -> Held:
-        """PUT the table; what nginx holds afterwards, which must be it (PeerPushFailed otherwise)."""
-        held = self._request("PUT", peers.text(version).encode())
+    def push(self, peers: PeerTable, version: int, base: PeerTable | None = None) -> Held:
+        """PUT the table, as a patch onto ``base`` when nginx is known to hold it; what nginx holds afterwards,
+        which must be it (PeerPushFailed otherwise).
+
+        A patch nginx refuses (it holds another table: restarted, reloaded
+        from an older file; or a Lua module of an earlier version) is followed
+        by the whole table at once: the patch only saves time.
+        """
+        held = None
+        if base is not None:
+            patch = peers.patch(base, version)
+            try:
+                held = dataclasses.replace(self._request("PUT", patch.encode()), patched=patch.count("\npool "))
+            except PatchRefused as refusal:
+                log.info("nginx did not take a patch of the peer table (%s): pushing it whole", refusal)
+        if held is None:
+            held = self._request("PUT", peers.text(version).encode())
         if held.digest != peers.digest:
             raise PeerPushFailed(f"nginx at {self.socket_path} holds peer table {held.digest}, not the "
                                  f"{peers.digest} just pushed")
@@ -136,6 +159,8 @@ class PeerSync:
         finally:
             connection.close()
         match = _ANSWER.match(text)
+        if response.status in (400, 409) and body is not None and body.startswith(PATCH.encode()):
+            raise PatchRefused(f"{response.status}: {text[:200]}")
         if response.status != 200 or not match:
             raise PeerPushFailed(f"nginx's peer endpoint at {self.socket_path} answered {response.status}: "
                                  f"{text[:200]}")

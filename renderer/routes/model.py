@@ -333,6 +333,25 @@ class RouteTable:
                 for location in locations:
                     yield scheme, host, location
 
+    def upstream_zone_size(self, dynamic: bool = False) -> str | None:
+        """The size of the one shared memory zone every static upstream keeps its run-time state in (None: no
+        static upstream). With ``dynamic``, pools of IP addresses take their peers from the Lua balancer and
+        need none.
+
+        One zone for all, not one each: nginx finds a zone by comparing its name with every zone declared before
+        it, so at 5,000 upstreams their own zones made half of every check and reload (1 s of 2 here). Measured,
+        a server takes under 800 bytes of it and a pool under 1 KiB; 1 KiB each plus 1 MiB, rounded up to a
+        power of two so that a few more instances do not change the rendered text.
+        """
+        static = [pool for pool in self.pools if pool.servers and not (dynamic and pool.ip_only)]
+        if not static:
+            return None
+        kib = 1024 + sum(1 + len(pool.servers) for pool in static)
+        mib = 1
+        while mib * 1024 < kib:
+            mib *= 2
+        return f"{mib}m"
+
     @property
     def default_tries(self) -> int:
         """How many instances a request may be tried on where its service sets no ``retries`` (every server)."""

@@ -61,3 +61,39 @@ def test_keeping_adds_only_the_pools_the_new_table_dropped_with_their_running_pe
     assert dict(pushed.pools) == {"shop": (("10.0.0.1", 3, 1),), "_canary_shop": (("10.0.0.1", 2, 1),),
                                   "gone": (("10.0.0.1", 5, 1),)}
     assert new.keeping(None) is new and new.keeping(new) is new
+
+
+def test_a_table_built_from_the_last_one_reuses_the_pools_whose_route_pool_is_the_same_object():
+    from renderer.routes.builder import RouteBuilder
+    builder = RouteBuilder()
+    web, api = instance("web", 8080), instance("api", 9000)
+    first = PeerTable.of(builder.build(Catalog([], [web, api]), KV_OPTIONS, CERTS))
+    moved = builder.build(Catalog([], [instance("web", 8081), api]), KV_OPTIONS, CERTS)
+    second = PeerTable.of(moved, first)
+    assert second.parts["api"] is first.parts["api"], "api did not change: its entry, text and hash are reused"
+    assert second.parts["web"] is not first.parts["web"]
+    assert second == PeerTable.of(moved) and second.digest == PeerTable.of(moved).digest
+    assert second.body == PeerTable.of(moved).body
+
+
+def test_a_patch_carries_what_changed_whole_and_names_what_is_gone():
+    base = PeerTable.of(table(instance("web", 8080), instance("api", 9000), instance("old", 7000),
+                              instance("shop", 1), instance("shop", 2, {"canary": "true", "canary_percent": "10"})))
+    new = PeerTable.of(table(instance("web", 8080), instance("web", 8081, meta={"weight": "2"}),
+                             instance("api", 9000), instance("shop", 1)))
+    patch = new.patch(base, 42)
+    assert patch == (f"renderer-peers-patch 42 {new.digest} {base.digest}\n"
+                     "pool web\npeer 10.0.0.1 8080 1\npeer 10.0.0.1 8081 2\n"
+                     "drop _canary_shop\ndrop old\n"
+                     f"unsplit {short_id('shop')}\n")
+    assert new.patch(new, 43) == f"renderer-peers-patch 43 {new.digest} {new.digest}\n", "nothing changed"
+
+
+def test_the_digest_is_the_same_whichever_way_the_table_was_made():
+    running = PeerTable.of(table(instance("shop", 1, {"canary_percent": "10"}), instance("shop", 2, {"canary": "true"}),
+                                 instance("gone", 5)))
+    new = PeerTable.of(table(instance("shop", 3)))
+    pushed = new.keeping(running)
+    parsed = PeerTable(pushed.pools, pushed.splits)  # from its entries alone, as a test or a file would
+    assert parsed.digest == pushed.digest and parsed.body == pushed.body
+    assert len({new.digest, running.digest, pushed.digest}) == 3

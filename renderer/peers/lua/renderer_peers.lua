@@ -20,6 +20,14 @@
 -- "digest"; a pool or split missing from a new table is deleted. The shared
 -- dict survives reloads; the file covers restarts.
 --
+-- A patch changes only what changed, and only the table it was made from:
+--   renderer-peers-patch <version> <digest> <base digest>
+--   pool <name> + its peer lines     (the pool's whole new list)
+--   drop <name>                      (a pool gone)
+--   split ... / unsplit <service id>
+-- It is refused (409) unless the dict holds <base digest>; the renderer then
+-- pushes the whole table. At 5,000 services a whole table is 15,000 lines.
+--
 -- The split is sticky per client, as the static template's split_clients
 -- is: the canary_id cookie when the client has one, else its address and
 -- user agent, hashed with the service (CRC32, so every nginx node puts a
@@ -48,55 +56,85 @@ local function parse(text)
     for line in text:gmatch("[^\n]+") do
         lines[#lines + 1] = line
     end
-    local version, digest = (lines[1] or ""):match("^renderer%-peers [12] (%d+) (%x+)$")
+    local first = lines[1] or ""
+    local base
+    local version, digest = first:match("^renderer%-peers [12] (%d+) (%x+)$")
     if not version then
-        return nil, "not a renderer peer table (first line: " .. (lines[1] or "") .. ")"
+        version, digest, base = first:match("^renderer%-peers%-patch (%d+) (%x+) (%x+)$")
     end
-    local result, splits, current = {}, {}, nil
+    if not version then
+        return nil, "not a renderer peer table (first line: " .. first .. ")"
+    end
+    local result, splits, drops, unsplits, current = {}, {}, {}, {}, nil
     for i = 2, #lines do
         local line = lines[i]
         local name = line:match("^pool ([%w_%.%-]+)$")
         local id, stable, canary, percent = line:match("^split (%x+) ([%w_%.%-]+) ([%w_%.%-]+) (%d+)$")
+        local dropped = base and line:match("^drop ([%w_%.%-]+)$")
+        local unsplit = base and line:match("^unsplit (%x+)$")
         if name then
             current = {}
             result[name] = current
         elseif id then
             splits[id] = stable .. " " .. canary .. " " .. percent
+        elseif dropped then
+            drops[#drops + 1] = dropped
+        elseif unsplit then
+            unsplits[#unsplits + 1] = unsplit
         else
             local host, port, weight = line:match("^peer ([%x%.:]+) (%d+) (%d+)$")
             if not host or not current then
                 return nil, "line " .. i .. " is not 'pool NAME', 'peer IP PORT WEIGHT' or "
-                    .. "'split ID STABLE CANARY PERCENT': " .. line
+                    .. "'split ID STABLE CANARY PERCENT'" .. (base and ", 'drop NAME' or 'unsplit ID'" or "")
+                    .. ": " .. line
             end
             current[#current + 1] = host .. " " .. port .. " " .. weight
         end
     end
-    return {version = tonumber(version), digest = digest, pools = result, splits = splits}
+    return {version = tonumber(version), digest = digest, base = base, pools = result, splits = splits,
+            drops = drops, unsplits = unsplits}
 end
 
--- The table into the shared dict; returns its version, or nil and why not.
+-- The table (or a patch onto the one held) into the shared dict; returns its version, or nil, why not and
+-- whether it was a patch made from another table than the one held.
 function _M.store(text)
     local table_, err = parse(text)
     if not table_ then
         return nil, err
     end
+    if table_.base and dict:get("digest") ~= table_.base then
+        return nil, "a patch onto table " .. table_.base .. ", and nginx holds " .. (dict:get("digest") or "none"),
+            true
+    end
+    -- Until the table is whole, it is no table a patch can apply to (a store that fails half-way stays so).
+    dict:set("digest", "changing")
+    -- safe_set: a full dict refuses, where set would evict other pools' peers without a word.
     for name, peers in pairs(table_.pools) do
-        local ok, set_err = dict:set("pool:" .. name, table.concat(peers, "\n"))
+        local ok, set_err = dict:safe_set("pool:" .. name, table.concat(peers, "\n"))
         if not ok then
             return nil, "storing pool " .. name .. ": " .. tostring(set_err) .. " (lua_shared_dict too small?)"
         end
     end
     for id, split in pairs(table_.splits) do
-        local ok, set_err = dict:set("split:" .. id, split)
+        local ok, set_err = dict:safe_set("split:" .. id, split)
         if not ok then
             return nil, "storing split " .. id .. ": " .. tostring(set_err) .. " (lua_shared_dict too small?)"
         end
     end
-    for _, key in ipairs(dict:get_keys(0)) do
-        local name = key:match("^pool:(.+)$")
-        local id = key:match("^split:(.+)$")
-        if (name and not table_.pools[name]) or (id and not table_.splits[id]) then
-            dict:delete(key)
+    if table_.base then
+        for _, name in ipairs(table_.drops) do
+            dict:delete("pool:" .. name)
+        end
+        for _, id in ipairs(table_.unsplits) do
+            dict:delete("split:" .. id)
+        end
+    else
+        for _, key in ipairs(dict:get_keys(0)) do
+            local name = key:match("^pool:(.+)$")
+            local id = key:match("^split:(.+)$")
+            if (name and not table_.pools[name]) or (id and not table_.splits[id]) then
+                dict:delete(key)
+            end
         end
     end
     dict:set("digest", table_.digest)
@@ -118,7 +156,7 @@ function _M.load(path)
     end
 end
 
--- The push endpoint: GET says what nginx holds, PUT replaces it; both answer "version V digest D".
+-- The push endpoint: GET says what nginx holds, PUT replaces or patches it; both answer "version V digest D".
 function _M.serve()
     local method = ngx.req.get_method()
     if method == "PUT" then
@@ -132,9 +170,9 @@ function _M.serve()
                 if file then file:close() end
             end
         end
-        local version, err = _M.store(text or "")
+        local version, err, other_base = _M.store(text or "")
         if not version then
-            ngx.status = 400
+            ngx.status = other_base and 409 or 400
             ngx.say("refused: ", err)
             return
         end

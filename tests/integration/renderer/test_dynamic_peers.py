@@ -146,6 +146,30 @@ def test_a_restarted_nginx_serves_the_right_peers_from_its_first_request(scene, 
     assert d.bodies("web", 4) == {"b": 4}
 
 
+def test_a_change_is_pushed_as_a_patch_and_onto_another_table_the_whole_table_follows(scene, dynamic, tmp_path):
+    from renderer.peers.sync import PeerSync
+    from renderer.peers.table import PeerTable
+    a, b, c = scene.http_backend("a"), scene.http_backend("b"), scene.http_backend("c")
+    scene.register("web", a.port, service_id=f"{scene.unique}-a", tags=["http"])
+    scene.register("api", a.port, service_id=f"{scene.unique}-api", tags=["http"])
+    d = dynamic()
+    scene.settle("web")
+    d.changed(lambda: scene.register("web", b.port, service_id=f"{scene.unique}-b", tags=["http"]))
+    assert "(a patch of 1 pool(s)" in d.daemon.log
+    assert d.bodies("web", 8) == {"a": 4, "b": 4}
+    # Someone else's table in nginx (another renderer's, a file of an older one): a patch made from the
+    # table this renderer confirmed is refused, and the whole table follows.
+    sync = PeerSync(tmp_path / "other", scene.nginx.prefix / "nginx-renderer-peers.sock")
+    stranger = PeerTable((("web", (("127.0.0.1", c.port, 1),)),))
+    sync.push(stranger, sync.new_version())
+    assert d.bodies("web", 4) == {"c": 4} and d.bodies("api", 2) != {"a": 2}, "api's pool is gone from nginx"
+    workers = d.workers()
+    d.changed(lambda: scene.consul.deregister(f"{scene.unique}-a"))
+    assert "nginx did not take a patch of the peer table (409: refused: a patch onto table" in d.daemon.log
+    assert d.bodies("web", 4) == {"b": 4} and d.bodies("api", 2) == {"a": 2}, "the whole table, api's pool too"
+    assert d.workers() == workers and d.reloads() == 1
+
+
 def test_a_websocket_stays_open_through_100_instance_changes(scene, dynamic):
     from websockets.sync.client import connect
     echo = WebsocketBackend()
