@@ -422,3 +422,14 @@ def test_a_fleet_wide_rate_is_shared_among_the_live_renderers_unless_scoped_to_t
     assert "rate_limit=10r/s for the fleet: 5r/s burst=3 on each of 2 nginx nodes" in location.options
     per_node = instance("api", 9, {"rate_limit": "10r/s", "rate_limit_scope": "node"})
     assert host(table(per_node, *renderers), "api.example.org").http[0].rate_limit == "10r/s"
+
+
+def test_one_zone_holds_every_static_upstream_sized_in_powers_of_two():
+    small = table(instance("web", 8080), instance("api", 9000, address="backend.internal"))
+    assert small.upstream_zone_size() == "2m"  # 1 MiB + 1 KiB per pool and per server, rounded up
+    assert small.upstream_zone_size(dynamic=True) == "2m", "a pool of host names stays static"
+    assert table(instance("web", 8080)).upstream_zone_size(dynamic=True) is None, "the Lua balancer's pools need none"
+    big = table(*[instance(f"s{n}", 1000 + i, address=f"10.0.{n // 250}.{n % 250 + 1}")
+                  for n in range(1500) for i in range(3)])
+    assert big.upstream_zone_size() == "8m"  # 1024 + 1500 * 4 KiB
+    assert table().upstream_zone_size() is None
