@@ -8,7 +8,7 @@ with N services x 3 instances (registered as ``renderer_scale`` does), each
 change moves one instance, then the renderer's own functions are timed one
 after the other, as the daemon chains them on a change:
 
-    Consul serves /v1/internal/ui/nodes -> node_dump.decode -> catalog.from_node_dump
+    Consul serves /v1/internal/ui/nodes -> node_dump.decode -> from_dump.from_node_dump
     -> template render (the default http template) -> file write -> nginx -t
 
 and ``nginx -t`` is timed again on the same vhosts without the per-upstream
@@ -31,7 +31,7 @@ import requests
 from bench.common import emit_json, loadavg, say
 from bench.renderer_scale import (DOMAIN, NGINX_BINARY, TEMPLATE, instance_id, node_name,
                                    parse_sizes, production_consul, register_catalog, service_name, txn)
-from renderer.catalog import model as catalog_module
+from renderer.catalog.from_dump import from_node_dump
 from renderer.catalog import node_dump
 from renderer.catalog.fetch import NODE_DUMP
 from renderer.wiring import tune_garbage_collector
@@ -81,9 +81,9 @@ def bench_size(services: int, changes: int) -> dict:
             body = session.get(f"{agent.url}{NODE_DUMP}", timeout=60).content
             marks.append(time.perf_counter())
             collected_before = collector.total
-            dump = node_dump.decode(body)
+            dump = node_dump.decode(body, previous._parts if previous is not None else ())
             marks.append(time.perf_counter())
-            catalog = catalog_module.from_node_dump(dump, previous)
+            catalog = from_node_dump(dump, previous)
             previous = catalog
             marks.append(time.perf_counter())
             text = loader.render(TEMPLATE, TemplateData(catalog, None)).text

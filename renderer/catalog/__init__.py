@@ -4,6 +4,7 @@ The data path inside, in order: :mod:`.fetch` + :mod:`.node_dump` (one
 query for the whole catalog, decoded into only what is read; KV under one
 prefix) -> :mod:`.watch` (the blocking-query loop, one thread per query) and
 :mod:`.watches` (the loop's watches, following what templates read) ->
+:mod:`.from_dump` (a catalog built in proportion to what changed) ->
 :mod:`.model` and :mod:`.kv` (plain data, every value checked by
 :mod:`agentkit.nginx_safe`) -> :mod:`.guard` (a catalog that looks like
 Consul lost its state is held back). :mod:`.certificates` scans the

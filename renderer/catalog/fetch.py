@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from agentkit.consul import Consul
 
-from . import model as catalog_module
 from . import kv as kv_module
 from . import node_dump
+from .from_dump import from_node_dump
 from .kv import KvSnapshot
 from .model import Catalog
 
@@ -43,8 +43,10 @@ def _params(index: int, wait: float | None, consistency: str) -> tuple[dict, flo
 def fetch_catalog(client: Consul, index: int = 0, wait: float | None = None,
                   previous: Catalog | None = None, consistency: str = "default") -> tuple[int, Catalog]:
     params, timeout = _params(index, wait, consistency)
-    new_index, dump, filtered = client.get_json(NODE_DUMP, params, timeout, decode=node_dump.decode)
-    catalog = catalog_module.from_node_dump(dump, previous)
+    known = previous._parts if previous is not None else ()  # nodes whose bytes did not change: not decoded
+    new_index, dump, filtered = client.get_json(NODE_DUMP, params, timeout,
+                                                decode=lambda body: node_dump.decode(body, known))
+    catalog = from_node_dump(dump, previous)
     catalog.filtered_by_acls = filtered
     return new_index, catalog
 

@@ -97,5 +97,5 @@ def _with_instances(catalog: Catalog, extra: tuple[Instance, ...], nodes: dict[s
     present = {node.name for node in catalog.nodes}
     extra_nodes = [nodes[name] for name in sorted({i.node for i in extra} - present) if name in nodes]
     merged = Catalog([*catalog.nodes, *extra_nodes], [*catalog.instances, *extra], catalog.refused)
-    merged._memo = catalog._memo  # the next dump is compared with what Consul had, not with the kept extras
+    merged._parts = catalog._parts  # the next dump is compared with what Consul had, not with the kept extras
     return merged

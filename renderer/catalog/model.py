@@ -3,8 +3,8 @@
 Built from one of two sources, both pure functions of decoded JSON:
 
 * Consul's node dump (``/v1/internal/ui/nodes``: every node with its services
-  and checks, in one response; see ``renderer.consul_data`` for why), as
-  decoded by ``renderer.node_dump``, and
+  and checks, in one response; see :mod:`.fetch` for why), as decoded by
+  :mod:`.node_dump`, by :mod:`.from_dump`, and
 * a snapshot file (``renderer snapshot`` writes it, ``--catalog`` reads it), so
   a template can be tested with no cluster.
 
@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import operator
+import weakref
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from agentkit import nginx_safe
-from .node_dump import NodeEntry, ServiceEntry
+from .node_dump import ServiceEntry
 
 PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
 _SEVERITY = {PASSING: 0, WARNING: 1, CRITICAL: 2}
@@ -124,29 +126,57 @@ class Catalog:
     ``filtered_by_acls`` says Consul hid part of the catalog from the token;
     ``imported`` counts the nodes imported from peered clusters that were left
     out. Neither takes part in comparisons.
+
+    ``base`` and ``changed`` say how this catalog differs from another, when
+    it was made from it (the previous node dump's, or the one it leaves
+    services out of): only the services named in ``changed`` may differ, and
+    every other service's instances are the same tuple object in both. That
+    lets the route table be rebuilt for those services alone. ``base`` is a
+    weak reference: a catalog does not keep its ancestors alive.
     """
 
     filtered_by_acls: bool = False
     imported: int = 0
+    _of_parts: bool = False  # its instances are exactly its node parts' (from_node_dump): a base to update
 
     def __init__(self, nodes: Iterable[Node], instances: Iterable[Instance], refused: Iterable[CatalogRefusal] = ()):
-        self.nodes: tuple[Node, ...] = tuple(sorted(nodes, key=operator.attrgetter("name")))
         ordered = sorted(instances, key=operator.attrgetter("name", "node", "id"))
-        self.instances: tuple[Instance, ...] = tuple(ordered)
-        self.refused: tuple[CatalogRefusal, ...] = tuple(refused)
-        self._memo: dict = {}  # see from_node_dump
         by_name: dict[str, list[Instance]] = {}
         for instance in ordered:
             by_name.setdefault(instance.name, []).append(instance)
-        self._by_name = {name: tuple(group) for name, group in by_name.items()}
+        self._set(tuple(sorted(nodes, key=operator.attrgetter("name"))),
+                  {name: tuple(group) for name, group in by_name.items()}, tuple(refused))
+        self.__dict__["instances"] = tuple(ordered)
+
+    def _set(self, nodes: tuple[Node, ...], by_name: dict[str, tuple[Instance, ...]],
+             refused: tuple[CatalogRefusal, ...], passing: dict | None = None, services: tuple | None = None,
+             base: "Catalog | None" = None, changed: frozenset[str] = frozenset()) -> None:
+        """``by_name`` in name order, each group by node and id."""
+        self.nodes = nodes
+        self.refused = refused
+        self._parts: dict = {}  # see from_node_dump
+        self._by_name = by_name
         # What templates ask most (service(name), passing instances only), computed once per catalog.
-        self._passing = {name: tuple(i for i in group if i.status == PASSING) for name, group in self._by_name.items()}
+        self._passing = passing if passing is not None else {
+            name: tuple(i for i in group if i.status == PASSING) for name, group in by_name.items()}
         # A service's kind is its instances' (one name is one kind in practice; a typical one wins a mix).
-        self._services = tuple((name, *_tags_and_kind(group)) for name, group in self._by_name.items())
+        self._services = services if services is not None else tuple(
+            (name, *_tags_and_kind(group)) for name, group in by_name.items())
+        self.base = weakref.ref(base) if base is not None else None
+        self.changed = changed
+
+    @functools.cached_property
+    def instances(self) -> tuple[Instance, ...]:
+        """Every instance, by name, node and id."""
+        return tuple(itertools.chain.from_iterable(self._by_name.values()))
 
     @functools.cached_property
     def routes(self) -> frozenset[tuple[str, str, int]]:
         """(name, address, port) of every instance: what nginx could route to."""
+        base = self.base() if self.base is not None else None
+        if base is not None and "routes" in base.__dict__:  # what changed, on what the base computed
+            routes = {i.route for name in self.changed for i in base.instances_of(name)}
+            return (base.routes - routes) | {i.route for name in self.changed for i in self.instances_of(name)}
         return frozenset(i.route for i in self.instances)
 
     def services(self) -> tuple[tuple[str, tuple[str, ...], str], ...]:
@@ -158,9 +188,50 @@ class Catalog:
 
     def without(self, names: frozenset[str]) -> "Catalog":
         """This catalog less every instance of the services ``names`` (what nginx refused, left out)."""
-        kept = Catalog(self.nodes, [i for i in self.instances if i.name not in names], self.refused)
-        kept._memo, kept.filtered_by_acls, kept.imported = self._memo, self.filtered_by_acls, self.imported
+        kept = Catalog.__new__(Catalog)
+        gone = [name for name in names if name in self._by_name]
+        kept._set(self.nodes, {n: g for n, g in self._by_name.items() if n not in names}, self.refused,
+                  {n: g for n, g in self._passing.items() if n not in names},
+                  tuple(entry for entry in self._services if entry[0] not in names) if gone else self._services,
+                  self, frozenset(gone))
+        kept._parts, kept.filtered_by_acls, kept.imported = self._parts, self.filtered_by_acls, self.imported
         return kept
+
+    def updated(self, nodes: tuple[Node, ...], refused: tuple[CatalogRefusal, ...], changed_nodes: set[str],
+                names: set[str], arrived: Iterable[Instance]) -> "Catalog":
+        """This catalog with the instances on ``changed_nodes`` replaced by ``arrived`` (those nodes' instances
+        now), where only the services ``names`` may differ: those are looked at again, and each keeps its
+        tuple when its instances are the same objects as before."""
+        fresh: dict[str, list[Instance]] = {}
+        for instance in arrived:
+            if instance.name in names:
+                fresh.setdefault(instance.name, []).append(instance)
+        gone_nodes = changed_nodes
+        by_name, passing = dict(self._by_name), dict(self._passing)
+        changed = set()
+        for name in names:
+            old = self._by_name.get(name, ())
+            group = [i for i in old if i.node not in gone_nodes] + fresh.get(name, [])
+            group.sort(key=_NODE_AND_ID)
+            if len(group) == len(old) and all(a is b for a, b in zip(group, old)):
+                continue
+            changed.add(name)
+            if group:
+                by_name[name] = tuple(group)
+                passing[name] = tuple(i for i in group if i.status == PASSING)
+            else:
+                del by_name[name], passing[name]
+        services = self._services
+        if changed:
+            if any(name not in self._by_name or name not in by_name for name in changed):  # a service came or went
+                by_name = dict(sorted(by_name.items()))
+                passing = {name: passing[name] for name in by_name}
+                services = None
+            elif any(_tags_and_kind(by_name[name]) != _tags_and_kind(self._by_name[name]) for name in changed):
+                services = None
+        catalog = Catalog.__new__(Catalog)
+        catalog._set(nodes, by_name, refused, passing, services, self, frozenset(changed))
+        return catalog
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Catalog) and self.nodes == other.nodes
@@ -171,6 +242,9 @@ class Catalog:
     def as_json(self) -> dict:
         return {"version": SNAPSHOT_VERSION, "nodes": [n.as_json() for n in self.nodes],
                 "instances": [i.as_json() for i in self.instances]}
+
+
+_NODE_AND_ID = operator.attrgetter("node", "id")
 
 
 def aggregate_status(statuses: Iterable[str]) -> str:
@@ -223,59 +297,7 @@ def _withhold(tags, meta) -> tuple[tuple[str, ...], dict, tuple[str, ...], list[
     return tuple(safe_tags), safe_meta, tuple(sorted(withheld)), reasons
 
 
-def from_node_dump(dump: Iterable[NodeEntry], previous: Catalog | None = None) -> Catalog:
-    """Build a catalog from ``/v1/internal/ui/nodes``, decoded by ``renderer.node_dump``.
-
-    With ``previous``, an instance whose Consul ``ModifyIndex`` (and node
-    address) did not move is not checked again: the previous object is
-    reused, with a new status only if its checks changed. That keeps a
-    wake-up in a large catalog cheap, and makes the per-dependency
-    comparisons after it mostly identity checks.
-    """
-    memo = previous._memo if previous is not None else {}
-    new_memo: dict = {}
-    nodes, instances, refused = [], [], []
-    imported = 0
-    for entry in dump:
-        if entry.PeerName:  # imported from a peered cluster (Consul 1.13+): not ours to route
-            imported += 1
-            continue
-        node_name, node_address = entry.Node, entry.Address
-        node = _node(node_name, node_address, entry.Meta)
-        if isinstance(node, CatalogRefusal):
-            refused.append(node)
-            continue
-        nodes.append(node)
-        node_checks, service_checks = [], {}
-        for check in entry.Checks or ():
-            if check.ServiceID:
-                service_checks.setdefault(check.ServiceID, []).append(check.Status)
-            else:
-                node_checks.append(check.Status)
-        node_status = aggregate_status(node_checks)
-        for service in entry.Services or ():
-            service_id = service.ID
-            key = (node_name, service_id)
-            version = (service.ModifyIndex, node_address)
-            known = memo.get(key)
-            if known is not None and known[0] == version and version[0] is not None:
-                built, notes = known[1], known[2]
-            else:
-                built, notes = _instance(node_name, node_address, service)
-            new_memo[key] = (version, built, notes)
-            refused += notes
-            if built is None:
-                continue
-            own = service_checks.get(service_id)
-            status = aggregate_status([node_status, *own]) if own else node_status
-            instances.append(built if built.status == status else dataclasses.replace(built, status=status))
-    built_catalog = Catalog(nodes, instances, refused)
-    built_catalog._memo = new_memo
-    built_catalog.imported = imported
-    return built_catalog
-
-
-def _node(name, address, meta) -> Node | CatalogRefusal:
+def admitted_node(name, address, meta) -> Node | CatalogRefusal:
     """A node is left out whole when its name or address is unsafe; unsafe meta pairs are dropped."""
     problem = nginx_safe.node_name_problem(name) or nginx_safe.address_problem(address)
     if problem:
@@ -283,7 +305,7 @@ def _node(name, address, meta) -> Node | CatalogRefusal:
     return Node(name, address, _frozen_meta(_safe_meta(meta)))
 
 
-def _instance(node_name: str, node_address: str, service: ServiceEntry) -> tuple[Instance | None, tuple]:
+def admitted_instance(node_name: str, node_address: str, service: ServiceEntry) -> tuple[Instance | None, tuple]:
     """The instance (None: left out) and what was withheld or why it was left out."""
     service_id = service.ID
     address = service.Address or node_address
@@ -317,7 +339,7 @@ def from_snapshot(data: Mapping) -> Catalog:
     nodes, refused = [], []
     addresses = {}
     for raw in data.get("nodes") or ():
-        node = _node(raw.get("name"), raw.get("address"), raw.get("meta"))
+        node = admitted_node(raw.get("name"), raw.get("address"), raw.get("meta"))
         if isinstance(node, CatalogRefusal):
             refused.append(node)
             continue

@@ -14,6 +14,12 @@ Consul 1.13+ appends the nodes imported from peered clusters, marked with
 ``Kind`` (``connect-proxy``, ``mesh-gateway`` ... ; empty for a typical
 service). Both are read; the catalog leaves imported nodes out.
 
+A wake-up mostly changes one node of many. The dump is first split into each
+node's bytes (msgspec skips JSON without building objects: 4 ms of the 17 a
+whole decode takes at 5,000 x 3), and only a node whose bytes are not those
+of the previous dump is decoded; the catalog reuses what it built from the
+others.
+
 The types are the ones Consul's Go structs guarantee (a port is always an
 integer, tags a list of strings, meta a string map, and each may be null).
 A dump that does not fit them is refused whole (``msgspec.DecodeError``
@@ -25,6 +31,9 @@ hostile registration (hostile *values* fit the types and are judged by
 """
 
 from __future__ import annotations
+
+from collections.abc import Container
+from typing import NamedTuple
 
 import msgspec
 
@@ -55,9 +64,29 @@ class NodeEntry(msgspec.Struct, frozen=True, gc=False):
     Checks: tuple[CheckEntry, ...] | None = None
 
 
-_DECODER = msgspec.json.Decoder(list[NodeEntry] | None)
+class Dumped(NamedTuple):
+    """One node of the dump: its bytes, and its entry (None: its bytes are in the previous dump, unchanged)."""
+
+    raw: bytes
+    entry: NodeEntry | None
 
 
-def decode(body: bytes) -> list[NodeEntry]:
-    """The node dump's entries (msgspec.DecodeError if it does not fit Consul's own types)."""
-    return _DECODER.decode(body) or []
+_NODES = msgspec.json.Decoder(list[msgspec.Raw] | None)
+_NODE = msgspec.json.Decoder(NodeEntry)
+
+
+def decode(body: bytes, known: Container[bytes] = ()) -> list[Dumped]:
+    """The node dump's nodes, those whose bytes are in ``known`` left undecoded (msgspec.DecodeError if it
+    does not fit Consul's own types)."""
+    dumped = []
+    for position, raw in enumerate(_NODES.decode(body) or ()):
+        raw = bytes(raw)
+        dumped.append(Dumped(raw, None if raw in known else decode_node(raw, position)))
+    return dumped
+
+
+def decode_node(raw: bytes, position: int = 0) -> NodeEntry:
+    try:
+        return _NODE.decode(raw)
+    except msgspec.ValidationError as error:  # name the node's place in the whole dump, as one decode would
+        raise msgspec.ValidationError(str(error).replace("at `$", f"at `$[{position}]", 1)) from None

@@ -7,6 +7,7 @@ import pytest
 from renderer.catalog import model as catalog
 from renderer.catalog import node_dump as node_dump_module
 from renderer.catalog import snapshot
+from renderer.catalog.from_dump import from_node_dump
 from renderer.catalog.model import CRITICAL, PASSING, WARNING, aggregate_status
 
 SEED = Path(__file__).parent / "catalogs" / "seed.json"
@@ -31,16 +32,16 @@ def test_worst_check_wins_and_no_check_is_passing():
 
 
 def test_node_dump_address_falls_back_to_the_node():
-    built = catalog.from_node_dump(node_dump([svc("a"), svc("b", address="10.9.9.9")]))
+    built = from_node_dump(node_dump([svc("a"), svc("b", address="10.9.9.9")]))
     assert [(i.id, i.address) for i in built.instances_of("web")] == [("a", "10.1.1.1"), ("b", "10.9.9.9")]
 
 
 def test_node_checks_and_service_checks_make_the_status():
     checks = [{"ServiceID": "", "Status": "passing"}, {"ServiceID": "a", "Status": "critical"},
               {"ServiceID": "b", "Status": "warning"}]
-    built = catalog.from_node_dump(node_dump([svc("a"), svc("b"), svc("c")], checks))
+    built = from_node_dump(node_dump([svc("a"), svc("b"), svc("c")], checks))
     assert {i.id: i.status for i in built.instances} == {"a": CRITICAL, "b": WARNING, "c": PASSING}
-    failing_node = catalog.from_node_dump(node_dump([svc("c")], [{"ServiceID": "", "Status": "critical"}]))
+    failing_node = from_node_dump(node_dump([svc("c")], [{"ServiceID": "", "Status": "critical"}]))
     assert failing_node.instances[0].status == CRITICAL
 
 
@@ -52,7 +53,7 @@ def test_hostile_instances_are_rejected_with_their_id_and_reason():
         svc("bad-port", port=0),
         svc("big-port", port=70000),
     ])
-    built = catalog.from_node_dump(dump)
+    built = from_node_dump(dump)
     assert [i.id for i in built.instances] == ["good"]
     rejected = {r.service_id: r.reason for r in built.refused}
     assert set(rejected) == {"inject-name", "inject-addr", "bad-port", "big-port"}
@@ -65,7 +66,7 @@ def test_an_unsafe_tag_or_meta_value_is_withheld_and_the_instance_kept():
         svc("inject-tag", tags=["http", "x; return 200"]),
         svc("inject-meta", meta={"weight": "1 }", "description": "my app", "version": "2"}),
     ])
-    built = catalog.from_node_dump(dump)
+    built = from_node_dump(dump)
     by_id = {i.id: i for i in built.instances}
     assert by_id["inject-tag"].tags == ("http",)
     assert dict(by_id["inject-meta"].meta) == {"version": "2"}
@@ -81,20 +82,20 @@ def test_an_unsafe_tag_or_meta_value_is_withheld_and_the_instance_kept():
 
 
 def test_unsafe_node_is_rejected_whole():
-    built = catalog.from_node_dump(node_dump([svc("a")], node="evil;node"))
+    built = from_node_dump(node_dump([svc("a")], node="evil;node"))
     assert built.instances == () and built.refused[0].service_id == ""
 
 
 def test_unchanged_instances_are_reused_by_identity():
-    first = catalog.from_node_dump(node_dump([svc("a"), svc("b")]))
-    second = catalog.from_node_dump(node_dump([svc("a"), svc("b", port=81, index=2)]), previous=first)
+    first = from_node_dump(node_dump([svc("a"), svc("b")]))
+    second = from_node_dump(node_dump([svc("a"), svc("b", port=81, index=2)]), previous=first)
     assert second.instances[0] is first.instances[0]
     assert second.instances[1] is not first.instances[1]
     assert first != second
 
 
 def test_services_union_their_tags_sorted_by_name():
-    built = catalog.from_node_dump(node_dump([svc("a", tags=["x"]), svc("b", tags=["y"]),
+    built = from_node_dump(node_dump([svc("a", tags=["x"]), svc("b", tags=["y"]),
                                               svc("c", name="alpha", tags=[])]))
     assert built.services() == (("alpha", (), ""), ("web", ("x", "y"), ""))
 
@@ -133,20 +134,20 @@ def test_snapshot_applies_the_same_rules(tmp_path):
 
 
 def test_unchanged_modify_index_reuses_the_instance_and_follows_its_status():
-    first = catalog.from_node_dump(node_dump([{**svc("a"), "ModifyIndex": 5}]))
+    first = from_node_dump(node_dump([{**svc("a"), "ModifyIndex": 5}]))
     checks = [{"ServiceID": "a", "Status": "critical"}]
-    second = catalog.from_node_dump(node_dump([{**svc("a"), "ModifyIndex": 5}], checks), previous=first)
+    second = from_node_dump(node_dump([{**svc("a"), "ModifyIndex": 5}], checks), previous=first)
     assert second.instances[0].status == CRITICAL and second.instances[0].port == first.instances[0].port
-    third = catalog.from_node_dump(node_dump([{**svc("a"), "ModifyIndex": 5}]), previous=second)
+    third = from_node_dump(node_dump([{**svc("a"), "ModifyIndex": 5}]), previous=second)
     assert third.instances[0].status == PASSING
 
 
 def test_a_new_modify_index_is_parsed_and_checked_again():
-    first = catalog.from_node_dump(node_dump([{**svc("a"), "ModifyIndex": 5}]))
+    first = from_node_dump(node_dump([{**svc("a"), "ModifyIndex": 5}]))
     hostile = {**svc("a", name="x;y"), "ModifyIndex": 6}
-    second = catalog.from_node_dump(node_dump([hostile]), previous=first)
+    second = from_node_dump(node_dump([hostile]), previous=first)
     assert second.instances == () and second.refused[0].service_id == "a"
-    again = catalog.from_node_dump(node_dump([hostile]), previous=second)
+    again = from_node_dump(node_dump([hostile]), previous=second)
     assert again.refused[0].service_id == "a", "a memoised rejection is still reported"
 
 
@@ -160,7 +161,7 @@ def test_the_node_dump_decoder_keeps_what_the_catalog_reads_and_allows_nulls():
                      "Output": "x" * 1000, "Definition": {}}]},
         {"Node": "n2", "Address": "10.0.0.2", "Services": None, "Checks": None},
     ]).encode()
-    built = catalog.from_node_dump(node_dump_module.decode(body))
+    built = from_node_dump(node_dump_module.decode(body))
     assert [(i.id, i.address, i.port, i.tags, dict(i.meta), i.status) for i in built.instances] == [
         ("a", "10.0.0.1", 80, (), {}, PASSING)]
     assert [n.name for n in built.nodes] == ["n1", "n2"]
@@ -175,7 +176,7 @@ def test_a_node_dump_that_breaks_consuls_types_is_refused_naming_the_field():
 
 @pytest.mark.parametrize("address", ["nonexistent.invalid", "1e3", "300.1.1.1", "fe80::1%eth0", "host.example.org"])
 def test_an_instance_address_nginx_would_have_to_resolve_or_cannot_take_leaves_the_instance_out(address):
-    built = catalog.from_node_dump(node_dump([svc("a", address=address), svc("b", address="10.9.9.9")]))
+    built = from_node_dump(node_dump([svc("a", address=address), svc("b", address="10.9.9.9")]))
     assert [i.id for i in built.instances] == ["b"]
     (refusal,) = built.refused
     assert refusal.service_id == "a" and refusal.line.startswith("skipped service instance 'a'")
@@ -183,5 +184,5 @@ def test_an_instance_address_nginx_would_have_to_resolve_or_cannot_take_leaves_t
 
 
 def test_a_node_with_a_host_name_address_keeps_its_instances_that_have_ip_addresses():
-    built = catalog.from_node_dump(node_dump([svc("a"), svc("b", address="10.9.9.9")], address="n1.example.org"))
+    built = from_node_dump(node_dump([svc("a"), svc("b", address="10.9.9.9")], address="n1.example.org"))
     assert [i.id for i in built.instances] == ["b"] and "not an IP address" in built.refused[0].reason
