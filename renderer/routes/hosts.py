@@ -41,6 +41,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from renderer.catalog.certificates import Certificate, CertificateSet
 from renderer.catalog.model import Catalog
@@ -132,61 +133,29 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
                     key="path", value=path))
         by_host.setdefault(host, []).append((path, match, chosen))
 
-    hosts, waiting = [], []
+    hosts, waiting, routing = [], [], {}
     for host in sorted(by_host):
         # Per path: its default route first, then the header routes in the order they are tried (the first
         # registered first, as conflicts are settled).
-        routes = sorted(by_host[host], key=lambda r: (r[0], r[1] != "", specs[r[2]].created or INFINITY, r[2]))
+        routes = routing[host] = sorted(by_host[host],
+                                        key=lambda r: (r[0], r[1] != "", specs[r[2]].created or INFINITY, r[2]))
         parts = tuple((path, name, specs[name]) for path, _, name in routes)
         previous = known.get(host)
         if previous is not None and len(previous[0]) == len(parts) and all(
                 a[0] == b[0] and a[1] == b[1] and a[2] is b[2] for a, b in zip(previous[0], parts)):
             hosts.append(previous[1])  # its services' parts are the same objects: the same host
             continue
-        certificate = None
-        refusing = False  # a host built with a refusal is built again each time, so the refusal is always said
-        if any(specs[name].tls == "terminate" for _, _, name in routes):
-            found = certificates.find(host)
-            if isinstance(found, Certificate):
-                certificate = found
-            elif any(specs[name].acme for _, _, name in routes) and not host.startswith("*."):
-                # Its certificate is the fleet issuer's to order: plain HTTP meanwhile, never another's.
-                refusing = True
-                waiting.append(host)
-                notes.append(f"host {host} waits for its certificate from the fleet's ACME issuer (tls_acme): "
-                             "served over plain HTTP until then")
-            else:
-                refusing = True
-                for path, _, name in [r for r in routes if specs[r[2]].tls == "terminate"]:
-                    refused.append(RouteRefusal(name, f"host {host} path {path}: no certificate ({found}); not routed",
-                                                key="tls", value="terminate"))
-                routes = [r for r in routes if specs[r[2]].tls != "terminate"]
-                if not routes:
-                    continue
-        http, https, h2c = [], [], []
-        for path, match, name in routes:
-            spec = specs[name]
-            # Nothing to strip from "/": its location takes the path as it comes.
-            location = dataclasses.replace(spec.location, path=path,
-                                           id=short_id(f"{host} {path}" + (f" {match}" if match else "")),
-                                           strip_path=spec.location.strip_path and path != "/")
-            if spec.tls == "terminate" and certificate is None:
-                http.append(location)  # waiting for its certificate (above)
-            elif spec.tls == "terminate":
-                https.append(location)
-                http.append(dataclasses.replace(location, action="redirect") if spec.https_redirect else location)
-            elif location.backend in GRPC:
-                h2c.append(location)
-            else:
-                http.append(location)
-        built = Host.of(host, tuple(http), tuple(https), certificate, tuple(h2c))
+        built, refusing = build_host(host, routes, specs, certificates, refused, notes, waiting)
+        if built is None:
+            continue
         hosts.append(built)
         # Auth and mirror pools are other services': a host with either is not kept either.
-        if not refusing and not any(location.auth or location.mirror for location in (*http, *https, *h2c)):
+        if not refusing and not any(location.auth or location.mirror
+                                    for location in (*built.http, *built.https, *built.h2c)):
             known[host] = (parts, built)
     for name in set(known) - set(by_host):
         del known[name]
-    hosts = _resolve_others(hosts, catalog)
+    hosts = resolve_others(hosts, catalog)
 
     passthrough = []
     for host in sorted(sni):
@@ -198,7 +167,51 @@ def assemble(specs: dict[str, ServiceRoutes], options: RouteOptions, certificate
     wildcards = [route.host[1:] for route in passthrough if route.host.startswith("*.")]
     exact = tuple(host.name for host in hosts if host.https and not host.name.startswith("*.")
                   and any(host.name.endswith(suffix) for suffix in wildcards))
-    return hosts, passthrough, exact, tuple(waiting)
+    return hosts, passthrough, exact, tuple(waiting), routing
+
+
+def build_host(host: str, routes: list[tuple[str, str, str]], specs: Mapping[str, ServiceRoutes],
+               certificates: CertificateSet, refused: list[RouteRefusal], notes: list[str],
+               waiting: list[str]) -> tuple[Host | None, bool]:
+    """The host from its routes ((path, header match, service), in the order tried), and whether it was built
+    with a refusal or note (a host without a certificate); None when none of its routes is left."""
+    certificate = None
+    refusing = False  # a host built with a refusal is built again each time, so the refusal is always said
+    if any(specs[name].tls == "terminate" for _, _, name in routes):
+        found = certificates.find(host)
+        if isinstance(found, Certificate):
+            certificate = found
+        elif any(specs[name].acme for _, _, name in routes) and not host.startswith("*."):
+            # Its certificate is the fleet issuer's to order: plain HTTP meanwhile, never another's.
+            refusing = True
+            waiting.append(host)
+            notes.append(f"host {host} waits for its certificate from the fleet's ACME issuer (tls_acme): "
+                         "served over plain HTTP until then")
+        else:
+            refusing = True
+            for path, _, name in [r for r in routes if specs[r[2]].tls == "terminate"]:
+                refused.append(RouteRefusal(name, f"host {host} path {path}: no certificate ({found}); not routed",
+                                            key="tls", value="terminate"))
+            routes = [r for r in routes if specs[r[2]].tls != "terminate"]
+            if not routes:
+                return None, True
+    http, https, h2c = [], [], []
+    for path, match, name in routes:
+        spec = specs[name]
+        # Nothing to strip from "/": its location takes the path as it comes.
+        location = dataclasses.replace(spec.location, path=path,
+                                       id=short_id(f"{host} {path}" + (f" {match}" if match else "")),
+                                       strip_path=spec.location.strip_path and path != "/")
+        if spec.tls == "terminate" and certificate is None:
+            http.append(location)  # waiting for its certificate (above)
+        elif spec.tls == "terminate":
+            https.append(location)
+            http.append(dataclasses.replace(location, action="redirect") if spec.https_redirect else location)
+        elif location.backend in GRPC:
+            h2c.append(location)
+        else:
+            http.append(location)
+    return Host.of(host, tuple(http), tuple(https), certificate, tuple(h2c)), refusing
 
 
 def _match_key(location: Location) -> str:
@@ -206,7 +219,7 @@ def _match_key(location: Location) -> str:
     return f"{location.match[0].lower()}: {location.match[1]}" if location.match else ""
 
 
-def _resolve_others(hosts: list[Host], catalog: Catalog) -> list[Host]:
+def resolve_others(hosts: list[Host], catalog: Catalog) -> list[Host]:
     """Give each auth=service:NAME and mirror=service:NAME its pool (NAME's passing instances), resolved
     across services."""
     pools: dict[tuple[str, str], Pool | None] = {}

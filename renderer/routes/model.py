@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from renderer.catalog.certificates import Certificate
 from renderer.errors import ConfigError
 
-from . import values
+from . import values, views
 from .listen_ports import ListenPolicy
 
 # A rate limit's burst when the service sets none: five times the rate's count (10r/s lets 50 through at
@@ -307,24 +307,51 @@ class RouteTable:
     @functools.cached_property
     def pools(self) -> tuple[Pool, ...]:
         """Every pool an HTTP location proxies to (stable, canary, auth), each once, by name."""
-        found: dict[str, Pool] = {}
-        for host in self.hosts:
-            for location in (*host.http, *host.https, *host.h2c):
-                for pool in (location.pool, location.canary, location.auth.pool if location.auth else None,
-                             location.mirror.pool if location.mirror else None):
-                    if pool is not None and location.action not in ("redirect", "maintenance"):
-                        found.setdefault(pool.name, pool)
-        return tuple(found[name] for name in sorted(found))
+        return views.pools(self.hosts)
 
     @functools.cached_property
     def locations(self) -> tuple[Location, ...]:
         """Every distinct location (a route served on both listeners counts once)."""
-        found: dict[str, Location] = {}
-        for host in self.hosts:
-            for location in (*host.https, *host.http, *host.h2c):
-                if location.action != "redirect":
-                    found.setdefault(location.id, location)
-        return tuple(found[key] for key in sorted(found))
+        return views.locations(self.hosts)
+
+    @functools.cached_property
+    def _places(self) -> dict[str, dict]:
+        """Where each host, pool, location and service is in its view (filled as the views are asked)."""
+        return {}
+
+    def _place(self, view: str, key) -> dict:
+        if view not in self._places:
+            self._places[view] = views.index(getattr(self, view), key)
+        return self._places[view]
+
+    def with_hosts(self, rebuilt: Mapping[str, Host]) -> "RouteTable":
+        """This table with the hosts ``rebuilt`` (by name) in place of its own, the rest as it is; the views
+        this table computed are updated from its own rather than computed again (same pools, locations and
+        services: the builder rebuilds hosts only when no route changed), in time proportional to ``rebuilt``."""
+        where = self._place("hosts", lambda host: host.name)
+        hosts = list(self.hosts)
+        replaced = []
+        for name, host in rebuilt.items():
+            replaced.append((hosts[where[name]], host))
+            hosts[where[name]] = host
+        table = dataclasses.replace(self, hosts=tuple(hosts))
+        table._places["hosts"] = where  # the same names in the same places
+        known = self.__dict__
+        if "pools" in known:
+            pools = views.updated_pools(self.pools, self._place("pools", views.pool_name), replaced)
+            if pools is not None:
+                table.__dict__["pools"], table._places["pools"] = pools, self._places["pools"]
+        if "locations" in known:
+            locations = views.updated_locations(self.locations, self._place("locations", views.location_id), replaced)
+            if locations is not None:
+                table.__dict__["locations"], table._places["locations"] = locations, self._places["locations"]
+                if "services" in known:
+                    came = [location for _, new in replaced for location in views.host_locations(new)]
+                    services = views.updated_services(self.services, self._place("services", views.service_id),
+                                                      came)
+                    if services is not None:
+                        table.__dict__["services"], table._places["services"] = services, self._places["services"]
+        return table
 
     def routes(self):
         """(scheme, host, location) for every HTTP route, in the table's order: what people are shown."""
@@ -368,10 +395,7 @@ class RouteTable:
     @functools.cached_property
     def services(self) -> tuple[Location, ...]:
         """One location per routed service (its service-wide settings: rate zone, canary split)."""
-        found: dict[str, Location] = {}
-        for location in self.locations:
-            found.setdefault(location.service_id, location)
-        return tuple(found[key] for key in sorted(found))
+        return views.services(self.locations)
 
     @functools.cached_property
     def canaries(self) -> tuple[Location, ...]:
