@@ -26,7 +26,7 @@ from bench.common import check, emit_json, loadavg, print_checks, say
 from bench.renderer_scale import GENERAL_TARGETS, TARGETS
 from tests.support.docker_engine import DockerEngine
 
-BENCHES = ("e2e", "churn", "registrar", "renderer", "routes", "deploy", "stages", "fleet", "traffic")
+BENCHES = ("e2e", "churn", "registrar", "renderer", "change", "routes", "deploy", "stages", "fleet", "traffic")
 
 
 def plan(args) -> list[tuple[str, list[str]]]:
@@ -38,6 +38,8 @@ def plan(args) -> list[tuple[str, list[str]]]:
                       "--containers", str(args.containers or (50 if args.quick else 200))],
         "renderer": ["bench.renderer_scale", "--services", args.sizes or ("100,1000" if args.quick else "100,1000,5000")]
                     + (["--quick"] if args.quick else []),
+        "change": ["bench.change_cost", "--services", "1000" if args.quick else "1000,5000",
+                   "--changes", "3" if args.quick else "5"],
         "routes": ["bench.routed_once", "--services", "1000", "--runs", "1" if args.quick else "3"],
         "deploy": ["bench.rolling_deploy", "--rounds", "1" if args.quick else "2"],
         # No target: where a change's time goes in the renderer, the evidence for renderer's figures.
@@ -49,7 +51,8 @@ def plan(args) -> list[tuple[str, list[str]]]:
     unknown = set(chosen) - set(BENCHES)
     if unknown:
         sys.exit(f"bench: unknown bench(es) {', '.join(sorted(unknown))}; choose from {', '.join(BENCHES)}")
-    return [(name, full[name] + (profile(name) if name not in ("stages", "deploy", "fleet", "traffic") else []))
+    return [(name, full[name] + (profile(name) if name not in ("stages", "deploy", "fleet", "traffic", "change")
+                                 else []))
             for name in BENCHES
             if name in chosen]
 
