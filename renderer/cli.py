@@ -54,7 +54,8 @@ def template_options(command):
         click.option("--check-command", default=None,
                      help="Validates the whole rendered set (default: nginx -t)."),
         click.option("--reload-command", default=None,
-                     help="Applies it (default: nginx -s reload)."),
+                     help="Applies it (default: SIGHUP to the master in --nginx-pid-file, as nginx -s reload "
+                          "does without parsing the configuration again; nginx -s reload when that is empty)."),
         click.option("--check-before-reload", "check_before_reload", is_flag=True, default=None,
                      help="Run the check command before every reload; by default it runs only once nginx refused "
                           "a reload, to name the file (nginx's reload parses everything itself)."),

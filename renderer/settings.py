@@ -10,7 +10,7 @@ from the same sources. TOML keys are the flags' names with underscores:
     template = ["/etc/renderer/templates/x.conf.j2:/etc/nginx/conf.d/x.conf"]
     template_dir = ["/etc/renderer/templates/http:/etc/nginx/conf.d"]
     check_command = "nginx -t"
-    reload_command = "nginx -s reload"
+    reload_command = ""                              # "": SIGHUP to the master in nginx_pid_file
     nginx_pid_file = "/run/nginx.pid"
     nginx_error_log = "/var/log/nginx/error.log"
     reload_timeout = "30s"
@@ -62,7 +62,9 @@ from .routes.model import RouteOptions
 
 DEFAULTS = {
     "check_command": "nginx -t",
-    "reload_command": "nginx -s reload",
+    # None: the renderer sends SIGHUP to the master in nginx_pid_file itself (renderer.apply.nginx_master); with
+    # nginx_pid_file "" it runs `nginx -s reload` (wiring.FALLBACK_RELOAD).
+    "reload_command": "",
     "nginx_pid_file": "/run/nginx.pid",
     "nginx_error_log": "/var/log/nginx/error.log",
     "reload_timeout": "30s",

@@ -35,6 +35,9 @@ from .routes.model import RENDERER_SERVICE
 from .settings import Settings
 
 log = logging.getLogger("renderer")
+# The reload where no reload command is set and nginx's master is not known (nginx_pid_file ""): with the
+# master known, the renderer sends the signal itself (NginxMaster.signal_reload says why).
+FALLBACK_RELOAD = "nginx -s reload"
 
 
 def tune_garbage_collector() -> None:
@@ -73,7 +76,10 @@ def make_pass(settings: Settings, lifecycle: Lifecycle | None = None,
 
     def reload() -> bool:
         before = master.before() if master else None
-        commands.run("nginx reload", settings.reload_command, lifecycle=lifecycle)
+        if master is not None and not settings.reload_command:
+            master.signal_reload(before)
+        else:
+            commands.run("nginx reload", settings.reload_command or FALLBACK_RELOAD, lifecycle=lifecycle)
         if master is None:
             return False
         master.confirm(before)

@@ -335,7 +335,6 @@ class Fleet:
                    "--template-dir", f"{ROOT / 'templates' / 'http'}:{node.prefix / 'conf.d'}",
                    "--template-dir", f"{ROOT / 'templates' / 'stream'}:{node.prefix / 'stream.d'}",
                    "--var", f"domain={DOMAIN}", "--check-command", node.nginx_command("-t", "-q"),
-                   "--reload-command", node.nginx_command("-s", "reload"),
                    "--nginx-pid-file", str(node.prefix / "nginx.pid"),
                    "--nginx-error-log", str(node.prefix / "logs" / "error.log"),
                    "--status-address", f"0.0.0.0:{RENDERER_STATUS}", "--log-level", "debug",

@@ -106,8 +106,9 @@ class Nginx:
 
     @property
     def renderer_args(self) -> list[str]:
-        """How a renderer checks, reloads and confirms this nginx."""
-        return ["--check-command", self.check_command, "--reload-command", self.reload_command,
+        """How a renderer checks, reloads and confirms this nginx (it signals the master in the pid file: no
+        reload command, as by default)."""
+        return ["--check-command", self.check_command,
                 "--nginx-pid-file", str(self.pid_file), "--nginx-error-log", str(self.error_log)]
 
     def start(self) -> "Nginx":

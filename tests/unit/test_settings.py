@@ -18,7 +18,7 @@ def test_defaults():
     settings = build(flags(), environ={})
     assert str(settings.consul_address) == "http://127.0.0.1:8500"
     assert settings.consul_token is None
-    assert (settings.check_command, settings.reload_command) == ("nginx -t", "nginx -s reload")
+    assert (settings.check_command, settings.reload_command) == ("nginx -t", "")  # "": SIGHUP to the master
     assert settings.wait is None and settings.log_level == "info"
 
 

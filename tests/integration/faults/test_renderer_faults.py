@@ -77,7 +77,7 @@ def test_sigkill_mid_apply_leaves_whole_files_and_restart_converges(scene, tmp_p
 
     with Probe(scene.nginx.http_port, f"steady.{scene.domain}", "steady") as probe:
         first.stop()
-        slow = RendererDaemon(*[a if a != scene.nginx.reload_command else slow_reload for a in args])
+        slow = RendererDaemon(*args, "--reload-command", slow_reload)
         scene.closers.append(slow.stop)
         routed(scene, "fresh", "fresh")
         wait_until(started.exists, timeout=10, what="reload started")

@@ -164,7 +164,7 @@ def test_sigterm_during_a_reload_confirmation_stops_at_once(scene, tmp_path):
     slow_reload.chmod(0o755)
     backend = scene.http_backend("stop")
     scene.register("stop", backend.port, tags=["http"])
-    args = [a if a != scene.nginx.reload_command else str(slow_reload) for a in scene.common_args()]
+    args = [*scene.common_args(), "--reload-command", str(slow_reload)]
     daemon = scene.daemon(*args, *scene.default_templates())
     wait_until(lambda: scene.outputs[0].exists(), timeout=10, what="files staged, reload running")
     daemon.signal(signal.SIGTERM)
