@@ -3,8 +3,9 @@
 The catalog from a node dump built from the previous one (only changed nodes
 decoded, only changed services looked at again), the route table built by a
 builder that remembers its last build (only changed hosts built again), the
-peer table built from the last one, and the patch that turns the table nginx
-holds into the new one: each is compared with the same thing made from
+peer table built from the last one, the patch that turns the table nginx
+holds into the new one, and the default template's file rendered with the
+texts of unchanged parts kept: each is compared with the same thing made from
 nothing, after every step of a random walk through catalog changes (moves,
 arrivals, departures, failing checks, new hosts and paths, canaries, auth and
 mirror services, TLS, case twins, whole nodes).
@@ -14,12 +15,15 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 from hypothesis import given, settings, strategies as st
 
 from renderer.catalog import node_dump
 from renderer.catalog.from_dump import from_node_dump
 from renderer.peers.table import PeerTable
+from renderer.render.api import TemplateData
+from renderer.render.loader import TemplateLoader
 from renderer.routes.builder import RouteBuilder, build
 
 from tests.unit.test_routes import CERTS, OPTIONS
@@ -144,6 +148,10 @@ def held_of(peers: PeerTable) -> dict:
             **{f"split:{split[0]}": " ".join(map(str, split)) for split in peers.splits}}
 
 
+HTTP_TEMPLATE = Path(__file__).resolve().parents[2] / "templates" / "http" / "services.conf.j2"
+VARIABLES = {"domain": "example.org", "http_port": "80", "https_port": "443"}
+
+
 def walk(seed: int, steps: int = 25):
     """(the catalog from the last one and from nothing, the builder's table and the whole way's, the peer table
     from the last one and from nothing, the last peer table) at each step of a random walk."""
@@ -164,10 +172,13 @@ def walk(seed: int, steps: int = 25):
         world.step()
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2**32 - 1))
-def test_every_shorter_way_gives_what_the_whole_way_gives(seed):
-    for catalog, whole, table, expected, new, fresh, held, _ in walk(seed):
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.booleans())
+def test_every_shorter_way_gives_what_the_whole_way_gives(seed, dynamic):
+    variables = {**VARIABLES, **({"dynamic_peers": "true", "peers_dir": "/p", "peers_socket": "/p/s"} if dynamic
+                                 else {})}
+    kept, whole_way = TemplateLoader(variables), TemplateLoader(variables)  # each() texts kept, and not
+    for catalog, whole, table, expected, new, fresh, held, builder in walk(seed):
         assert catalog == whole and catalog.refused == whole.refused
         assert catalog.services() == whole.services() and catalog.routes == whole.routes
         for name, _, _ in whole.services():
@@ -179,6 +190,12 @@ def test_every_shorter_way_gives_what_the_whole_way_gives(seed):
         assert new == fresh and new.digest == fresh.digest and new.body == fresh.body
         if held is not None:
             assert applied(held_of(held), new.patch(held, 1)) == held_of(new)
+        # The file: the default template, its each() texts kept from the last render, as the daemon renders.
+        data = TemplateData(catalog, certificates=CERTS, routes=builder)
+        rendered = kept.render(HTTP_TEMPLATE, data)
+        kept.keep_fragments(HTTP_TEMPLATE, rendered, data.evaluated(("routes", kept.route_options)))
+        whole_way.forget_fragments(HTTP_TEMPLATE)
+        assert rendered.content == whole_way.render(HTTP_TEMPLATE, TemplateData(whole, certificates=CERTS)).content
 
 
 def test_the_shorter_ways_are_taken():
