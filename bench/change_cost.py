@@ -42,7 +42,7 @@ import requests
 from bench.common import check, emit_json, loadavg, print_checks, say
 from bench.renderer_scale import (CHANGE_TIMEOUT, DOMAIN, NGINX_BINARY, LiveBackend, cpu_seconds, nginx_body,
                                   node_name, parse_sizes, production_consul, register_catalog, renderer_args,
-                                  timed_changes, txn)
+                                  timed_changes, txn, wait_for_log)
 from tests.support.nginx_server import Nginx, lua_available
 from tests.support.waiting import terminate
 
@@ -87,11 +87,7 @@ def start_daemon(agent, nginx: Nginx, extra: list[str], log_path: Path, workdir:
     log = stack.enter_context(open(log_path, "wb"))
     daemon = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     stack.callback(terminate, daemon, 10)
-    deadline = time.perf_counter() + 180
-    while "nginx reload confirmed" not in log_path.read_text(errors="replace"):
-        if daemon.poll() is not None or time.perf_counter() > deadline:
-            raise RuntimeError(f"renderer {' '.join(extra)} did not start: {log_path.read_text()[-2000:]}")
-        time.sleep(0.02)
+    wait_for_log(log_path, "nginx reload confirmed", daemon, 180, f"renderer {' '.join(extra)} did not start")
     time.sleep(1.0)  # the catalog watch starts after the first pass; the first reload's old workers leave
     return daemon
 

@@ -377,14 +377,9 @@ def bench_size(services: int, instances: int, changes: int, served: int, idle_se
         last_vhost = f"server_name {service_name(services)}.{DOMAIN};"
         seen = wait_for_content(output, last_vhost, 120)
         result["daemon_first_file_s"] = seen - started
-        # The file is staged before nginx -t and the reload; a change arriving
-        # meanwhile waits for the whole pass (seconds at 5,000 services), so
-        # start the timed changes once the first reload is done.
-        deadline = time.perf_counter() + 120
-        while "nginx reload confirmed" not in daemon_log_path.read_text(errors="replace"):
-            if daemon.poll() is not None or time.perf_counter() > deadline:
-                raise RuntimeError(f"renderer run did not reload nginx: {daemon_log_path.read_text()[-2000:]}")
-            time.sleep(0.01)
+        # The file is staged before the reload; a change arriving meanwhile waits for the whole pass
+        # (seconds at 5,000 services), so start the timed changes once the first reload is done.
+        wait_for_log(daemon_log_path, "nginx reload confirmed", daemon, 120, "renderer run did not reload nginx")
         result["daemon_first_reload_s"] = time.perf_counter() - started
         time.sleep(0.5)  # the catalog watch starts after the first pass
         if daemon.poll() is not None:
@@ -442,12 +437,7 @@ def bench_size(services: int, instances: int, changes: int, served: int, idle_se
         daemon = subprocess.Popen(renderer_args("run", agent, nginx, output, "debug") + ["--check-before-reload"],
                                   stdout=checked_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         stack.callback(terminate, daemon, 10)
-        deadline = time.perf_counter() + 120
-        while "pass 1 done" not in checked_log_path.read_text(errors="replace"):
-            if daemon.poll() is not None or time.perf_counter() > deadline:
-                raise RuntimeError(f"renderer --check-before-reload did not start: "
-                                   f"{checked_log_path.read_text()[-2000:]}")
-            time.sleep(0.01)
+        wait_for_log(checked_log_path, "pass 1 done", daemon, 120, "renderer --check-before-reload did not start")
         time.sleep(0.5)  # the catalog watch starts after the first pass
         _, checked_served, _ = timed_changes(agent, nginx, output, services, instances, changes, changes, stack,
                                              daemon, file_too=False)
@@ -472,11 +462,7 @@ def bench_size(services: int, instances: int, changes: int, served: int, idle_se
                 "--var", f"socket_dir={nginx.prefix}"], stdout=dynamic_log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL)
             stack.callback(terminate, daemon, 10)
-            deadline = time.perf_counter() + 120
-            while "nginx took peer table" not in dynamic_log_path.read_text(errors="replace"):
-                if daemon.poll() is not None or time.perf_counter() > deadline:
-                    raise RuntimeError(f"renderer --dynamic-peers did not push: {dynamic_log_path.read_text()[-2000:]}")
-                time.sleep(0.01)
+            wait_for_log(dynamic_log_path, "nginx took peer table", daemon, 120, "renderer --dynamic-peers did not push")
             time.sleep(0.5)
             # What a route change costs here: nginx -t with the Lua module and the dynamic template.
             result["dynamic_nginx_check_ms"] = nginx_check_ms(nginx)[0]
@@ -497,6 +483,15 @@ def bench_size(services: int, instances: int, changes: int, served: int, idle_se
         elif dynamic:
             result["notes"].append("dynamic peers not measured: nginx has no Lua module (make deps)")
     return result
+
+
+def wait_for_log(path: Path, needle: str, daemon: subprocess.Popen, timeout: float, what: str) -> None:
+    """Until the daemon's log at ``path`` holds ``needle``; RuntimeError with its tail when it exits or times out."""
+    deadline = time.perf_counter() + timeout
+    while needle not in path.read_text(errors="replace"):
+        if daemon.poll() is not None or time.perf_counter() > deadline:
+            raise RuntimeError(f"{what}: {path.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.01)
 
 
 def nginx_check_ms(nginx: Nginx) -> tuple[float, list[str]]:

@@ -31,28 +31,25 @@ def host_locations(host) -> Iterable:
 
 def pools(hosts) -> tuple:
     """Every pool an HTTP location proxies to, each once, by name."""
-    found: dict = {}
-    for host in hosts:
-        for pool in host_pools(host):
-            found.setdefault(pool.name, pool)
-    return tuple(found[name] for name in sorted(found))
+    return _first_of_each((pool for host in hosts for pool in host_pools(host)), pool_name)
 
 
 def locations(hosts) -> tuple:
     """Every distinct location (a route served on both listeners counts once), by id."""
-    found: dict = {}
-    for host in hosts:
-        for location in host_locations(host):
-            found.setdefault(location.id, location)
-    return tuple(found[key] for key in sorted(found))
+    return _first_of_each((location for host in hosts for location in host_locations(host)), location_id)
 
 
 def services(all_locations) -> tuple:
     """One location per routed service: its first by id."""
+    return _first_of_each(all_locations, service_id)
+
+
+def _first_of_each(entries, key) -> tuple:
+    """The first entry of each key, by key."""
     found: dict = {}
-    for location in all_locations:
-        found.setdefault(location.service_id, location)
-    return tuple(found[key] for key in sorted(found))
+    for entry in entries:
+        found.setdefault(key(entry), entry)
+    return tuple(found[name] for name in sorted(found))
 
 
 def index(entries: tuple, key) -> dict:
