@@ -41,3 +41,7 @@ class ReloadNotTaken(RendererError):
     def __init__(self, detail: str):
         self.detail = detail
         super().__init__(detail)
+
+
+class AcmeFailure(Exception):
+    """An order, an account or the ACME directory that did not work out; the message says which and why."""

@@ -33,9 +33,6 @@ import os
 import re
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from .kv import KvSnapshot
 from renderer.errors import ConfigError
 
@@ -71,6 +68,8 @@ class Sealer:
     """AES-256-GCM for private keys in KV; ``Sealer(None)`` leaves them as PEM (and opens only PEM)."""
 
     def __init__(self, key: bytes | None):
+        # cryptography is imported where a key is used: every renderer reads this module, few seal (30 ms)
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         self._aead = AESGCM(key) if key else None
 
     @classmethod
@@ -126,6 +125,7 @@ class StoredCertificate:
 def validity(chain_pem: str) -> tuple[float, float]:
     """(not before, not after) of the first certificate of ``chain_pem``, as Unix times."""
     try:
+        from cryptography import x509
         leaf = x509.load_pem_x509_certificate(chain_pem.encode())
     except ValueError as error:
         raise CertificateProblem(f"is not a PEM certificate ({error})") from None

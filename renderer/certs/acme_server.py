@@ -20,12 +20,10 @@ from acme import challenges, client, crypto_util, errors as acme_errors, message
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from renderer.errors import AcmeFailure
+
 log = logging.getLogger("renderer")
 USER_AGENT = "consul-nginx-sync-renderer"
-
-
-class AcmeFailure(Exception):
-    """An order, an account or the directory that did not work out; the message says which and why."""
 
 
 def _pem(key) -> str:

@@ -31,6 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import requests
 
@@ -39,9 +40,12 @@ from agentkit.errors import AgentError
 
 from renderer.catalog import kv_certificates as layout
 from renderer.catalog.kv_certificates import Sealer, renewal_due
+from renderer.errors import AcmeFailure
 
 from . import store
-from .acme_server import AcmeFailure, AcmeServer
+
+if TYPE_CHECKING:  # certbot's acme is imported only where ACME is on (renderer.certs.fleet)
+    from .acme_server import AcmeServer
 
 log = logging.getLogger("renderer")
 LOCK_TTL = 10          # seconds: Consul's shortest; the session is renewed every third of it, orders or not

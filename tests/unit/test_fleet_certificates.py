@@ -201,7 +201,7 @@ class FakeAcme:
         return "-----BEGIN PRIVATE KEY-----account"
 
     def order(self, host, account, publish, served, withdraw):
-        from renderer.certs.acme_server import AcmeFailure
+        from renderer.errors import AcmeFailure
         self.orders.append(host)
         publish("T" * 43, "T" * 43 + "." + "t" * 43)
         served("T" * 43, "")
