@@ -206,12 +206,11 @@ class Catalog:
         for instance in arrived:
             if instance.name in names:
                 fresh.setdefault(instance.name, []).append(instance)
-        gone_nodes = changed_nodes
         by_name, passing = dict(self._by_name), dict(self._passing)
         changed = set()
         for name in names:
             old = self._by_name.get(name, ())
-            group = [i for i in old if i.node not in gone_nodes] + fresh.get(name, [])
+            group = [i for i in old if i.node not in changed_nodes] + fresh.get(name, [])
             group.sort(key=_NODE_AND_ID)
             if len(group) == len(old) and all(a is b for a, b in zip(group, old)):
                 continue
