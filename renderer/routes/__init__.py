@@ -20,7 +20,9 @@ One concept per module, after fabio's ``route/`` package:
   settled by one rule;
 * :mod:`.listen_ports` + :mod:`.stream` -- tcp/udp listeners, on the ports
   the operator allows;
-* :mod:`.builder` -- the entry point, and what it keeps between builds;
+* :mod:`.builder` -- the entry point, and what it keeps between builds
+  (only what changed is built again); :mod:`.views` -- the table's pools,
+  locations and services, updated in place for a few rebuilt hosts;
 * :mod:`.report` -- the table for people (``renderer routes``, ``--url``).
 
 May import: :mod:`renderer.catalog` (its data model and certificate set),
