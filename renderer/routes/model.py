@@ -51,11 +51,13 @@ class Pool:
     name: str
     service: str
     servers: tuple[Server, ...]
+    # Every server is an IP address: the pool can take its peers from nginx's Lua balancer. Worked out once,
+    # when the pool is made (a pool is reused while its service's instances are): the template, the zone's
+    # size and the peer table ask it of every pool on every render.
+    ip_only: bool = dataclasses.field(init=False, compare=False, repr=False)
 
-    @property
-    def ip_only(self) -> bool:
-        """Every server is an IP address: the pool can take its peers from nginx's Lua balancer."""
-        return all(ip_port(server.address) is not None for server in self.servers)
+    def __post_init__(self):
+        object.__setattr__(self, "ip_only", all(ip_port(server.address) is not None for server in self.servers))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
